@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from moescale import __version__
 from moescale.errors import UserError
@@ -31,6 +34,56 @@ def _root(
     ),
 ) -> None:
     """Compute-optimal scaling of Mixture-of-Experts language models."""
+
+
+@app.command()
+def flops(
+    config: Path = typer.Argument(
+        ..., help="Model config YAML (MoEConfig keys, or under `model:`)."
+    ),
+    seq_len: int | None = typer.Option(
+        None, help="Sequence length (default: the file's, else max_seq_len)."
+    ),
+) -> None:
+    """Print the exact parameter, FLOP and KV-cache accounting of a model config."""
+    from moescale.models import count, kv_cache_bytes
+    from moescale.models.config import load_model_yaml
+
+    model, file_seq_len = load_model_yaml(config)
+    seq_len = seq_len or file_seq_len
+    if seq_len > model.max_seq_len:
+        raise UserError(f"--seq-len {seq_len} exceeds the model's max_seq_len {model.max_seq_len}")
+    accounting = count(model, seq_len)
+    console = Console()
+    table = Table(title=f"{config} at seq_len {seq_len}: forward FLOPs per token")
+    table.add_column("component")
+    table.add_column("forward FLOPs/token", justify="right")
+    table.add_column("share", justify="right")
+    total = accounting.forward_flops_per_token
+    for name, value in accounting.forward.items():
+        table.add_row(name.replace("_", " "), f"{value:.4g}", f"{value / total:.1%}")
+    table.add_row("total (forward)", f"{total:.4g}", "100.0%", style="bold")
+    console.print(table)
+
+    summary = Table(show_header=False, title="accounting")
+    summary.add_column(justify="left")
+    summary.add_column(justify="right")
+    n = accounting.n_active
+    rows = [
+        ("n_total", f"{accounting.n_total:,}"),
+        ("n_active (N)", f"{n:,}"),
+        ("n_embedding", f"{accounting.n_embedding:,}"),
+        ("flops_per_token (train, 3 x fwd)", f"{accounting.flops_per_token:.4g}"),
+        ("flops_per_token / N", f"{accounting.flops_per_token / n:.3f}  (6 for the 6ND rule)"),
+        ("KV cache per token (bf16)", f"{kv_cache_bytes(model, 1):,} bytes"),
+        (
+            f"KV cache per sequence of {seq_len}",
+            f"{kv_cache_bytes(model, seq_len) / 2**20:,.2f} MiB",
+        ),
+    ]
+    for row in rows:
+        summary.add_row(*row)
+    console.print(summary)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,1 @@
+"""Speed measurements (not tests): each prints ratios measured side by side in one run."""

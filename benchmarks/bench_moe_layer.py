@@ -1,0 +1,85 @@
+"""One MoE FFN layer (router + shared + routed experts, forward + backward) against a dense
+SwiGLU FFN of the same activated FLOPs, side by side: tokens/s, achieved GFLOP/s as a share
+of the measured fp32 matmul peak, and the MoE/dense throughput ratio.
+
+    python -m benchmarks.bench_moe_layer [--tokens 8192] [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from moescale.models import MoEConfig
+from moescale.models.layers import SwiGLU
+from moescale.models.transformer import MoEFeedForward
+from moescale.training.hardware import measure_matmul_peak
+
+SHAPES = [  # (d_model, n_experts, top_k)
+    (128, 8, 1),
+    (128, 16, 2),
+    (256, 16, 1),
+    (256, 64, 1),
+    (512, 8, 2),
+    (512, 32, 1),
+]
+
+
+def step_seconds(layer: torch.nn.Module, x: torch.Tensor) -> float:
+    start = time.perf_counter()
+    out = layer(x)
+    out = out[0] if isinstance(out, tuple) else out
+    out.square().mean().backward()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=8192)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--dispatch", default="auto", choices=["auto", "grouped", "loop"])
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    peak = measure_matmul_peak("cpu", torch.float32)
+    print(f"fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s on {torch.get_num_threads()} threads")
+    header = f"{'d':>4} {'E':>3} {'k':>2} | {'MoE tok/s':>10} {'%peak':>6} | {'dense tok/s':>11} {'%peak':>6} | {'MoE/dense':>9}"
+    print(header)
+    print("-" * len(header))
+    ratios = []
+    for d_model, n_experts, top_k in SHAPES:
+        hidden = 2 * d_model  # each expert; the shared expert has the same width
+        config = MoEConfig(
+            d_model=d_model, n_heads=1, n_experts=n_experts, top_k=top_k, expert_hidden=hidden
+        )
+        moe = MoEFeedForward(config, args.dispatch)
+        dense = SwiGLU(d_model, (1 + top_k) * hidden)  # the same activated FFN FLOPs
+        for p in moe.parameters():
+            torch.nn.init.normal_(p, 0, 0.02)
+        x = torch.randn(args.tokens, d_model, requires_grad=True)
+        # FLOPs per token (forward + backward) of the matmuls each layer runs
+        moe_flops = 3 * 2 * (d_model * n_experts + 3 * d_model * hidden * (1 + top_k))
+        dense_flops = 3 * 2 * 3 * d_model * (1 + top_k) * hidden
+        moe_t, dense_t = [], []
+        for layer in (moe, dense):
+            step_seconds(layer, x)  # warm-up
+        for _ in range(args.repeats):  # A B A B: the pair sees the same machine state
+            moe_t.append(step_seconds(moe, x))
+            dense_t.append(step_seconds(dense, x))
+        pair_ratio = statistics.median(d / m for m, d in zip(moe_t, dense_t, strict=True))
+        ratios.append(pair_ratio)
+        m_tps, d_tps = (
+            args.tokens / statistics.median(moe_t),
+            args.tokens / statistics.median(dense_t),
+        )
+        print(
+            f"{d_model:>4} {n_experts:>3} {top_k:>2} | {m_tps:>10,.0f} {m_tps * moe_flops / peak:>6.1%} |"
+            f" {d_tps:>11,.0f} {d_tps * dense_flops / peak:>6.1%} | {pair_ratio:>9.2f}"
+        )
+    print(f"median MoE/dense throughput ratio: {statistics.median(ratios):.2f} (goal >= 0.85)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Optimizer parameter groups with Hunyuan-Large's expert-specific learning rate, and its
+batch-size rule for the optimal Adam learning rate."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from moescale.models.experts import RoutedExperts
+
+# Hunyuan-Large scales the routed experts' learning rate by about 0.31 for 1-of-16 routing
+# (arXiv 2411.02265, section 2.3.2): each routed expert sees ~1/16 of the tokens per step.
+HUNYUAN_ROUTED_LR_SCALE = 0.31
+
+
+def param_groups(
+    model: nn.Module, lr: float, routed_lr_scale: float = 1.0, weight_decay: float = 0.1
+) -> list[dict]:
+    """AdamW groups: routed-expert weights at lr × routed_lr_scale, other matrices at lr,
+    and vectors (norm gains) at lr without weight decay. Every parameter lands in exactly one."""
+    routed = {
+        id(p) for m in model.modules() if isinstance(m, RoutedExperts) for p in m.parameters()
+    }
+    groups = {
+        "routed_experts": {"params": [], "lr": lr * routed_lr_scale, "weight_decay": weight_decay},
+        "matrices": {"params": [], "lr": lr, "weight_decay": weight_decay},
+        "no_decay": {"params": [], "lr": lr, "weight_decay": 0.0},
+    }
+    for param in model.parameters():
+        if not param.requires_grad:
+            continue
+        name = (
+            "routed_experts"
+            if id(param) in routed
+            else "matrices"
+            if param.dim() >= 2
+            else "no_decay"
+        )
+        groups[name]["params"].append(param)
+    return [{"name": name, **group} for name, group in groups.items() if group["params"]]
+
+
+def optimal_lr_at_batch(batch: float, batch_noise: float, lr_max: float) -> float:
+    """Optimal Adam learning rate at batch size B (Hunyuan-Large report, eq. after Table 3,
+    after McCandlish et al. 2018): eps_opt(B) = 2·eps_max / (sqrt(B_noise/B) + sqrt(B/B_noise)).
+    It peaks at eps_max when B = B_noise; the ratio of two batch sizes' optima is the rule."""
+    return 2.0 * lr_max / (math.sqrt(batch_noise / batch) + math.sqrt(batch / batch_noise))

@@ -1,0 +1,119 @@
+"""Top-k routing with capacity: dropless, 'drop', and Hunyuan-Large's 'recycle' routing.
+
+Pure tensor functions on router logits, so the rules can be tested on hand-made inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+@dataclass
+class Assignment:
+    """The (token, expert, gate weight) triples that will be computed, plus routing health."""
+
+    token: Tensor  # [A] int64: index of the token in the flattened batch
+    expert: Tensor  # [A] int64: routed expert that processes it
+    weight: Tensor  # [A] fp32: gate weight applied to that expert's output
+    expert_fraction: Tensor  # [E]: share of the T·k assignments each expert processed
+    dropped_frac: Tensor  # scalar: share of assignments dropped over capacity
+    recycled_frac: Tensor  # scalar: share of assignments moved to another expert
+    aux_loss: Tensor  # load-balance loss (Switch Transformer form), differentiable
+    z_loss: Tensor  # router z-loss (ST-MoE), differentiable
+
+
+def expert_capacity(n_tokens: int, top_k: int, n_experts: int, capacity_factor: float) -> int:
+    """Slots per expert: capacity_factor × the balanced share of the n_tokens·top_k assignments."""
+    return max(1, math.ceil(capacity_factor * n_tokens * top_k / n_experts))
+
+
+def rank_within_expert(expert: Tensor, n_experts: int) -> Tensor:
+    """For each assignment, how many earlier assignments (in the given order) went to its expert."""
+    order = torch.argsort(expert, stable=True)
+    counts = torch.bincount(expert, minlength=n_experts)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(expert)
+    rank[order] = torch.arange(expert.numel(), device=expert.device) - starts[expert[order]]
+    return rank
+
+
+def route(
+    logits: Tensor,
+    top_k: int,
+    routing: str = "dropless",
+    capacity_factor: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Assignment:
+    """Assign each of T tokens to its top-k experts from fp32 router `logits` [T, E].
+
+    Priority for capacity is choice-major: every token's first choice before any second
+    choice, and within a choice, earlier tokens first (GShard's order). 'drop' discards
+    assignments over capacity (the token keeps its residual and shared-expert path).
+    'recycle' instead moves each of them, in priority order, to a uniformly random free
+    slot among the routed experts that still have room, so nothing is dropped while any
+    capacity remains; the moved assignment is gated by the router's probability for its
+    new expert, so the router still learns from it.
+    """
+    n_tokens, n_experts = logits.shape
+    n_assign = n_tokens * top_k
+    probs = torch.softmax(logits.float(), dim=-1)
+    top_w, top_e = torch.topk(probs, top_k, dim=-1)
+    expert = top_e.t().reshape(-1)  # choice-major priority order
+    token = torch.arange(n_tokens, device=logits.device).repeat(top_k)
+    weight = top_w.t().reshape(-1)
+
+    # Switch Transformer load balance: E · Σ_e f_e · P_e, f from the router's own choices.
+    chosen = torch.bincount(expert, minlength=n_experts).float() / n_assign
+    aux_loss = n_experts * torch.sum(chosen * probs.mean(dim=0))
+    z_loss = torch.logsumexp(logits.float(), dim=-1).square().mean()
+
+    zero = logits.new_zeros((), dtype=torch.float32)
+    dropped = recycled = zero
+    if routing != "dropless":
+        if capacity_factor is None:
+            raise ValueError(f"routing '{routing}' needs a capacity_factor")
+        capacity = expert_capacity(n_tokens, top_k, n_experts, capacity_factor)
+        keep = rank_within_expert(expert, n_experts) < capacity
+        if routing == "recycle":
+            room = capacity - torch.bincount(expert[keep], minlength=n_experts)
+            overflow = torch.nonzero(~keep).flatten()
+            free_slots = torch.repeat_interleave(torch.arange(n_experts, device=room.device), room)
+            n_moved = min(overflow.numel(), free_slots.numel())
+            if n_moved:
+                pick = torch.randperm(free_slots.numel(), generator=generator)[:n_moved]
+                moved = overflow[:n_moved]
+                new_expert = free_slots[pick.to(free_slots.device)]
+                expert = expert.clone()
+                expert[moved] = new_expert
+                weight = weight.clone()
+                weight[moved] = probs[token[moved], new_expert]
+                keep = keep.clone()
+                keep[moved] = True
+            recycled = zero + n_moved / n_assign
+        elif routing != "drop":
+            raise ValueError(f"unknown routing '{routing}'")
+        dropped = zero + (n_assign - int(keep.sum())) / n_assign
+        token, expert, weight = token[keep], expert[keep], weight[keep]
+
+    expert_fraction = torch.bincount(expert, minlength=n_experts).float() / n_assign
+    return Assignment(
+        token=token,
+        expert=expert,
+        weight=weight,
+        expert_fraction=expert_fraction,
+        dropped_frac=dropped,
+        recycled_frac=recycled,
+        aux_loss=aux_loss,
+        z_loss=z_loss,
+    )
+
+
+def router_logits(x: Tensor, weight: Tensor) -> Tensor:
+    """Router logits in fp32 whatever the autocast state: routing decisions are precision-sensitive."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return F.linear(x.float(), weight.float())

@@ -1,0 +1,143 @@
+"""`MoETransformer`: the decoder-only LM of the Hunyuan-Large family."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from moescale.models.config import MoEConfig
+from moescale.models.experts import Dispatch, RoutedExperts
+from moescale.models.layers import Attention, RMSNorm, SwiGLU, rope_tables
+from moescale.models.routing import route, router_logits
+
+
+@dataclass
+class LayerRouting:
+    """Routing health of one MoE layer for one forward pass (detached)."""
+
+    expert_fraction: Tensor  # [E] share of assignments each routed expert processed
+    dropped_frac: float
+    recycled_frac: float
+
+
+@dataclass
+class ModelOutput:
+    logits: Tensor  # [B, S, V]
+    loss: Tensor | None  # ce_loss + aux_loss_coef·aux_loss + z_loss_coef·z_loss
+    ce_loss: Tensor | None  # natural-log cross-entropy per token
+    aux_loss: Tensor  # load-balance loss, mean over MoE layers (0 for dense)
+    z_loss: Tensor  # router z-loss, mean over MoE layers (0 for dense)
+    routing: list[LayerRouting]
+
+
+class MoEFeedForward(nn.Module):
+    """Shared SwiGLU experts that see every token, plus top-k routed experts."""
+
+    def __init__(self, config: MoEConfig, dispatch: Dispatch):
+        super().__init__()
+        self.config = config
+        # n shared experts of width h are one SwiGLU of width n·h: same parameters, same FLOPs.
+        hidden = config.n_shared_experts * config.shared_hidden
+        self.shared = SwiGLU(config.d_model, hidden) if hidden else None
+        self.router = nn.Linear(config.d_model, config.n_experts, bias=False)
+        self.experts = RoutedExperts(
+            config.n_experts, config.d_model, config.expert_hidden, dispatch
+        )
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, LayerRouting]:
+        flat = x.reshape(-1, x.shape[-1])
+        c = self.config
+        assignment = route(
+            router_logits(flat, self.router.weight), c.top_k, c.routing, c.capacity_factor
+        )
+        out = self.experts(flat, assignment)
+        if self.shared is not None:
+            out = out + self.shared(flat)
+        stats = LayerRouting(
+            expert_fraction=assignment.expert_fraction.detach(),
+            dropped_frac=float(assignment.dropped_frac),
+            recycled_frac=float(assignment.recycled_frac),
+        )
+        return out.view_as(x), assignment.aux_loss, assignment.z_loss, stats
+
+
+class Block(nn.Module):
+    def __init__(self, config: MoEConfig, layer: int, dispatch: Dispatch):
+        super().__init__()
+        self.attn_norm = RMSNorm(config.d_model)
+        self.attn = Attention(config, makes_kv=config.makes_kv(layer))
+        self.ffn_norm = RMSNorm(config.d_model)
+        self.ffn = (
+            MoEFeedForward(config, dispatch)
+            if config.is_moe
+            else SwiGLU(config.d_model, config.n_shared_experts * config.shared_hidden)
+        )
+
+
+class MoETransformer(nn.Module):
+    """Pre-norm decoder: embedding → n_layers × (attention, MoE FFN) → RMSNorm → logits."""
+
+    def __init__(self, config: MoEConfig, dispatch: Dispatch = "auto"):
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(Block(config, i, dispatch) for i in range(config.n_layers))
+        self.final_norm = RMSNorm(config.d_model)
+        self.output = (
+            None
+            if config.tie_embeddings
+            else nn.Linear(config.d_model, config.vocab_size, bias=False)
+        )
+        cos, sin = rope_tables(config.head_dim, config.max_seq_len, config.rope_base)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self, std: float = 0.02) -> None:
+        """GPT-2 initialisation: N(0, 0.02), residual-branch outputs scaled by 1/sqrt(2·layers)."""
+        residual_std = std / math.sqrt(2 * self.config.n_layers)
+        for name, param in self.named_parameters():
+            if param.dim() == 1:
+                nn.init.ones_(param)
+            elif name.endswith(("wo.weight", "w_down.weight", "w_down")):
+                nn.init.normal_(param, 0.0, residual_std)
+            else:
+                nn.init.normal_(param, 0.0, std)
+
+    def forward(self, tokens: Tensor, targets: Tensor | None = None) -> ModelOutput:
+        """tokens [B, S] int → logits [B, S, V]; with targets [B, S], the losses too."""
+        if tokens.shape[1] > self.config.max_seq_len:
+            raise ValueError(
+                f"sequence length {tokens.shape[1]} exceeds max_seq_len {self.config.max_seq_len}"
+            )
+        x = self.embedding(tokens)
+        aux_losses, z_losses, routing = [], [], []
+        kv = None
+        for block in self.blocks:
+            attn_out, kv = block.attn(block.attn_norm(x), self.rope_cos, self.rope_sin, kv)
+            x = x + attn_out
+            if isinstance(block.ffn, MoEFeedForward):
+                ffn_out, aux, z, stats = block.ffn(block.ffn_norm(x))
+                aux_losses.append(aux)
+                z_losses.append(z)
+                routing.append(stats)
+            else:
+                ffn_out = block.ffn(block.ffn_norm(x))
+            x = x + ffn_out
+        x = self.final_norm(x)
+        weight = self.embedding.weight if self.output is None else self.output.weight
+        logits = F.linear(x, weight)
+
+        zero = logits.new_zeros((), dtype=torch.float32)
+        aux_loss = torch.stack(aux_losses).mean() if aux_losses else zero
+        z_loss = torch.stack(z_losses).mean() if z_losses else zero
+        ce_loss = loss = None
+        if targets is not None:
+            ce_loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+            loss = ce_loss + self.config.aux_loss_coef * aux_loss + self.config.z_loss_coef * z_loss
+        return ModelOutput(logits, loss, ce_loss, aux_loss, z_loss, routing)

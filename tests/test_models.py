@@ -1,0 +1,281 @@
+"""The MoE family: exact parameter and FLOP accounting, routing rules, dispatch, shape rule."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from moescale.errors import UserError
+from moescale.models import (
+    MoEConfig,
+    MoETransformer,
+    count,
+    family,
+    kv_cache_bytes,
+    optimal_lr_at_batch,
+    param_groups,
+)
+from moescale.models.experts import RoutedExperts
+from moescale.models.routing import expert_capacity, route
+
+BASE = dict(vocab_size=256, d_model=64, n_layers=4, n_heads=4, expert_hidden=96, max_seq_len=64)
+CONFIGS = {
+    "dense": MoEConfig(**BASE, n_experts=0),
+    "moe_top1": MoEConfig(**BASE, n_experts=8, top_k=1),
+    "moe_top2": MoEConfig(**BASE, n_experts=8, top_k=2, n_shared_experts=2, shared_hidden=64),
+    "gqa": MoEConfig(**BASE, n_experts=4, n_kv_heads=1, qk_norm=True),
+    "cla": MoEConfig(**BASE, n_experts=4, n_kv_heads=2, cla_share=2, qk_norm=True),
+    "untied": MoEConfig(**BASE, n_experts=4, tie_embeddings=False, n_shared_experts=0),
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_n_total_equals_the_models_parameter_count(name):
+    config = CONFIGS[name]
+    model = MoETransformer(config)
+    assert count(config, 64).n_total == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_n_active_is_what_touches_one_token(name):
+    """Rebuild n_active from the module tree: drop the input table, keep only top-k/E of
+    each routed expert stack, and count the (possibly tied) output projection."""
+    config = CONFIGS[name]
+    model = MoETransformer(config)
+    active = 0.0
+    for module in model.modules():
+        own = sum(p.numel() for p in module.parameters(recurse=False))
+        if isinstance(module, RoutedExperts):
+            own *= config.top_k / config.n_experts
+        if module is model.embedding:
+            own = 0
+        active += own
+    active += config.vocab_size * config.d_model if config.tie_embeddings else 0
+    accounting = count(config, 64)
+    assert accounting.n_active == round(active)
+    assert accounting.n_embedding == config.vocab_size * config.d_model
+
+
+def _grouped_mm_flops(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    # rows × inner × columns for both forms: 2D×3D (forward, grad of input) and 2D×2D (grad of
+    # the stacked weights); offsets only split the rows, so they change nothing.
+    return 2 * a_shape[0] * a_shape[1] * b_shape[-1]
+
+
+def _flash_cpu_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _flash_cpu_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    # Model FLOPs of the backward: dV, dP, dQ, dK = 2 × forward. The kernel's recomputation
+    # of the scores is an implementation choice (like activation checkpointing), not counted.
+    return 2 * sdpa_flop_count(query, key, value)
+
+
+FLOP_FORMULAS = {
+    torch.ops.aten._grouped_mm: _grouped_mm_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _flash_cpu_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _flash_cpu_backward_flops,
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_training_flops_match_the_flop_counter(name):
+    config = CONFIGS[name]
+    torch.manual_seed(0)
+    model = MoETransformer(config)
+    batch, seq_len = 2, 64
+    tokens = torch.randint(0, config.vocab_size, (batch, seq_len))
+    counter = FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS)
+    with counter:
+        model(tokens, tokens).loss.backward()
+    measured = counter.get_total_flops() / (batch * seq_len)
+    predicted = count(config, seq_len).flops_per_token
+    assert measured > 0
+    assert predicted == pytest.approx(measured, rel=0.02)
+
+
+def test_hunyuan_large_accounting_on_the_meta_device():
+    config = MoEConfig.hunyuan_large()
+    accounting = count(config, 4096)
+    assert accounting.n_total == pytest.approx(389e9, rel=0.01)
+    assert 50e9 <= accounting.n_active <= 53e9
+    with torch.device("meta"):
+        model = MoETransformer(config)
+    assert sum(p.numel() for p in model.parameters()) == accounting.n_total
+    mha = config.replace(n_kv_heads=config.n_heads, cla_share=1)
+    gqa = config.replace(cla_share=1)
+    assert kv_cache_bytes(config, 1) / kv_cache_bytes(mha, 1) == pytest.approx(0.05)
+    # Table 2 of the report, per token in bf16: 4·n_kv·d_head·layers for GQA
+    assert kv_cache_bytes(gqa, 1) == 4 * 8 * 80 * 64
+    assert kv_cache_bytes(config, 1000) == 1000 * 2 * 8 * 80 * 64
+
+
+def test_flops_grow_with_sequence_length_only_through_attention():
+    config = CONFIGS["cla"]
+    short, long = count(config, 128), count(config, 1024)
+    diff = {k: long.forward[k] - short.forward[k] for k in short.forward}
+    assert diff.pop("attention_scores_values") > 0
+    assert all(v == 0 for v in diff.values())
+
+
+# --- routing on hand-made router outputs ---------------------------------------------
+
+
+def _logits_for(choices: list[int], n_experts: int) -> torch.Tensor:
+    """Router logits that make token t choose expert choices[t] first, then the next expert."""
+    logits = torch.zeros(len(choices), n_experts)
+    for t, e in enumerate(choices):
+        logits[t, e] = 5.0
+        logits[t, (e + 1) % n_experts] = 2.0
+    return logits
+
+
+def test_drop_routing_keeps_the_first_tokens_up_to_capacity():
+    # 8 tokens, 4 experts, top-1, capacity factor 1 → 2 slots per expert; 6 tokens want expert 0
+    choices = [0, 0, 0, 0, 0, 0, 1, 2]
+    a = route(_logits_for(choices, 4), top_k=1, routing="drop", capacity_factor=1.0)
+    assert expert_capacity(8, 1, 4, 1.0) == 2
+    assert torch.bincount(a.expert, minlength=4).tolist() == [2, 1, 1, 0]
+    assert sorted(a.token[a.expert == 0].tolist()) == [0, 1]  # earliest tokens win
+    assert a.dropped_frac.item() == pytest.approx(4 / 8)
+    assert a.recycled_frac.item() == 0
+
+
+def test_recycle_routing_moves_overflow_to_experts_with_room():
+    choices = [0, 0, 0, 0, 0, 0, 1, 2]
+    torch.manual_seed(1)
+    a = route(_logits_for(choices, 4), top_k=1, routing="recycle", capacity_factor=1.0)
+    counts = torch.bincount(a.expert, minlength=4).tolist()
+    assert counts == [2, 2, 2, 2]  # 4 overflow tokens filled the 4 free slots
+    assert a.dropped_frac.item() == 0
+    assert a.recycled_frac.item() == pytest.approx(4 / 8)
+    assert sorted(a.token.tolist()) == list(range(8))  # every token still computed once
+    probs = torch.softmax(_logits_for(choices, 4), -1)
+    assert torch.allclose(a.weight, probs[a.token, a.expert])  # gated by the new expert's prob
+
+
+def test_recycle_drops_only_when_no_capacity_remains():
+    # capacity factor 0.5: 1 slot per expert, 4 slots for 8 tokens → exactly 4 dropped
+    a = route(_logits_for([0] * 8, 4), top_k=1, routing="recycle", capacity_factor=0.5)
+    assert torch.bincount(a.expert, minlength=4).tolist() == [1, 1, 1, 1]
+    assert a.dropped_frac.item() == pytest.approx(0.5)
+    assert a.recycled_frac.item() == pytest.approx(3 / 8)
+
+
+def test_top2_capacity_priority_is_choice_major():
+    # 4 tokens, top-2, 2 experts, factor 0.5 → 2 slots each; all first choices are expert 0
+    logits = torch.tensor([[3.0, 1.0]] * 4)
+    a = route(logits, top_k=2, routing="drop", capacity_factor=0.5)
+    kept = {(t, e) for t, e in zip(a.token.tolist(), a.expert.tolist(), strict=True)}
+    assert kept == {(0, 0), (1, 0), (0, 1), (1, 1)}
+
+
+def test_aux_and_z_loss_equal_their_formulas():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [2.0, 0.0, 1.0], [0.0, 0.0, 3.0]])
+    a = route(logits, top_k=1)
+    probs = torch.softmax(logits, -1)
+    f = torch.tensor([2, 1, 1]) / 4  # tokens choosing experts 0, 1, 0, 2
+    assert a.aux_loss.item() == pytest.approx(3 * float((f * probs.mean(0)).sum()), rel=1e-6)
+    z = torch.logsumexp(logits, -1).square().mean()
+    assert a.z_loss.item() == pytest.approx(z.item(), rel=1e-6)
+    # perfectly balanced uniform router: the loss is its minimum, 1
+    assert route(torch.zeros(6, 3), top_k=1).aux_loss.item() == pytest.approx(
+        3 * sum((1 / 3) * (1 / 3) for _ in range(3)), rel=1e-6
+    )
+
+
+def test_model_reports_routing_statistics_per_layer():
+    config = CONFIGS["moe_top1"].replace(routing="drop", capacity_factor=0.5)
+    model = MoETransformer(config)
+    out = model(torch.randint(0, 256, (2, 32)), torch.randint(0, 256, (2, 32)))
+    assert len(out.routing) == config.n_layers
+    for layer in out.routing:
+        assert layer.expert_fraction.shape == (config.n_experts,)
+        assert layer.expert_fraction.sum().item() == pytest.approx(1 - layer.dropped_frac)
+        assert layer.dropped_frac >= 0.5 - 1e-6  # half the slots at most
+    expected = out.ce_loss + config.aux_loss_coef * out.aux_loss + config.z_loss_coef * out.z_loss
+    assert out.loss.item() == pytest.approx(expected.item())
+
+
+# --- dispatch ------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(torch, "_grouped_mm"), reason="this torch has no _grouped_mm")
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_grouped_and_loop_dispatch_agree(top_k):
+    config = CONFIGS["moe_top2"].replace(top_k=top_k)
+    torch.manual_seed(0)
+    grouped = MoETransformer(config, dispatch="grouped")
+    loop = MoETransformer(config, dispatch="loop")
+    loop.load_state_dict(grouped.state_dict())
+    tokens = torch.randint(0, 256, (3, 48))
+    out_g, out_l = grouped(tokens, tokens), loop(tokens, tokens)
+    torch.testing.assert_close(out_g.logits, out_l.logits, rtol=1e-5, atol=1e-5)
+    out_g.loss.backward()
+    out_l.loss.backward()
+    for (name, p_g), p_l in zip(grouped.named_parameters(), loop.parameters(), strict=True):
+        torch.testing.assert_close(p_g.grad, p_l.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+# --- config validation ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        (dict(n_heads=4, n_kv_heads=3), "n_kv_heads"),
+        (dict(n_layers=3, cla_share=2), "cla_share"),
+        (dict(n_experts=4, top_k=5), "top_k"),
+        (dict(routing="dropless", capacity_factor=1.25), "capacity_factor"),
+        (dict(routing="drop", capacity_factor=None), "capacity_factor"),
+        (dict(routing="sideways", capacity_factor=1.0), "routing"),
+        (dict(d_model=64, n_heads=3), "n_heads"),
+        (dict(n_experts=0, n_shared_experts=0), "n_shared_experts"),
+    ],
+)
+def test_impossible_shapes_name_the_field(changes, field):
+    with pytest.raises(UserError, match=rf"MoEConfig\.{field} "):
+        MoEConfig(**{**BASE, **changes})
+
+
+# --- the family shape rule ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", np.logspace(4, math.log10(2e9), 12).tolist())
+def test_family_hits_the_target_within_ten_percent(target):
+    config = family(target)
+    assert count(config, 256).n_active == pytest.approx(target, rel=0.10)
+    assert config.n_experts == 16 and config.top_k == 1 and config.n_shared_experts == 1
+
+
+def test_family_respects_fixed_rules():
+    config = family(1e5, n_layers=2, n_experts=8, top_k=2, cla_share=1)
+    assert (config.n_layers, config.n_experts, config.top_k) == (2, 8, 2)
+    sizes = [count(family(n, n_layers=2), 1).n_active for n in (2e4, 5e4, 1.2e5)]
+    assert sizes == sorted(sizes)
+
+
+# --- optimizer groups and the batch-size learning-rate rule ----------------------------
+
+
+def test_param_groups_give_routed_experts_their_own_learning_rate():
+    model = MoETransformer(CONFIGS["moe_top1"])
+    groups = {g["name"]: g for g in param_groups(model, lr=1e-3, routed_lr_scale=0.31)}
+    assert groups["routed_experts"]["lr"] == pytest.approx(3.1e-4)
+    assert groups["no_decay"]["weight_decay"] == 0
+    assert all(p.dim() == 1 for p in groups["no_decay"]["params"])
+    grouped = [id(p) for g in groups.values() for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # each exactly once
+    n_routed = sum(p.numel() for p in groups["routed_experts"]["params"])
+    assert n_routed == 4 * 8 * 3 * 64 * 96
+
+
+def test_optimal_lr_peaks_at_the_noise_scale():
+    assert optimal_lr_at_batch(1024, 1024, 3e-3) == pytest.approx(3e-3)
+    assert optimal_lr_at_batch(256, 1024, 3e-3) < 3e-3
+    assert optimal_lr_at_batch(256, 1024, 1.0) == pytest.approx(2 / (2 + 0.5))
