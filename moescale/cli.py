@@ -86,6 +86,46 @@ def flops(
     console.print(summary)
 
 
+@app.command()
+def fit(
+    source: Path = typer.Argument(..., help="A results folder, or a CSV/Parquet table."),
+    method: str = typer.Option("all", help="isoflop | parametric | envelope | all"),
+    target_flops: float | None = typer.Option(
+        None, help="Budget to predict at (default: 100 × the largest)."
+    ),
+    bootstrap: int = typer.Option(200, min=0, help="Bootstrap samples for the intervals."),
+    isoflop_method: str = typer.Option("parabola", help="Per-budget fit: parabola | akima."),
+    n_col: str | None = typer.Option(None, help="Table column of activated parameters N."),
+    d_col: str | None = typer.Option(None, help="Table column of tokens D."),
+    flops_col: str | None = typer.Option(None, help="Table column of training FLOPs C."),
+    loss_col: str | None = typer.Option(None, help="Table column of the loss."),
+    budget_col: str | None = typer.Option(None, help="Table column of the isoFLOP budget."),
+    out: Path | None = typer.Option(
+        None, help="Where to write fit.json (default: in the results folder)."
+    ),
+) -> None:
+    """Refit every law from saved results or a published table; write fit.json and print a summary."""
+    from moescale.analysis.summary import fit_summary
+    from moescale.fitting.pipeline import fit_all, load_source, write_report
+
+    columns = {
+        "n_active": n_col,
+        "tokens": d_col,
+        "flops": flops_col,
+        "final_loss": loss_col,
+        "budget_flops": budget_col,
+    }
+    runs, curves, default_out = load_source(source, columns)
+    with Console().status("fitting…"):
+        report = fit_all(runs, curves, str(source), method, target_flops, bootstrap, isoflop_method)
+    console = Console()
+    for part in fit_summary(report):
+        console.print(part)
+    path = out or default_out
+    write_report(report, path)
+    console.print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: a UserError becomes one line on stderr and exit code 2, never a traceback."""
     try:

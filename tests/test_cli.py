@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-
 from pathlib import Path
 
 import pytest
@@ -62,3 +61,86 @@ def test_bad_model_configs_are_one_line_errors(tmp_path, content, expected):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _synthetic_csv(path: Path, budgets: int = 5) -> Path:
+    import numpy as np
+
+    from moescale.fitting import ComputeLaw, ParametricFit
+    from moescale.fitting.synthetic import synthetic_sweep
+
+    law = ParametricFit(
+        E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37, objective=0, n_points=0, huber_delta=0
+    )
+    table = synthetic_sweep(
+        law, ComputeLaw(6.0, 0.0, 1.0), list(np.logspace(18, 20, budgets)), noise=0.002
+    )
+    table = table.rename(columns={"n_active": "N", "final_loss": "L", "flops": "C"})
+    table[["N", "C", "L"]].to_csv(path, index=False)
+    return path
+
+
+def test_fit_a_published_table_writes_fit_json_and_prints_the_summary(tmp_path):
+    import json
+
+    table = _synthetic_csv(tmp_path / "sweep.csv")
+    out = tmp_path / "fit.json"
+    result = moescale(
+        "fit", str(table), "--n-col", "N", "--flops-col", "C", "--loss-col", "L",
+        "--target-flops", "3.1e24", "--bootstrap", "100", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for heading in (
+        "compute law",
+        "isoFLOP optima",
+        "power laws",
+        "prediction at C = 3.1e+24",
+        "extrapolation check",
+    ):
+        assert heading in result.stdout
+    fit = json.loads(out.read_text())
+    assert fit["isoflop"]["n_law"]["exponent"] == pytest.approx(0.37 / 0.72, abs=0.03)
+    assert fit["isoflop"]["n_law"]["exponent_interval"] is not None
+    assert fit["prediction"]["flops"] == 3.1e24
+    assert fit["parametric"]["alpha"] == pytest.approx(0.35, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    ("problem", "expected"),
+    [
+        ("missing_column", "missing column 'loss'"),
+        ("nan", "column 'L' has NaN or non-positive values"),
+        ("negative", "column 'N' has NaN or non-positive values"),
+        ("two_budgets", "needs at least 3"),
+        ("unreadable", "not a readable"),
+        ("no_file", "no such file"),
+        ("empty_folder", "empty results folder"),
+    ],
+)
+def test_fit_bad_input_is_one_line_and_writes_nothing(tmp_path, problem, expected):
+    import pandas as pd
+
+    table = _synthetic_csv(tmp_path / "sweep.csv", budgets=2 if problem == "two_budgets" else 4)
+    args = ["--n-col", "N", "--flops-col", "C", "--loss-col", "L"]
+    data = pd.read_csv(table)
+    if problem == "missing_column":
+        args[-1] = "loss"
+    elif problem == "nan":
+        data.loc[3, "L"] = float("nan")
+    elif problem == "negative":
+        data.loc[0, "N"] = -5
+    elif problem == "unreadable":
+        table.write_bytes(b"\x00\xff\xfe garbage \x00" * 10)
+        table = table.rename(tmp_path / "sweep.parquet")
+    data.to_csv(table, index=False) if problem in ("nan", "negative") else None
+    if problem == "no_file":
+        table = tmp_path / "absent.csv"
+    if problem == "empty_folder":
+        table = tmp_path / "results"
+        table.mkdir()
+    before = set(tmp_path.rglob("*"))
+    result = moescale("fit", str(table), *args, "--bootstrap", "0")
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert set(tmp_path.rglob("*")) == before  # nothing written

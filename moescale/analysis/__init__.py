@@ -1,0 +1,1 @@
+"""Plots and reports from results and fits (matplotlib; never torch or ray)."""

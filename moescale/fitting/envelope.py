@@ -1,0 +1,98 @@
+"""Approach 1 (Hoffmann et al. 2022): from loss curves, the lowest loss reached at each FLOP
+level across all runs, the N that reaches it, and the power law of that N in C."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from moescale.errors import UserError
+from moescale.fitting.powerlaw import PowerLaw, fit_power_law
+
+
+@dataclass(frozen=True)
+class EnvelopeFit:
+    levels: pd.DataFrame  # flops, loss, n_active, run_id: the envelope's winner at each level
+    n_law: PowerLaw  # N at the envelope ∝ C^exponent
+    excluded: tuple[str, ...] = ()
+
+    @property
+    def n_coef(self) -> float:
+        return self.n_law.coef
+
+    @property
+    def n_exponent(self) -> float:
+        return self.n_law.exponent
+
+    def to_dict(self) -> dict:
+        return {
+            "n_law": self.n_law.to_dict(),
+            "levels": self.levels.to_dict(orient="records"),
+            "excluded": list(self.excluded),
+        }
+
+
+def fit_envelope(
+    curves: pd.DataFrame,
+    runs: pd.DataFrame | None = None,
+    loss_col: str = "eval_loss",
+    n_levels: int = 40,
+) -> EnvelopeFit:
+    """The lower envelope of loss against FLOPs over all curves (interpolated in log FLOPs
+    within each run's range), its winner's n_active per level, and N_env = coef·C^exponent.
+
+    `curves` needs run_id, flops and `loss_col`; n_active comes from `curves` or from `runs`
+    (whose non-completed runs are left out and listed). Levels won by the smallest or largest
+    size are flagged and left out of the law, as edge optima are in Approach 2.
+    """
+    excluded: list[str] = []
+    if runs is not None:
+        if "status" in runs:
+            bad = runs[runs["status"] != "completed"]
+            if len(bad):
+                excluded.append(f"{len(bad)} run(s) not completed: their curves not used")
+            runs = runs[runs["status"] == "completed"]
+        curves = curves[curves["run_id"].isin(runs["run_id"])]
+        if "n_active" not in curves:
+            curves = curves.merge(runs[["run_id", "n_active"]], on="run_id")
+    for column in ("run_id", "flops", loss_col, "n_active"):
+        if column not in curves:
+            raise UserError(f"envelope fit: missing column '{column}'")
+    curves = curves[np.isfinite(curves[loss_col]) & (curves["flops"] > 0)]
+    if curves["run_id"].nunique() < 2:
+        raise UserError("envelope fit: needs the curves of at least 2 runs")
+    low, high = np.log(curves["flops"].min()), np.log(curves["flops"].max())
+    levels = np.exp(np.linspace(low + 0.05 * (high - low), high, n_levels))
+    sizes = np.sort(curves["n_active"].unique())
+    best = np.full(n_levels, np.inf)
+    winner_n = np.full(n_levels, np.nan)
+    winner_id = np.empty(n_levels, dtype=object)
+    for run_id, curve in curves.groupby("run_id"):
+        curve = curve.sort_values("flops")
+        lf = np.log(curve["flops"].to_numpy(float))
+        inside = (np.log(levels) >= lf[0]) & (np.log(levels) <= lf[-1])
+        if not inside.any():
+            continue
+        loss = np.interp(np.log(levels[inside]), lf, curve[loss_col].to_numpy(float))
+        idx = np.flatnonzero(inside)
+        better = loss < best[idx]
+        best[idx[better]] = loss[better]
+        winner_n[idx[better]] = curve["n_active"].iloc[0]
+        winner_id[idx[better]] = run_id
+    table = pd.DataFrame({"flops": levels, "loss": best, "n_active": winner_n, "run_id": winner_id})
+    table = table[np.isfinite(table["loss"])]
+    table["at_edge"] = table["n_active"].isin([sizes[0], sizes[-1]])
+    usable = table[~table["at_edge"]]
+    if usable["n_active"].nunique() < 2:
+        raise UserError("envelope fit: fewer than 2 interior sizes win a FLOP level; no law to fit")
+    if table["at_edge"].any():
+        excluded.append(
+            f"{int(table['at_edge'].sum())} FLOP level(s) won by the smallest or largest size"
+        )
+    return EnvelopeFit(
+        levels=table.reset_index(drop=True),
+        n_law=fit_power_law(usable["flops"], usable["n_active"]),
+        excluded=tuple(excluded),
+    )

@@ -1,0 +1,291 @@
+"""Approach 3: the parametric law L(N, D) = E + A/N^alpha + B/D^beta (Hoffmann et al. 2022),
+fitted as Epoch's replication does (Besiroglu et al. 2024, arXiv 2404.10102): the sum of
+Huber losses between log L and its log-sum-exp form
+
+    log L̂ = LSE(a − alpha·log N, b − beta·log D, e),  A = e^a, B = e^b, E = e^e,
+
+minimised from a grid of starting points. All starts are optimised together by a vectorised
+quasi-Newton (BFGS) method in numpy; the best is then polished by scipy's L-BFGS-B.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize, minimize_scalar
+
+from moescale.errors import UserError
+from moescale.fitting.compute_law import DEFAULT_LAW, ComputeLaw
+from moescale.fitting.powerlaw import INTERVAL
+
+PARAMS = ("a", "b", "e", "alpha", "beta")
+
+# Epoch's grid of starting points: 6 × 6 × 5 × 5 × 5 = 4,500 (their analysis notebook).
+EPOCH_GRID = {
+    "a": np.arange(0, 30, 5.0),
+    "b": np.arange(0, 30, 5.0),
+    "e": np.arange(-1, 1.5, 0.5),
+    "alpha": np.arange(0, 2.5, 0.5),
+    "beta": np.arange(0, 2.5, 0.5),
+}
+
+
+@dataclass(frozen=True)
+class ParametricFit:
+    """L(N, D) = E + A/N^alpha + B/D^beta with bootstrap intervals when asked for."""
+
+    E: float
+    A: float
+    B: float
+    alpha: float
+    beta: float
+    objective: float  # the minimised sum of Huber losses
+    n_points: int
+    huber_delta: float
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
+    excluded: tuple[str, ...] = ()
+
+    def loss(self, n: float | np.ndarray, d: float | np.ndarray) -> float | np.ndarray:
+        n, d = np.asarray(n, float), np.asarray(d, float)
+        return self.E + self.A / n**self.alpha + self.B / d**self.beta
+
+    @property
+    def allocation_exponent(self) -> float:
+        """a in N_opt ∝ C^a under C = 6ND: beta / (alpha + beta)."""
+        return self.beta / (self.alpha + self.beta)
+
+    def optimal(self, flops: float, compute_law: ComputeLaw | None = None) -> dict[str, float]:
+        """N_opt, D_opt and loss minimising L(N, D) subject to C = a·N·D + b·D (6ND if None)."""
+        law = compute_law or DEFAULT_LAW
+
+        def loss_at(log_n: float) -> float:
+            n = np.exp(log_n)
+            return float(self.loss(n, law.tokens(flops, n)))
+
+        # The loss along the budget is unimodal in log N; bracket N between 1 and C/law.a.
+        upper = np.log(flops / law.a)
+        result = minimize_scalar(
+            loss_at, bounds=(0.0, upper), method="bounded", options={"xatol": 1e-10}
+        )
+        n_opt = float(np.exp(result.x))
+        return {
+            "n_opt": n_opt,
+            "d_opt": float(law.tokens(flops, n_opt)),
+            "loss_opt": float(result.fun),
+        }
+
+    def to_dict(self) -> dict:
+        return {
+            "E": self.E,
+            "A": self.A,
+            "B": self.B,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "allocation_exponent": self.allocation_exponent,
+            "objective": self.objective,
+            "n_points": self.n_points,
+            "huber_delta": self.huber_delta,
+            "intervals": self.intervals,
+            "excluded": list(self.excluded),
+        }
+
+
+def _objective_and_gradient(
+    theta: np.ndarray,
+    log_n: np.ndarray,
+    log_d: np.ndarray,
+    log_loss: np.ndarray,
+    delta: float,
+    gradient: bool = True,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Sum of Huber losses (and its gradient) for many parameter vectors theta [S, 5] at once."""
+    a, b, e, alpha, beta = (theta[:, i : i + 1] for i in range(5))
+    t1 = a - alpha * log_n
+    t2 = b - beta * log_d
+    t3 = np.broadcast_to(e, t1.shape)
+    top = np.maximum(np.maximum(t1, t2), t3)
+    e1, e2, e3 = np.exp(t1 - top), np.exp(t2 - top), np.exp(t3 - top)
+    total = e1 + e2 + e3
+    residual = top + np.log(total) - log_loss
+    size = np.abs(residual)
+    huber = np.where(size <= delta, 0.5 * residual**2, delta * (size - 0.5 * delta))
+    if not gradient:
+        return huber.sum(1), None
+    slope = np.clip(residual, -delta, delta) / total  # Huber'(r) × the softmax denominator
+    w1, w2, w3 = slope * e1, slope * e2, slope * e3
+    grad = np.stack(
+        [w1.sum(1), w2.sum(1), w3.sum(1), -(w1 * log_n).sum(1), -(w2 * log_d).sum(1)], axis=1
+    )
+    return huber.sum(1), grad
+
+
+def _batched_bfgs(
+    starts: np.ndarray, fun, max_iter: int = 100, gtol: float = 1e-9, ftol: float = 1e-13
+) -> tuple[np.ndarray, np.ndarray]:
+    """Minimise `fun(x [S, P], gradient=bool)` from every start at once: BFGS with a
+    backtracking Armijo line search per start; converged starts drop out of the batch."""
+    x = starts.astype(float).copy()
+    n_starts, n_params = x.shape
+    f, g = fun(x)
+    h_inv = np.broadcast_to(np.eye(n_params), (n_starts, n_params, n_params)).copy()
+    h_inv /= np.maximum(np.linalg.norm(g, axis=1), 1e-12)[:, None, None]
+    active = np.arange(n_starts)
+    for _ in range(max_iter):
+        if active.size == 0:
+            break
+        xa, fa, ga, ha = x[active], f[active], g[active], h_inv[active]
+        direction = -np.einsum("sij,sj->si", ha, ga)
+        slope = np.einsum("si,si->s", direction, ga)
+        uphill = slope >= 0
+        if uphill.any():  # lost curvature: restart from steepest descent
+            ha[uphill] = (
+                np.eye(n_params)
+                / np.maximum(np.linalg.norm(ga[uphill], axis=1), 1e-12)[:, None, None]
+            )
+            direction[uphill] = -np.einsum("sij,sj->si", ha[uphill], ga[uphill])
+            slope[uphill] = np.einsum("si,si->s", direction[uphill], ga[uphill])
+        step = np.ones(active.size)
+        accepted = np.zeros(active.size, bool)
+        f_new = fa.copy()
+        for _ in range(30):
+            trying = ~accepted
+            if not trying.any():
+                break
+            candidate = xa[trying] + step[trying, None] * direction[trying]
+            values, _ = fun(candidate, gradient=False)
+            ok = values <= fa[trying] + 1e-4 * step[trying] * slope[trying]
+            idx = np.flatnonzero(trying)
+            accepted[idx[ok]] = True
+            f_new[idx[ok]] = values[ok]
+            step[idx[~ok]] *= 0.5
+        moved = accepted
+        s = step[:, None] * direction
+        x_new = np.where(moved[:, None], xa + s, xa)
+        _, g_new = fun(x_new)
+        y = g_new - ga
+        sy = np.einsum("si,si->s", s, y)
+        update = moved & (sy > 1e-12)
+        if update.any():
+            hs, ss, ys, sys_ = ha[update], s[update], y[update], sy[update]
+            rho = 1.0 / sys_
+            eye = np.eye(n_params)
+            left = eye - rho[:, None, None] * np.einsum("si,sj->sij", ss, ys)
+            ha[update] = np.einsum("sij,sjk,slk->sil", left, hs, left) + rho[
+                :, None, None
+            ] * np.einsum("si,sj->sij", ss, ss)
+        x[active], g[active], h_inv[active] = x_new, np.where(moved[:, None], g_new, ga), ha
+        f_old = fa
+        f[active] = np.where(moved, f_new, fa)
+        done = (
+            (~moved)
+            | (np.abs(g[active]).max(1) < gtol)
+            | (f_old - f[active] <= ftol * np.maximum(1.0, np.abs(f_old)))
+        )
+        active = active[~done]
+    return x, f
+
+
+def _fit_once(
+    log_n: np.ndarray,
+    log_d: np.ndarray,
+    log_loss: np.ndarray,
+    delta: float,
+    starts: np.ndarray,
+    polish: int = 8,
+) -> tuple[np.ndarray, float]:
+    """Best (theta, objective): batched BFGS from every start, then L-BFGS-B from the
+    `polish` best distinct end points (the batch stops early; the polish finishes)."""
+
+    def fun(theta: np.ndarray, gradient: bool = True):
+        return _objective_and_gradient(theta, log_n, log_d, log_loss, delta, gradient)
+
+    ends, values = _batched_bfgs(starts, fun)
+    order = np.argsort(np.where(np.isfinite(values), values, np.inf))
+    _, distinct = np.unique(np.round(ends[order], 3), axis=0, return_index=True)
+    best_theta, best_value = ends[order[0]], float(values[order[0]])
+    for i in order[np.sort(distinct)[:polish]]:
+        result = minimize(
+            lambda th: tuple(v[0] for v in fun(th[None, :])),
+            ends[i],
+            jac=True,
+            method="L-BFGS-B",
+            options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 2000},
+        )
+        if result.fun < best_value:
+            best_theta, best_value = result.x, float(result.fun)
+    return best_theta, best_value
+
+
+def start_grid(grid: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """The starting points [S, 5] in the order a, b, e, alpha, beta (Epoch's grid by default)."""
+    grid = grid or EPOCH_GRID
+    return np.array(list(itertools.product(*(grid[p] for p in PARAMS))), dtype=float)
+
+
+def fit_parametric(
+    table: pd.DataFrame,
+    n_col: str = "n_active",
+    d_col: str = "tokens",
+    loss_col: str = "final_loss",
+    huber_delta: float = 1e-3,
+    drop_highest: int = 0,
+    bootstrap: int = 0,
+    grid: dict[str, np.ndarray] | None = None,
+    seed: int = 0,
+) -> ParametricFit:
+    """Fit L = E + A/N^alpha + B/D^beta to a table (Approach 3). `drop_highest` removes the
+    points of highest loss first (Epoch drops 5 of Chinchilla's 245); `bootstrap` > 0 refits
+    on that many resamples of the points (from the best start) for 95% intervals."""
+    excluded: list[str] = []
+    if "status" in table:
+        bad = table["status"] != "completed"
+        if bad.any():
+            excluded.append(
+                f"{int(bad.sum())} runs not completed ({', '.join(sorted(set(table.loc[bad, 'status'])))})"
+            )
+        table = table[~bad]
+    for column in (n_col, d_col, loss_col):
+        if column not in table:
+            raise UserError(f"parametric fit: missing column '{column}'")
+        values = table[column].to_numpy(float)
+        if not np.all(np.isfinite(values)) or np.any(values <= 0):
+            raise UserError(f"parametric fit: column '{column}' has NaN or non-positive values")
+    if drop_highest:
+        table = table.sort_values(loss_col).iloc[:-drop_highest]
+        excluded.append(f"{drop_highest} highest-loss points dropped")
+    if len(table) < 6:
+        raise UserError(f"parametric fit: needs at least 6 points, got {len(table)}")
+    log_n = np.log(table[n_col].to_numpy(float))
+    log_d = np.log(table[d_col].to_numpy(float))
+    log_loss = np.log(table[loss_col].to_numpy(float))
+    theta, objective = _fit_once(log_n, log_d, log_loss, huber_delta, start_grid(grid))
+
+    intervals: dict[str, tuple[float, float]] = {}
+    if bootstrap > 0:
+        rng = np.random.default_rng(seed)
+        samples = []
+        for _ in range(bootstrap):
+            pick = rng.integers(0, len(log_n), len(log_n))
+            th, _ = _fit_once(log_n[pick], log_d[pick], log_loss[pick], huber_delta, theta[None, :])
+            samples.append(th)
+        samples = np.array(samples)
+        natural = np.column_stack([np.exp(samples[:, :3]), samples[:, 3:]])
+        for i, name in enumerate(("A", "B", "E", "alpha", "beta")):
+            low, high = np.percentile(natural[:, i], INTERVAL)
+            intervals[name] = (float(low), float(high))
+    a, b, e, alpha, beta = theta
+    return ParametricFit(
+        E=float(np.exp(e)),
+        A=float(np.exp(a)),
+        B=float(np.exp(b)),
+        alpha=float(alpha),
+        beta=float(beta),
+        objective=objective,
+        n_points=len(log_n),
+        huber_delta=huber_delta,
+        intervals=intervals,
+        excluded=tuple(excluded),
+    )

@@ -1,0 +1,176 @@
+"""The results store: the one data contract between sweeps, fitting and analysis.
+
+One folder per sweep (`results/<sweep>/`): `sweep.yaml`, `runs.parquet` (one row per planned
+run), `curves.parquet` (one row per logged point), `runs/<run_id>/`, `fit.json`, `report/`.
+Writes are atomic (write beside, then rename); loading checks the schema and names the file
+and column that is wrong in one line. No pickle anywhere. No torch or ray import here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from moescale.errors import UserError
+
+STATUSES = ("planned", "running", "completed", "failed", "diverged")
+
+# column → pandas dtype family: "str", "int", "float", "bool"
+RUNS_SCHEMA: dict[str, str] = {
+    "run_id": "str",
+    "sweep": "str",
+    "status": "str",
+    "budget_flops": "float",
+    "n_active": "int",
+    "n_total": "int",
+    "n_embedding": "int",
+    "flops_per_token": "float",
+    "tokens": "int",
+    "flops": "float",
+    "final_loss": "float",
+    "final_train_loss": "float",
+    "d_model": "int",
+    "n_layers": "int",
+    "n_heads": "int",
+    "n_kv_heads": "int",
+    "cla_share": "int",
+    "n_experts": "int",
+    "top_k": "int",
+    "n_shared_experts": "int",
+    "expert_hidden": "int",
+    "seq_len": "int",
+    "vocab_size": "int",
+    "lr": "float",
+    "batch_tokens": "int",
+    "seed": "int",
+    "wall_s": "float",
+    "train_s": "float",
+    "peak_flops": "float",
+    "error": "str",
+}
+
+CURVES_SCHEMA: dict[str, str] = {
+    "run_id": "str",
+    "step": "int",
+    "tokens": "int",
+    "flops": "float",
+    "train_loss": "float",
+    "eval_loss": "float",
+    "lr": "float",
+    "grad_norm": "float",
+    "tokens_per_s": "float",
+    "max_expert_load": "float",
+    "dropped_frac": "float",
+    "recycled_frac": "float",
+}
+
+_KIND_CHECKS = {
+    "str": pd.api.types.is_string_dtype,
+    "int": pd.api.types.is_integer_dtype,
+    "float": pd.api.types.is_numeric_dtype,
+    "bool": pd.api.types.is_bool_dtype,
+}
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, fsync, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(payload, indent=2, default=_json_default) + "\n").encode())
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def atomic_write_parquet(path: str | os.PathLike, table: pd.DataFrame) -> None:
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), sink)
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: not readable JSON ({err.__class__.__name__})") from None
+
+
+def read_parquet(path: str | os.PathLike, schema: dict[str, str] | None = None) -> pd.DataFrame:
+    """Read a Parquet table; a missing or corrupted file, or a column missing from `schema`
+    or of the wrong type, is a one-line UserError naming the file and the column."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        table = pq.read_table(path).to_pandas()
+    except (OSError, pa.ArrowException) as err:
+        raise UserError(f"{path}: not a readable Parquet file ({_first_line(err)})") from None
+    if schema:
+        check_columns(table, schema, str(path))
+    return table
+
+
+def check_columns(table: pd.DataFrame, schema: dict[str, str], source: str) -> None:
+    for column, kind in schema.items():
+        if column not in table.columns:
+            raise UserError(f"{source}: missing column '{column}'")
+        series = table[column]
+        if series.isna().all():
+            continue  # all-missing columns (e.g. 'error' on a clean sweep) have no type to check
+        if not _KIND_CHECKS[kind](series.dtype):
+            raise UserError(f"{source}: column '{column}' should be {kind}, found {series.dtype}")
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else err.__class__.__name__
+
+
+def load_runs(results_dir: str | os.PathLike) -> pd.DataFrame:
+    """`runs.parquet` of a sweep folder, schema-checked."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise UserError(f"{results_dir}: no such results folder")
+    path = results_dir / "runs.parquet"
+    if not path.exists():
+        raise UserError(f"{results_dir}: empty results folder (no runs.parquet)")
+    runs = read_parquet(path, RUNS_SCHEMA)
+    unknown = sorted(set(runs["status"].dropna()) - set(STATUSES))
+    if unknown:
+        raise UserError(f"{path}: column 'status' has unknown value '{unknown[0]}'")
+    return runs
+
+
+def load_curves(results_dir: str | os.PathLike) -> pd.DataFrame:
+    """`curves.parquet` of a sweep folder, schema-checked."""
+    return read_parquet(Path(results_dir) / "curves.parquet", CURVES_SCHEMA)
