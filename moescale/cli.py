@@ -126,6 +126,70 @@ def fit(
     console.print(f"wrote {path}")
 
 
+@app.command()
+def train(
+    config: Path = typer.Argument(..., help="Run YAML: model, recipe, data, tokens, seed."),
+    out: Path | None = typer.Option(None, help="Run folder (default: results/runs/<run_id>)."),
+) -> None:
+    """Train one run with a progress bar; resumes from the folder's checkpoint if it has one."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from moescale.training import RunSpec, train_run
+    from moescale.yamlio import load_yaml, validate
+
+    spec = validate(RunSpec, load_yaml(config), source=str(config))
+    out = out or Path("results") / "runs" / spec.run_id
+    console = Console()
+    columns = (
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("train", total=None, status="loading data…")
+
+        def show(row: dict) -> None:
+            text = f"loss {row['train_loss']:.3f}"
+            if row["eval_loss"] == row["eval_loss"]:  # not NaN
+                text += f"  eval {row['eval_loss']:.3f}"
+            bar.update(
+                task,
+                total=row["total_steps"],
+                completed=row["step"],
+                status=f"{text}  {row['tokens_per_s']:,.0f} tok/s",
+            )
+
+        result = train_run(spec, out, progress=show)
+    table = Table(title=f"run {result.run_id}: {result.status}", show_header=False)
+    rows = [
+        ("n_active / n_total", f"{result.n_active:,} / {result.n_total:,}"),
+        ("tokens (budget)", f"{result.tokens:,} ({spec.tokens:,})"),
+        ("FLOPs", f"{result.flops:.4g}"),
+        ("final held-out loss", f"{result.final_loss:.4f} nats/token"),
+        ("train time / wall", f"{result.train_s:.1f} s / {result.wall_s:.1f} s"),
+        (
+            "achieved / peak FLOP/s",
+            f"{result.flops / max(result.train_s, 1e-9) / result.peak_flops:.1%} of {result.peak_flops / 1e9:.0f} GFLOP/s",
+        ),
+        ("folder", str(out)),
+    ]
+    if result.error:
+        rows.append(("error", result.error))
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    if result.status != "completed":
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: a UserError becomes one line on stderr and exit code 2, never a traceback."""
     try:

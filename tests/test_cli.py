@@ -144,3 +144,44 @@ def test_fit_bad_input_is_one_line_and_writes_nothing(tmp_path, problem, expecte
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
     assert set(tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_train_runs_a_yaml_and_reports(tmp_path):
+    import json
+
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "model: {d_model: 32, n_heads: 2, n_layers: 2, n_experts: 4, expert_hidden: 64, max_seq_len: 64}\n"
+        "recipe: {base: tiny-cpu, batch_tokens: 1024, eval_tokens: 4096}\n"
+        "tokens: 20480\nnum_threads: 1\n"
+    )
+    result = moescale("train", str(config), "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    assert "completed" in result.stdout and "final held-out loss" in result.stdout
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["result"]["tokens"] == 20480
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("model: {d_model: 32}\ntokens: 100\ncolour: red\n", "colour: unknown key"),
+        ("model: {d_model: 32}\ntokens: many\n", "tokens"),
+        ("model: {d_model: 32, n_heads: 3}\ntokens: 100\n", "MoEConfig.n_heads"),
+        (
+            "model: {d_model: 32}\nrecipe: {base: gigantic}\ntokens: 100\n",
+            "unknown recipe 'gigantic'",
+        ),
+        (
+            "model: {d_model: 32}\ndata: {source: text, path: /no/such/corpus}\ntokens: 100000\n",
+            "/no/such/corpus",
+        ),
+    ],
+)
+def test_train_bad_input_is_one_line(tmp_path, content, expected):
+    config = tmp_path / "run.yaml"
+    config.write_text(content)
+    result = moescale("train", str(config), "--out", str(tmp_path / "run"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr

@@ -222,6 +222,17 @@ def test_grouped_and_loop_dispatch_agree(top_k):
         torch.testing.assert_close(p_g.grad, p_l.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_auto_dispatch_falls_back_to_the_loop_for_unaligned_widths():
+    # d_model 18 × 4 bytes is no multiple of 16: grouped_mm refuses it, the loop serves
+    config = MoEConfig(d_model=18, n_heads=1, n_layers=1, n_experts=4, expert_hidden=22)
+    torch.manual_seed(0)
+    auto = MoETransformer(config, dispatch="auto")
+    loop = MoETransformer(config, dispatch="loop")
+    loop.load_state_dict(auto.state_dict())
+    tokens = torch.randint(0, 256, (2, 16))
+    torch.testing.assert_close(auto(tokens).logits, loop(tokens).logits)
+
+
 # --- config validation ----------------------------------------------------------------
 
 

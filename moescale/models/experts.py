@@ -30,9 +30,13 @@ class _ContiguousGrad(torch.autograd.Function):
         return grad.contiguous()
 
 
-def grouped_mm_available(x: Tensor) -> bool:
-    """True where `torch._grouped_mm` exists and supports this tensor's device and dtype."""
+def grouped_mm_available(x: Tensor, weight: Tensor | None = None) -> bool:
+    """True where `torch._grouped_mm` exists and supports this device, dtype and shape (its
+    row strides must be multiples of 16 bytes: widths of multiples of 4 in fp32, 8 in bf16)."""
     if not hasattr(torch, "_grouped_mm"):
+        return False
+    widths = [x.shape[-1]] + ([] if weight is None else [weight.shape[-1]])
+    if any(w * x.element_size() % 16 for w in widths):
         return False
     if x.device.type == "cpu":
         return x.dtype in (torch.float32, torch.bfloat16)
@@ -44,7 +48,7 @@ def grouped_mm_available(x: Tensor) -> bool:
 def expert_matmul(x: Tensor, weight: Tensor, counts: Tensor, dispatch: Dispatch) -> Tensor:
     """Rows of `x` sorted by expert, `counts[e]` rows for expert e, times `weight[e]` [E, K, N]."""
     weight = weight.to(x.dtype)  # autocast does not cover grouped_mm
-    if dispatch == "grouped" or (dispatch == "auto" and grouped_mm_available(x)):
+    if dispatch == "grouped" or (dispatch == "auto" and grouped_mm_available(x, weight)):
         offsets = torch.cumsum(counts, 0).to(torch.int32)
         return _ContiguousGrad.apply(torch._grouped_mm(x, weight, offs=offsets))
     pieces = torch.split(x, counts.tolist())

@@ -1,0 +1,285 @@
+"""Training data: corpora that need no download, tokenizers, a token cache, and batches.
+
+Sources: the Python standard library's own source (the embedded default: several MB of real
+code on every machine with Python), a folder or list of plain-text files, nanoGPT-style
+`train.bin`/`val.bin` (uint16 token ids), Parquet or JSONL files with a text column, and a
+Hugging Face dataset saved to disk (the optional `datasets` extra). Text sources are split
+into train and validation by document, fixed by a hash of each document's name, so every run
+sees the same held-out tokens. Tokenized corpora are cached as .npy files (memory-mapped),
+keyed by the corpus fingerprint, the tokenizer and its vocabulary size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sysconfig
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from moescale.errors import UserError
+
+SourceKind = Literal["stdlib", "text", "bin", "parquet", "jsonl", "hf_disk"]
+TokenizerKind = Literal["bytes", "bpe"]
+
+
+class DataSpec(BaseModel):
+    """Where the text comes from and how it becomes tokens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: SourceKind = "stdlib"
+    path: str | list[str] | None = None  # folder, file, or list of files (not for stdlib)
+    text_column: str = "text"  # parquet, jsonl, hf_disk
+    tokenizer: TokenizerKind = "bytes"
+    vocab_size: int = 256  # bytes: 256; bpe: the size to train
+    val_percent: float = 5.0  # share of documents held out (by hash of their name)
+    cache_dir: str | None = None  # default: $MOESCALE_CACHE or ~/.cache/moescale
+
+
+def cache_root(spec: DataSpec) -> Path:
+    root = spec.cache_dir or os.environ.get("MOESCALE_CACHE") or Path.home() / ".cache" / "moescale"
+    return Path(root)
+
+
+def _held_out(name: str, val_percent: float) -> bool:
+    """A fixed, machine-independent split: the document's name hashed into [0, 100)."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % 10_000 < val_percent * 100
+
+
+def _paths(spec: DataSpec, suffixes: tuple[str, ...]) -> list[Path]:
+    if spec.path is None:
+        raise UserError(f"data.path is required for source '{spec.source}'")
+    given = [spec.path] if isinstance(spec.path, str) else spec.path
+    files: list[Path] = []
+    for item in given:
+        path = Path(item).expanduser()
+        if not path.exists():
+            raise UserError(f"{path}: no such file or folder")
+        if path.is_dir():
+            files.extend(p for p in sorted(path.rglob("*")) if p.is_file() and p.suffix in suffixes)
+        else:
+            files.append(path)
+    if not files:
+        raise UserError(f"{given[0]}: empty corpus (no {'/'.join(suffixes)} files)")
+    return files
+
+
+def stdlib_files() -> list[Path]:
+    """The standard library's .py files in a fixed order (site-packages and tests left out)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"site-packages", "test", "tests", "idlelib", "lib2to3", "__pycache__"}
+    return [
+        p for p in sorted(root.rglob("*.py")) if not skip.intersection(p.relative_to(root).parts)
+    ]
+
+
+def documents(spec: DataSpec) -> Iterator[tuple[str, str]]:
+    """(name, text) pairs of a text source, in a fixed order."""
+    if spec.source == "stdlib":
+        root = Path(sysconfig.get_paths()["stdlib"])
+        for path in stdlib_files():
+            yield str(path.relative_to(root)), path.read_text(encoding="utf-8", errors="replace")
+    elif spec.source == "text":
+        for path in _paths(spec, (".txt", ".md", ".py", ".text")):
+            yield str(path), path.read_text(encoding="utf-8", errors="replace")
+    elif spec.source == "jsonl":
+        for path in _paths(spec, (".jsonl",)):
+            with path.open(encoding="utf-8") as handle:
+                for i, line in enumerate(handle):
+                    if line.strip():
+                        yield f"{path}:{i}", _text_field(json.loads(line), spec.text_column, path)
+    elif spec.source == "parquet":
+        import pyarrow.parquet as pq
+
+        for path in _paths(spec, (".parquet",)):
+            table = pq.read_table(path)
+            if spec.text_column not in table.column_names:
+                raise UserError(f"{path}: missing column '{spec.text_column}'")
+            for i, text in enumerate(table.column(spec.text_column).to_pylist()):
+                yield f"{path}:{i}", text or ""
+    elif spec.source == "hf_disk":
+        try:
+            import datasets
+        except ImportError:
+            raise UserError(
+                "data source 'hf_disk' needs the optional extra: pip install 'moescale[datasets]'"
+            ) from None
+        path = Path(str(spec.path))
+        if not path.exists():
+            raise UserError(f"{path}: no such saved dataset")
+        dataset = datasets.load_from_disk(str(path))
+        if isinstance(dataset, datasets.DatasetDict):
+            dataset = dataset[next(iter(dataset))]
+        for i, row in enumerate(dataset):
+            yield f"{path}:{i}", _text_field(row, spec.text_column, path)
+    else:
+        raise UserError(f"data.source '{spec.source}' has no documents")
+
+
+def _text_field(row: dict, column: str, path: Path) -> str:
+    if column not in row:
+        raise UserError(f"{path}: missing field '{column}'")
+    return str(row[column] or "")
+
+
+class Tokenizer:
+    """bytes (UTF-8, vocabulary 256) or byte-level BPE trained locally with `tokenizers`."""
+
+    def __init__(self, kind: TokenizerKind, vocab_size: int, bpe=None):
+        self.kind, self.vocab_size, self._bpe = kind, vocab_size, bpe
+
+    def encode(self, text: str) -> np.ndarray:
+        if self.kind == "bytes":
+            return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        return np.array(self._bpe.encode(text).ids, dtype=np.uint32)
+
+    def decode(self, ids) -> str:
+        if self.kind == "bytes":
+            return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+        return self._bpe.decode([int(i) for i in ids])
+
+
+def _train_bpe(texts: list[str], vocab_size: int, path: Path) -> Tokenizer:
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    if path.exists():
+        return Tokenizer("bpe", vocab_size, HFTokenizer.from_file(str(path)))
+    bpe = HFTokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(texts, trainer=trainer)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    bpe.save(str(tmp))
+    os.replace(tmp, path)
+    return Tokenizer("bpe", vocab_size, bpe)
+
+
+@dataclass
+class TokenData:
+    """Train and validation token ids (memory-mapped) and the tokenizer that made them."""
+
+    train: np.ndarray
+    val: np.ndarray
+    vocab_size: int
+    tokenizer: Tokenizer | None
+    fingerprint: str
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def load_tokens(spec: DataSpec) -> TokenData:
+    """Tokenize (or load from the cache) the corpus of `spec`."""
+    if spec.tokenizer == "bytes" and spec.vocab_size != 256:
+        raise UserError("data.vocab_size must be 256 with the bytes tokenizer")
+    if spec.source == "bin":
+        return _load_bin(spec)
+    docs = list(documents(spec))
+    if not docs or not any(text for _, text in docs):
+        where = spec.path if spec.source != "stdlib" else "the standard library"
+        raise UserError(f"{where}: empty corpus")
+    digest = hashlib.blake2b(digest_size=12)
+    for name, text in docs:
+        digest.update(name.encode())
+        digest.update(hashlib.blake2b(text.encode(), digest_size=16).digest())
+    key = f"{digest.hexdigest()}-{spec.tokenizer}{spec.vocab_size}-val{spec.val_percent:g}"
+    folder = cache_root(spec) / "tokens" / key
+    tokenizer = (
+        Tokenizer("bytes", 256)
+        if spec.tokenizer == "bytes"
+        else _train_bpe(
+            [t for n, t in docs if not _held_out(n, spec.val_percent)],
+            spec.vocab_size,
+            folder / "tokenizer.json",
+        )
+    )
+    train_path, val_path = folder / "train.npy", folder / "val.npy"
+    if not (train_path.exists() and val_path.exists()):
+        dtype = np.uint16 if spec.vocab_size <= 65536 else np.uint32
+        parts: dict[bool, list[np.ndarray]] = {True: [], False: []}
+        for name, text in docs:
+            parts[_held_out(name, spec.val_percent)].append(tokenizer.encode(text).astype(dtype))
+        if not parts[True]:  # tiny corpora: hold out the last document
+            parts[True].append(parts[False].pop())
+        if not parts[False]:
+            raise UserError(f"{spec.path}: corpus too small to split into train and validation")
+        _save_npy(train_path, np.concatenate(parts[False]))
+        _save_npy(val_path, np.concatenate(parts[True]))
+    return TokenData(
+        train=np.load(train_path, mmap_mode="r"),
+        val=np.load(val_path, mmap_mode="r"),
+        vocab_size=spec.vocab_size,
+        tokenizer=tokenizer,
+        fingerprint=key,
+    )
+
+
+def _load_bin(spec: DataSpec) -> TokenData:
+    folder = Path(str(spec.path)).expanduser()
+    arrays = {}
+    for split in ("train", "val"):
+        path = folder / f"{split}.bin"
+        if not path.is_file():
+            raise UserError(f"{path}: no such file (source 'bin' needs train.bin and val.bin)")
+        if path.stat().st_size < 4:
+            raise UserError(f"{path}: empty corpus")
+        arrays[split] = np.memmap(path, dtype=np.uint16, mode="r")
+    top = int(max(arrays["train"].max(), arrays["val"].max()))
+    if top >= spec.vocab_size:
+        raise UserError(f"{folder}: token id {top} >= data.vocab_size {spec.vocab_size}")
+    return TokenData(
+        arrays["train"], arrays["val"], spec.vocab_size, None, f"bin:{folder.resolve()}"
+    )
+
+
+def train_batch(
+    tokens: np.ndarray, batch_size: int, seq_len: int, seed: int, step: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random windows of the training tokens, a pure function of (seed, step): the data
+    position of a run is its step, so a resumed run sees exactly the batches it would have."""
+    if len(tokens) <= seq_len + 1:
+        raise UserError(
+            f"training corpus has {len(tokens)} tokens: fewer than one sequence of {seq_len}"
+        )
+    rng = np.random.default_rng([seed, step])
+    starts = rng.integers(0, len(tokens) - seq_len - 1, size=batch_size)
+    window = np.stack([tokens[s : s + seq_len + 1] for s in starts]).astype(np.int64)
+    window = torch.from_numpy(window)
+    return window[:, :-1], window[:, 1:]
+
+
+def eval_batches(
+    tokens: np.ndarray, n_tokens: int, seq_len: int, batch_size: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The fixed held-out set: the first `n_tokens` validation tokens as contiguous sequences."""
+    n_seq = n_tokens // seq_len
+    if n_seq < 1 or len(tokens) < n_seq * seq_len + 1:
+        raise UserError(
+            f"validation split has {len(tokens)} tokens: too few for eval_tokens {n_tokens} at seq_len {seq_len}"
+        )
+    ids = torch.from_numpy(np.asarray(tokens[: n_seq * seq_len + 1]).astype(np.int64))
+    inputs, targets = ids[:-1].view(n_seq, seq_len), ids[1:].view(n_seq, seq_len)
+    return [
+        (inputs[i : i + batch_size], targets[i : i + batch_size])
+        for i in range(0, n_seq, batch_size)
+    ]

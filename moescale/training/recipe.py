@@ -1,0 +1,113 @@
+"""Recipes: named, frozen sets of training defaults, so a sweep states its recipe once."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from moescale.training.schedules import ScheduleKind
+
+
+class Recipe(BaseModel):
+    """How a run trains: optimiser, learning-rate rule and schedule, batch, logging cadence."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "custom"
+    lr: float = Field(3e-3, gt=0)  # the peak learning rate (at `lr_base_width` for the width rule)
+    lr_rule: Literal["fixed", "width"] = "fixed"
+    lr_base_width: int = Field(128, ge=1)  # width rule: lr × lr_base_width / d_model (μP-style)
+    routed_lr_scale: float = Field(1.0, gt=0)  # Hunyuan-Large: ~0.31 for 1-of-16 routing
+    schedule: ScheduleKind = "cosine"
+    warmup_frac: float = Field(0.05, ge=0, lt=1)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    decay_frac: float = Field(0.2, gt=0, le=1)  # wsd
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    eps: float = Field(1e-8, gt=0)
+    grad_clip: float = Field(1.0, ge=0)  # 0 = no clipping
+    seq_len: int = Field(256, ge=2)
+    batch_tokens: int = Field(4096, ge=2)  # tokens per optimizer step
+    micro_batch_tokens: int | None = None  # gradient accumulation: tokens per forward/backward
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
+    eval_every: int = Field(100, ge=1)  # steps
+    eval_tokens: int = Field(32768, ge=2)
+    log_every: int = Field(10, ge=1)  # steps
+    checkpoint_every: int = Field(500, ge=1)  # steps (also every `checkpoint_minutes`)
+    checkpoint_minutes: float = Field(10.0, gt=0)
+    diverge_factor: float = Field(1.5, gt=1)  # a train loss above factor × its first value diverges
+
+    @model_validator(mode="after")
+    def _whole_sequences(self) -> Recipe:
+        if self.batch_tokens % self.seq_len:
+            raise ValueError(
+                f"batch_tokens ({self.batch_tokens}) must be a multiple of seq_len ({self.seq_len})"
+            )
+        micro = self.micro_batch_tokens or self.batch_tokens
+        if micro % self.seq_len or self.batch_tokens % micro:
+            raise ValueError(
+                "micro_batch_tokens must be a multiple of seq_len and divide batch_tokens"
+            )
+        return self
+
+    @property
+    def batch_size(self) -> int:
+        """Sequences per optimizer step."""
+        return self.batch_tokens // self.seq_len
+
+    @property
+    def micro_batch_size(self) -> int:
+        return (self.micro_batch_tokens or self.batch_tokens) // self.seq_len
+
+    def peak_lr(self, d_model: int) -> float:
+        if self.lr_rule == "width":
+            return self.lr * self.lr_base_width / d_model
+        return self.lr
+
+
+RECIPES: dict[str, Recipe] = {
+    # Small CPU models on bytes: short sequences, a high constant-then-cosine rate.
+    "tiny-cpu": Recipe(
+        name="tiny-cpu",
+        lr=1e-2,
+        seq_len=64,
+        batch_tokens=2048,
+        schedule="cosine",
+        warmup_frac=0.05,
+        eval_every=100,
+        eval_tokens=16384,
+        log_every=10,
+    ),
+    # Hunyuan-Large's shape of training: three-phase schedule, expert-specific learning rate.
+    "hunyuan": Recipe(
+        name="hunyuan",
+        lr=3e-4,
+        routed_lr_scale=0.31,
+        schedule="hunyuan",
+        seq_len=2048,
+        batch_tokens=2048 * 256,
+        precision="bf16",
+        eval_every=500,
+        eval_tokens=2**20,
+    ),
+}
+
+
+def resolve_recipe(value: str | dict | Recipe) -> Recipe:
+    """A recipe by name, by mapping (optionally `base: NAME` plus overrides), or as given."""
+    if isinstance(value, Recipe):
+        return value
+    if isinstance(value, str):
+        if value not in RECIPES:
+            raise ValueError(f"unknown recipe '{value}' (known: {', '.join(RECIPES)})")
+        return RECIPES[value]
+    if isinstance(value, dict) and "base" in value:
+        base = value["base"]
+        if base not in RECIPES:
+            raise ValueError(f"unknown recipe '{base}' (known: {', '.join(RECIPES)})")
+        overrides = {k: v for k, v in value.items() if k != "base"}
+        return Recipe.model_validate({**RECIPES[base].model_dump(), "name": base, **overrides})
+    return Recipe.model_validate(value)

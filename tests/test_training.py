@@ -1,0 +1,239 @@
+"""One training run: repeatable, resumable, exact to its budget, learning, and honest about
+divergence; data sources and tokenizers; schedules."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moescale.errors import UserError
+from moescale.training import DataSpec, RunSpec, train_run
+from moescale.training.data import load_tokens
+from moescale.training.schedules import lr_multiplier
+from moescale.training.trainer import plan_steps
+
+TINY_MODEL = dict(d_model=32, n_heads=2, n_layers=2, n_experts=4, expert_hidden=64, max_seq_len=64)
+TINY_RECIPE = dict(
+    base="tiny-cpu",
+    batch_tokens=1024,
+    eval_every=20,
+    eval_tokens=4096,
+    log_every=5,
+    checkpoint_every=10,
+)
+
+
+def tiny_spec(**changes) -> RunSpec:
+    recipe = {**TINY_RECIPE, **changes.pop("recipe", {})}
+    return RunSpec(
+        model={**TINY_MODEL, **changes.pop("model", {})},
+        recipe=recipe,
+        tokens=changes.pop("tokens", 1024 * 40),
+        num_threads=1,
+        **changes,
+    )
+
+
+def test_same_spec_and_seed_give_the_same_curve(tmp_path):
+    spec = tiny_spec(model=dict(routing="recycle", capacity_factor=1.0))
+    a, b = train_run(spec, tmp_path / "a"), train_run(spec, tmp_path / "b")
+    assert a.status == b.status == "completed"
+    curve_a = pd.read_parquet(tmp_path / "a" / "curve.parquet").drop(columns="tokens_per_s")
+    curve_b = pd.read_parquet(tmp_path / "b" / "curve.parquet").drop(columns="tokens_per_s")
+    pd.testing.assert_frame_equal(curve_a, curve_b)
+    assert curve_a["recycled_frac"].max() > 0  # the random reassignment really ran
+    other = train_run(
+        tiny_spec(seed=1, model=dict(routing="recycle", capacity_factor=1.0)), tmp_path / "c"
+    )
+    assert other.final_loss != a.final_loss
+
+
+def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path):
+    spec = tiny_spec(model=dict(routing="recycle", capacity_factor=1.0))
+    straight = train_run(spec, tmp_path / "straight")
+
+    def interrupt(row):
+        if row["step"] == 25:  # after the checkpoint at step 20
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(spec, tmp_path / "resumed", progress=interrupt)
+    assert (tmp_path / "resumed" / "checkpoint.pt").exists()
+    assert not (tmp_path / "resumed" / "run.json").exists()
+    steps_seen = []
+    resumed = train_run(
+        spec, tmp_path / "resumed", progress=lambda row: steps_seen.append(row["step"])
+    )
+    assert min(steps_seen) > 20  # it did not start over
+    assert resumed.final_loss == straight.final_loss
+    assert resumed.final_train_loss == straight.final_train_loss
+    a = pd.read_parquet(tmp_path / "straight" / "curve.parquet").drop(columns="tokens_per_s")
+    b = pd.read_parquet(tmp_path / "resumed" / "curve.parquet").drop(columns="tokens_per_s")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_tokens_meet_the_budget_and_flops_follow(tmp_path):
+    budget = 1024 * 7 + 64 * 5 + 30  # 7 full steps, 5 whole sequences, 30 tokens left over
+    result = train_run(tiny_spec(tokens=budget), tmp_path)
+    assert plan_steps(budget, 1024, 64).total_steps == 8
+    assert result.steps == 8
+    assert result.tokens == 1024 * 7 + 64 * 5
+    assert budget - result.tokens < 64  # within one sequence, so within one batch
+    assert result.flops == result.flops_per_token * result.tokens
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["result"]["tokens"] == result.tokens
+    assert record["spec"]["tokens"] == budget
+    curve = pd.read_parquet(tmp_path / "curve.parquet")
+    assert curve["tokens"].iloc[-1] == result.tokens
+    assert not math.isnan(curve["eval_loss"].iloc[-1])  # always evaluated at the end
+
+
+def test_a_finished_run_is_not_trained_again(tmp_path):
+    spec = tiny_spec(tokens=1024 * 4)
+    first = train_run(spec, tmp_path)
+    calls = []
+    again = train_run(spec, tmp_path, progress=calls.append)
+    assert again == first and calls == []
+
+
+def test_a_tiny_model_learns_the_default_corpus(tmp_path):
+    spec = RunSpec(
+        model=dict(
+            d_model=64, n_heads=2, n_layers=2, n_experts=4, expert_hidden=128, max_seq_len=64
+        ),
+        recipe=dict(base="tiny-cpu", eval_every=100, log_every=20),
+        tokens=2048 * 300,
+        num_threads=2,
+    )
+    result = train_run(spec, tmp_path)
+    curve = pd.read_parquet(tmp_path / "curve.parquet")
+    assert result.status == "completed" and result.steps == 300
+    assert curve["train_loss"].iloc[0] > 4.5  # from about ln 256 = 5.5 nats
+    assert result.final_loss < 3.0  # held-out, in nats per byte
+    assert 0 < result.train_s < result.wall_s
+    assert result.peak_flops > 1e9
+
+
+def test_an_absurd_learning_rate_diverges_with_its_curve_saved(tmp_path):
+    result = train_run(tiny_spec(recipe=dict(lr=50.0, warmup_frac=0.0, grad_clip=0.0)), tmp_path)
+    assert result.status == "diverged"
+    assert "train loss" in result.error
+    assert math.isnan(result.final_loss)
+    curve = pd.read_parquet(tmp_path / "curve.parquet")
+    assert len(curve) >= 1
+    assert json.loads((tmp_path / "run.json").read_text())["result"]["status"] == "diverged"
+
+
+# --- data ------------------------------------------------------------------------------
+
+
+def test_text_jsonl_parquet_and_bin_sources(tmp_path):
+    docs = {
+        f"doc{i}.txt": f"document number {i}: "
+        + "the quick brown fox jumps over the lazy dog. " * 40
+        for i in range(30)
+    }
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for name, text in docs.items():
+        (folder / name).write_text(text)
+    text = load_tokens(DataSpec(source="text", path=str(folder)))
+    assert len(text.train) + len(text.val) == sum(len(t.encode()) for t in docs.values())
+    assert len(text.val) > 0 and len(text.train) > len(text.val)
+
+    jsonl = tmp_path / "docs.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"text": t, "id": n}) for n, t in docs.items()))
+    from_jsonl = load_tokens(DataSpec(source="jsonl", path=str(jsonl)))
+    assert len(from_jsonl.train) + len(from_jsonl.val) == len(text.train) + len(text.val)
+
+    parquet = tmp_path / "docs.parquet"
+    pd.DataFrame({"body": list(docs.values())}).to_parquet(parquet)
+    from_parquet = load_tokens(DataSpec(source="parquet", path=str(parquet), text_column="body"))
+    assert len(from_parquet.train) + len(from_parquet.val) == len(text.train) + len(text.val)
+
+    bins = tmp_path / "bins"
+    bins.mkdir()
+    np.arange(5000, dtype=np.uint16).__mod__(300).tofile(bins / "train.bin")
+    np.arange(900, dtype=np.uint16).__mod__(300).tofile(bins / "val.bin")
+    from_bin = load_tokens(DataSpec(source="bin", path=str(bins), tokenizer="bpe", vocab_size=300))
+    assert len(from_bin.train) == 5000 and int(from_bin.val[899]) == 899 % 300
+
+
+def test_bpe_is_trained_locally_and_cached(tmp_path):
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for i in range(20):
+        (folder / f"{i}.txt").write_text(
+            f"scaling laws for routed language models, part {i}. " * 50
+        )
+    spec = DataSpec(
+        source="text",
+        path=str(folder),
+        tokenizer="bpe",
+        vocab_size=320,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    first = load_tokens(spec)
+    assert first.train.max() < 320
+    assert len(first.train) < sum(len(p.read_bytes()) for p in folder.iterdir())  # it merged
+    decoded = first.tokenizer.decode(first.train[:30])
+    assert len(decoded) > 30  # tokens of several bytes each
+    assert any(p.read_text().startswith(decoded) for p in folder.iterdir())
+    cached = list((tmp_path / "cache" / "tokens").iterdir())
+    assert len(cached) == 1 and (cached[0] / "tokenizer.json").exists()
+    again = load_tokens(spec)
+    assert np.array_equal(again.train, first.train)
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (dict(source="text", path="/no/such/folder"), "/no/such/folder: no such file or folder"),
+        (dict(source="text", path="EMPTY"), "empty corpus"),
+        (dict(source="jsonl", path="TINY"), "too small"),
+        (dict(source="text"), "data.path is required"),
+    ],
+)
+def test_bad_data_is_a_one_line_error_naming_the_path(tmp_path, spec, expected):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    tiny = tmp_path / "tiny.jsonl"
+    tiny.write_text(json.dumps({"text": "hello"}) + "\n")
+    path = {"EMPTY": str(empty), "TINY": str(tiny)}.get(spec.get("path"), spec.get("path"))
+    with pytest.raises(UserError, match=expected) as err:
+        data = load_tokens(DataSpec(**{**spec, "path": path}))
+        from moescale.training.data import eval_batches
+
+        eval_batches(data.val, 4096, 64, 8)
+    assert "\n" not in str(err.value)
+
+
+# --- schedules --------------------------------------------------------------------------
+
+
+def test_schedules_have_their_documented_shapes():
+    total, warmup = 1000, 50
+    lr = {
+        k: [lr_multiplier(k, s, total, warmup) for s in range(total)]
+        for k in ("cosine", "wsd", "hunyuan", "constant")
+    }
+    for values in lr.values():
+        assert values[0] == pytest.approx(1 / warmup) and values[warmup - 1] == pytest.approx(1.0)
+    assert lr["cosine"][-1] == pytest.approx(0.1, abs=0.01)
+    assert all(v == 1.0 for v in lr["wsd"][warmup : int(0.8 * total)])  # the stable plateau
+    assert lr["wsd"][-1] == pytest.approx(0.1, abs=0.01)
+    anneal_start = warmup + int(0.95 * (total - warmup))
+    assert lr["hunyuan"][anneal_start] == pytest.approx(0.3, abs=0.01)  # end of the gradual decay
+    assert lr["hunyuan"][-1] == pytest.approx(0.1, abs=0.01)  # annealed to 1/10 of peak
+    assert lr["constant"][-1] == 1.0
+
+
+def test_training_never_imports_ray():
+    code = "import sys, moescale.training; sys.exit(1 if 'ray' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
