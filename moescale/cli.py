@@ -190,6 +190,94 @@ def train(
         raise typer.Exit(1)
 
 
+@app.command()
+def sweep(
+    config: Path = typer.Argument(
+        ..., help="Sweep YAML (budgets, family, sizes, recipe, data, resources)."
+    ),
+    results: Path = typer.Option(
+        Path("results"), help="Results root: the sweep writes <results>/<name>/."
+    ),
+    address: str | None = typer.Option(
+        None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and write nothing."),
+    plan_csv: Path | None = typer.Option(
+        None, help="With --dry-run, also save the plan table as CSV."
+    ),
+    dashboard: bool = typer.Option(False, help="Start the Ray dashboard (on 127.0.0.1)."),
+) -> None:
+    """Plan an isoFLOP grid and run it on Ray; run it again to finish what is missing."""
+    from moescale.sweeps import load_sweep_spec, plan_sweep
+    from moescale.sweeps.dry_run import plan_table, probe_throughput
+
+    spec = load_sweep_spec(config)
+    console = Console()
+    if dry_run:
+        plan = plan_sweep(spec)
+        with console.status("measuring throughput…"):
+            flops_per_s, how = probe_throughput(spec, plan)
+        table, frame = plan_table(spec, plan, flops_per_s, how)
+        console.print(table)
+        for line in plan.dropped:
+            console.print(f"[yellow]dropped:[/yellow] {line}")
+        if plan_csv:
+            from moescale.results import atomic_write_bytes
+
+            atomic_write_bytes(plan_csv, frame.to_csv(index=False).encode())
+            console.print(f"wrote {plan_csv}")
+        return
+    from moescale.sweeps.runner import run_sweep
+
+    outcome = run_sweep(spec, results, address=address, dashboard=dashboard)
+    for line in outcome.notes:
+        console.print(f"[yellow]note:[/yellow] {line}")
+    console.print(
+        f"results in {outcome.results_dir} ({len(outcome.trained)} run(s) trained this time)"
+    )
+
+
+@app.command()
+def status(results_dir: Path = typer.Argument(..., help="A sweep's results folder.")) -> None:
+    """Print a sweep's progress from disk, whether or not it is running."""
+    from moescale.results import load_runs
+    from moescale.sweeps.progress import status_tables
+
+    Console().print(status_tables(load_runs(results_dir)))
+
+
+@app.command()
+def report(
+    results_dir: Path = typer.Argument(..., help="A sweep's results folder."),
+    target_flops: float | None = typer.Option(
+        None, help="Budget to predict at (default: 100 × the largest)."
+    ),
+    bootstrap: int = typer.Option(200, min=0, help="Bootstrap samples for the intervals."),
+    hunyuan_reference: bool = typer.Option(
+        True, help="Draw the Hunyuan-Large report's laws for reference."
+    ),
+) -> None:
+    """Write report/index.html (self-contained) and report/report.md; fits first if needed."""
+    from moescale.analysis.report import build_report
+
+    with Console().status("fitting and drawing…"):
+        path = build_report(results_dir, target_flops, bootstrap, hunyuan_reference)
+    Console().print(f"wrote {path} and {path.with_name('report.md')}")
+
+
+@app.command()
+def quickstart(
+    out: Path = typer.Option(Path("results"), help="Results root (the sweep writes <out>/quick/)."),
+    target_flops: float | None = typer.Option(
+        None, help="Budget to predict at (default: 100 × the largest)."
+    ),
+) -> None:
+    """The embedded default end to end: a small CPU sweep, its fit and its report."""
+    from moescale.quickstart import quickstart as run_quickstart
+
+    run_quickstart(out, target_flops)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: a UserError becomes one line on stderr and exit code 2, never a traceback."""
     try:

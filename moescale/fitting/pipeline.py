@@ -83,7 +83,11 @@ def fit_all(
     target_flops: float | None = None,
     bootstrap: int = 0,
     isoflop_method: str = "parabola",
+    strict: bool = True,
 ) -> FitReport:
+    """Every law the data supports. With `strict`, a method asked for by name that cannot be
+    fitted is an error (and so is the isoFLOP fit under "all"); without, it is recorded in
+    `skipped` and the rest goes on (the report's choice: show what there is)."""
     if method not in METHODS:
         raise UserError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
     statuses = (
@@ -108,18 +112,20 @@ def fit_all(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EdgeOptimumWarning)  # listed in `excluded` instead
         if method in ("isoflop", "all"):
-            report.isoflop = fit_isoflop(runs, method=isoflop_method, bootstrap=bootstrap)
-            report.prediction = report.isoflop.predict(target)
             try:
+                report.isoflop = fit_isoflop(runs, method=isoflop_method, bootstrap=bootstrap)
+                report.prediction = report.isoflop.predict(target)
                 report.extrapolation = extrapolation_check(runs, method=isoflop_method)
             except UserError as err:
-                report.skipped["extrapolation"] = str(err)
+                if strict and report.isoflop is None:
+                    raise
+                report.skipped["extrapolation" if report.isoflop else "isoflop"] = str(err)
     if method in ("parametric", "all"):
         try:
             report.parametric = fit_parametric(runs, bootstrap=min(bootstrap, 100))
             report.parametric_prediction = report.parametric.optimal(target, report.compute_law)
         except UserError as err:
-            if method == "parametric":
+            if strict and method == "parametric":
                 raise
             report.skipped["parametric"] = str(err)
     if method in ("envelope", "all"):
@@ -128,7 +134,7 @@ def fit_all(
                 raise UserError("no loss curves (curves.parquet) in this source")
             report.envelope = fit_envelope(curves, runs)
         except UserError as err:
-            if method == "envelope":
+            if strict and method == "envelope":
                 raise
             report.skipped["envelope"] = str(err)
     return report

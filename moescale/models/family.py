@@ -29,6 +29,7 @@ class ShapeRules:
     n_layers: int | None = None  # fix the depth instead of following `aspect`
     min_layers: int = 2
     head_dim: int = 64  # target; tiny widths use one head of width d_model
+    width_multiple: int | None = None  # d_model on multiples of this (e.g. 64 for GPU kernels)
     gqa_ratio: int = 10  # query heads per K/V head (at least 1 K/V head)
     cla_share: int = 2
     expert_hidden_ratio: float = 18304 / 6400
@@ -112,7 +113,7 @@ def family(n_active_target: float, rules: ShapeRules | None = None, **shape_rule
     if n_active_target <= 0:
         raise UserError(f"family: n_active target must be > 0, got {n_active_target}")
     best: tuple[float, MoEConfig, int] | None = None
-    d_model = 2
+    d_model = rules.width_multiple or 2
     while True:
         depths = _depths(d_model, rules)
         largest = count(shape(d_model, depths[-1], rules, HIDDEN_SCALES[-1]), 1).n_active
@@ -120,7 +121,7 @@ def family(n_active_target: float, rules: ShapeRules | None = None, **shape_rule
         if smallest > 1.5 * n_active_target:
             break
         if largest < n_active_target / 1.5:  # every shape at this width is far too small
-            d_model += _width_step(d_model)
+            d_model += rules.width_multiple or _width_step(d_model)
             continue
         for n_layers, hidden_scale in itertools.product(depths, HIDDEN_SCALES):
             config = shape(d_model, n_layers, rules, hidden_scale)
@@ -130,7 +131,7 @@ def family(n_active_target: float, rules: ShapeRules | None = None, **shape_rule
             score = miss + 0.05 * (skew + abs(math.log(hidden_scale)))
             if best is None or score < best[0]:
                 best = (score, config, n_active)
-        d_model += _width_step(d_model)
+        d_model += rules.width_multiple or _width_step(d_model)
     if best is None:
         raise UserError(f"family: no shape of this family has n_active near {n_active_target:.3g}")
     _, config, n_active = best

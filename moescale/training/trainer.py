@@ -200,6 +200,7 @@ def _train(spec: RunSpec, out_dir: Path, progress, wall_start: float) -> RunResu
     warmup = round(recipe.warmup_frac * plan.total_steps)
     step, tokens_done, train_s, first_loss = 0, 0, 0.0, math.nan
     rows: list[dict] = []
+    routing_rows: list[tuple[int, int, int, float]] = []  # (step, layer, expert, share of tokens)
     checkpoint_path = out_dir / CHECKPOINT
     state = (
         torch.load(checkpoint_path, map_location=device, weights_only=True)
@@ -217,6 +218,7 @@ def _train(spec: RunSpec, out_dir: Path, progress, wall_start: float) -> RunResu
             state["first_loss"],
         )
         rows = [dict(zip(state["curve_columns"], row, strict=True)) for row in state["curve"]]
+        routing_rows = [tuple(row) for row in state["routing"]]
 
     status, error = "completed", ""
     last_checkpoint = time.monotonic()
@@ -264,6 +266,9 @@ def _train(spec: RunSpec, out_dir: Path, progress, wall_start: float) -> RunResu
             if (step % recipe.eval_every == 0 or last) and not diverged:
                 eval_loss = evaluate(model, held_out, device, autocast)
             load, dropped, recycled = _routing_stats(routing, config.n_experts)
+            for layer, stats in enumerate(routing):
+                for expert, fraction in enumerate(stats.expert_fraction.tolist()):
+                    routing_rows.append((step, layer, expert, fraction))
             rows.append(
                 {
                     "step": step,
@@ -305,12 +310,13 @@ def _train(spec: RunSpec, out_dir: Path, progress, wall_start: float) -> RunResu
                     "first_loss": first_loss,
                     "curve_columns": list(CURVES_SCHEMA)[1:],
                     "curve": [[row[c] for c in list(CURVES_SCHEMA)[1:]] for row in rows],
+                    "routing": [list(row) for row in routing_rows],
                 },
             )
-            _write_curve(out_dir, spec.run_id, rows)
+            _write_curve(out_dir, spec.run_id, rows, routing_rows)
             last_checkpoint = time.monotonic()
 
-    _write_curve(out_dir, spec.run_id, rows)
+    _write_curve(out_dir, spec.run_id, rows, routing_rows)
     final_loss = rows[-1]["eval_loss"] if status == "completed" else math.nan
     result = RunResult(
         run_id=spec.run_id,
@@ -335,9 +341,13 @@ def _train(spec: RunSpec, out_dir: Path, progress, wall_start: float) -> RunResu
     return result
 
 
-def _write_curve(out_dir: Path, run_id: str, rows: list[dict]) -> None:
+def _write_curve(out_dir: Path, run_id: str, rows: list[dict], routing_rows: list[tuple]) -> None:
+    """curve.parquet (the DESIGN's columns) and routing.parquet (step, layer, expert, fraction:
+    each routed expert's share of the layer's assignments at each logged step)."""
     table = pd.DataFrame(rows, columns=list(CURVES_SCHEMA)[1:])
     table.insert(0, "run_id", run_id)
     atomic_write_parquet(
         out_dir / "curve.parquet", table.astype({"step": "int64", "tokens": "int64"})
     )
+    routing = pd.DataFrame(routing_rows, columns=["step", "layer", "expert", "fraction"])
+    atomic_write_parquet(out_dir / "routing.parquet", routing)

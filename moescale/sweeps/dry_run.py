@@ -1,0 +1,90 @@
+"""`moescale sweep --dry-run`: the plan as a table with totals and estimated wall time."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+
+from moescale.sweeps.plan import Plan
+from moescale.sweeps.spec import SweepSpec
+
+PROBE_MAX_PARAMS = 20e6  # larger models are not probed on this machine
+ASSUMED_SHARE_OF_PEAK = 0.4
+
+
+def probe_throughput(
+    spec: SweepSpec, plan: Plan, steps: int = 4
+) -> tuple[Callable[[float], float], str]:
+    """Achieved training FLOP/s of one trial as a function of n_active: a few steps of the
+    plan's smallest, median and largest models (in a throwaway folder), interpolated in
+    log n_active. Models too large to probe on a CPU get 40% of the measured matmul peak.
+    Returns (n_active → FLOP/s, how it was found)."""
+    import torch
+
+    from moescale.training import train_run
+    from moescale.training.hardware import matmul_peak, pick_device
+
+    runs = sorted(plan.runs, key=lambda r: r.n_active)
+    torch.set_num_threads(max(1, int(spec.resources.cpus)))
+    if runs[len(runs) // 2].n_total > PROBE_MAX_PARAMS and pick_device(spec.device).type == "cpu":
+        rate = ASSUMED_SHARE_OF_PEAK * matmul_peak("cpu")
+        return (lambda n: rate), f"assumed {ASSUMED_SHARE_OF_PEAK:.0%} of the measured peak"
+    probes = {run.n_active: run for run in (runs[0], runs[len(runs) // 2], runs[-1])}
+    sizes, rates = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        for n_active, run in sorted(probes.items()):
+            recipe = run.spec.recipe.model_copy(
+                update={
+                    "log_every": 10**9,
+                    "eval_every": 10**9,
+                    "eval_tokens": run.spec.recipe.seq_len,
+                }
+            )
+            probe = run.spec.model_copy(
+                update={"recipe": recipe, "tokens": steps * recipe.batch_tokens}
+            )
+            result = train_run(probe, os.path.join(folder, run.run_id))
+            sizes.append(np.log(n_active))
+            rates.append(result.flops / result.train_s)
+    return (
+        lambda n: float(np.interp(np.log(n), sizes, rates))
+    ), f"probed {len(sizes)} sizes × {steps} steps"
+
+
+def plan_table(
+    spec: SweepSpec, plan: Plan, flops_per_s: Callable[[float], float], how: str
+) -> tuple[Table, pd.DataFrame]:
+    frame = plan.table()
+    rates = frame["n_active"].map(flops_per_s)
+    frame["est_wall_s"] = frame["tokens"] * frame["flops_per_token"] / rates
+    table = Table(title=f"sweep '{spec.name}': {len(frame)} runs over {len(spec.budgets)} budgets")
+    for column in (
+        "budget",
+        "n_active",
+        "n_total",
+        "D (tokens)",
+        "tokens/param",
+        "steps",
+        "est. wall",
+    ):
+        table.add_column(column, justify="right")
+    for row in frame.itertuples():
+        table.add_row(
+            f"{row.budget_flops:.3g}", f"{row.n_active:,}", f"{row.n_total:,}", f"{row.tokens:,}",
+            f"{row.tokens_per_param:.1f}", f"{row.steps:,}", f"{row.est_wall_s:,.0f} s",
+        )  # fmt: skip
+    parallel = (
+        max(1, int((os.cpu_count() or 1) // spec.resources.cpus)) if spec.resources.gpus == 0 else 1
+    )
+    total_flops = float((frame["tokens"] * frame["flops_per_token"]).sum())
+    serial = float(frame["est_wall_s"].sum())
+    table.caption = (
+        f"total {total_flops:.3g} FLOPs, {frame['tokens'].sum():,} tokens; est. {serial / 60:.1f} min of trial time, "
+        f"~{serial / parallel / 60:.1f} min with {parallel} trials at a time here ({how}: {rates.min() / 1e9:.1f}-{rates.max() / 1e9:.1f} GFLOP/s per trial)"
+    )
+    return table, frame

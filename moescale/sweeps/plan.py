@@ -1,0 +1,206 @@
+"""Planning an isoFLOP sweep: for each budget C and size, the family's config, its exact
+FLOPs per token, D = C / flops_per_token in whole batches, and the runs dropped (with the
+reason) for too few steps or tokens per parameter out of the window. Bracketing adds the
+next size beyond an edge when a budget's lowest loss lands there."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from moescale.errors import UserError
+from moescale.models import count, family
+from moescale.sweeps.spec import SweepSpec
+from moescale.training.spec import RunSpec
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    spec: RunSpec
+    budget_flops: float
+    budget_index: int
+    n_active: int
+    n_total: int
+    flops_per_token: float
+    tokens: int
+    steps: int
+    extension: int = (
+        0  # 0: a planned size; -k / +k: the k-th size added below / above by bracketing
+    )
+
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id
+
+    @property
+    def tokens_per_param(self) -> float:
+        return self.tokens / self.n_active
+
+    def row(self) -> dict:
+        config = self.spec.model
+        return {
+            "run_id": self.run_id,
+            "budget_flops": self.budget_flops,
+            "budget_index": self.budget_index,
+            "n_active": self.n_active,
+            "n_total": self.n_total,
+            "flops_per_token": self.flops_per_token,
+            "tokens": self.tokens,
+            "steps": self.steps,
+            "tokens_per_param": self.tokens_per_param,
+            "batch_tokens": self.spec.recipe.batch_tokens,
+            "seed": self.spec.seed,
+            "extension": self.extension,
+            "d_model": config.d_model,
+            "n_layers": config.n_layers,
+            "n_experts": config.n_experts,
+            "top_k": config.top_k,
+        }
+
+
+@dataclass
+class Plan:
+    runs: list[PlannedRun] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # one line per dropped run, with the reason
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame([run.row() for run in self.runs])
+
+    def by_id(self) -> dict[str, PlannedRun]:
+        return {run.run_id: run for run in self.runs}
+
+
+def size_grid(spec: SweepSpec, budget_index: int) -> list[float]:
+    """The target activated sizes of one budget, smallest first."""
+    sizes = spec.sizes
+    if sizes.n_active is not None:
+        return sorted(sizes.n_active)
+    if sizes.per_budget is not None:
+        return sorted(sizes.per_budget[budget_index])
+    guess = sizes.guess_coef * spec.budgets[budget_index] ** sizes.guess_exponent
+    half = math.log(sizes.spread) / 2
+    return list(guess * np.exp(np.linspace(-half, half, sizes.count)))
+
+
+def size_step(grid: list[float]) -> float:
+    """The grid's geometric step, for sizes added beyond its edges."""
+    if len(grid) < 2:
+        return 2.0
+    return float(np.exp(np.mean(np.diff(np.log(grid)))))
+
+
+def plan_run(
+    spec: SweepSpec, budget_index: int, target: float, seed: int, extension: int = 0
+) -> PlannedRun | str:
+    """One run, or the reason it cannot be planned."""
+    budget = spec.budgets[budget_index]
+    try:
+        config = family(target, spec.shape_rules)
+    except UserError as err:
+        return f"budget {budget:.3g}, size {target:.3g}: {err}"
+    batch_tokens = spec.batch_tokens(budget_index)
+    recipe = spec.recipe.model_copy(
+        update={"batch_tokens": batch_tokens, "micro_batch_tokens": None}
+    )
+    accounting = count(config, recipe.seq_len)
+    steps = round(budget / accounting.flops_per_token / batch_tokens)
+    tokens = steps * batch_tokens
+    where = f"budget {budget:.3g}, n_active {accounting.n_active:,}"
+    if steps < spec.min_steps:
+        return f"{where}: {steps} steps < min_steps {spec.min_steps}"
+    low, high = spec.tokens_per_param
+    ratio = tokens / accounting.n_active
+    if not low <= ratio <= high:
+        return f"{where}: {ratio:.3g} tokens per parameter outside [{low:g}, {high:g}]"
+    run_spec = RunSpec(
+        model=config,
+        recipe=recipe,
+        data=spec.data,
+        tokens=tokens,
+        seed=seed,
+        device=spec.device,
+        num_threads=max(1, int(spec.resources.cpus)),
+    )
+    return PlannedRun(
+        spec=run_spec,
+        budget_flops=budget,
+        budget_index=budget_index,
+        n_active=accounting.n_active,
+        n_total=accounting.n_total,
+        flops_per_token=accounting.flops_per_token,
+        tokens=tokens,
+        steps=steps,
+        extension=extension,
+    )
+
+
+def plan_sweep(spec: SweepSpec) -> Plan:
+    """Every planned run of the sweep (before any bracketing), deduplicated by run id."""
+    plan, seen = Plan(), set()
+    for index, budget in enumerate(spec.budgets):
+        planned = 0
+        for target in size_grid(spec, index):
+            for seed in spec.seeds:
+                run = plan_run(spec, index, target, seed)
+                if isinstance(run, str):
+                    plan.dropped.append(run)
+                    continue
+                if run.run_id in seen:
+                    continue
+                seen.add(run.run_id)
+                plan.runs.append(run)
+                planned += 1
+        if planned == 0:
+            raise UserError(
+                f"budgets: no size fits budget {budget:.3g} ({plan.dropped[-1] if plan.dropped else 'no sizes'})"
+            )
+    return plan
+
+
+def bracket_extensions(
+    spec: SweepSpec, plan: Plan, finished: pd.DataFrame
+) -> list[PlannedRun | str]:
+    """Runs to add where a budget's lowest finished loss sits at its smallest or largest
+    size: the next size beyond that edge, up to `bracket.max_extensions` per budget.
+    `finished` holds run_id and final_loss of completed runs."""
+    if not spec.bracket.enabled:
+        return []
+    losses = dict(zip(finished["run_id"], finished["final_loss"], strict=True))
+    added: list[PlannedRun | str] = []
+    known = plan.by_id()
+    for index in range(len(spec.budgets)):
+        runs = [r for r in plan.runs if r.budget_index == index]
+        if any(r.run_id not in losses for r in runs):
+            continue  # not finished yet
+        by_size = pd.DataFrame(
+            {
+                "n": [r.n_active for r in runs],
+                "loss": [losses[r.run_id] for r in runs],
+                "ext": [r.extension for r in runs],
+            }
+        )
+        by_size = by_size.groupby("n").agg(loss=("loss", "mean"), ext=("ext", "first")).sort_index()
+        if len(by_size) < 2:
+            continue
+        lowest = int(np.argmin(by_size["loss"].to_numpy()))
+        if 0 < lowest < len(by_size) - 1:
+            continue
+        side = -1 if lowest == 0 else 1
+        done = max(0, max(side * e for e in by_size["ext"]))
+        if done >= spec.bracket.max_extensions:
+            added.append(
+                f"budget {spec.budgets[index]:.3g}: optimum still at the {'smallest' if side < 0 else 'largest'} size after {done} extension(s)"
+            )
+            continue
+        step = size_step(size_grid(spec, index))
+        edge = by_size.index[0] if side < 0 else by_size.index[-1]
+        target = float(edge) * step**side
+        for seed in spec.seeds:
+            run = plan_run(spec, index, target, seed, extension=side * (done + 1))
+            if isinstance(run, PlannedRun) and run.run_id in known:
+                continue
+            added.append(run)
+    return added

@@ -1,0 +1,113 @@
+"""The live progress display of a running sweep, and the same summary read from disk."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from moescale.sweeps.plan import Plan
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def status_tables(
+    runs: pd.DataFrame, elapsed: float | None = None, live_flops: dict | None = None
+) -> Group:
+    """Runs done / total, FLOPs done / total, ETA, and each budget's best loss so far."""
+    live_flops = live_flops or {}
+    done = runs["status"].isin(["completed", "diverged", "failed"])
+    flops_done = float(runs.loc[done, "flops"].sum()) + sum(
+        v for k, v in live_flops.items() if k not in set(runs.loc[done, "run_id"])
+    )
+    flops_total = float((runs["tokens"] * runs["flops_per_token"]).sum())
+    head = Table.grid(padding=(0, 2))
+    counts = runs["status"].value_counts()
+    line = (
+        f"runs {int(done.sum())}/{len(runs)}  ({', '.join(f'{v} {k}' for k, v in counts.items())})"
+    )
+    flops = (
+        f"FLOPs {flops_done:.3g}/{flops_total:.3g} ({flops_done / flops_total:.0%})"
+        if flops_total
+        else ""
+    )
+    eta = ""
+    if elapsed is not None and flops_done > 0:
+        eta = f"elapsed {_duration(elapsed)}, ETA {_duration(elapsed * (flops_total - flops_done) / flops_done)}"
+    head.add_row(line, flops, eta)
+
+    budgets = Table(title=None, show_edge=False)
+    for column in ("budget", "runs done", "best loss", "at n_active", "bracketing"):
+        budgets.add_column(column, justify="right")
+    for budget, group in runs.groupby("budget_flops", sort=True):
+        completed = group[group["status"] == "completed"]
+        best, at = "", ""
+        if len(completed):
+            row = completed.loc[completed["final_loss"].idxmin()]
+            best, at = f"{row['final_loss']:.4f}", f"{int(row['n_active']):,}"
+            sizes = completed.groupby("n_active")["final_loss"].mean().sort_index()
+            if len(sizes) >= 3 and sizes.idxmin() in (sizes.index[0], sizes.index[-1]):
+                at += " (edge)"
+        extensions = group["extension"] if "extension" in group else pd.Series(dtype=int)
+        bracket = f"{int((extensions != 0).sum())} added" if (extensions != 0).any() else ""
+        done_here = group["status"].isin(["completed", "diverged", "failed"]).sum()
+        budgets.add_row(f"{budget:.3g}", f"{done_here}/{len(group)}", best, at, bracket)
+    return Group(head, budgets)
+
+
+class SweepProgress:
+    """Tracks trials as Ray reports them and renders `status_tables` live."""
+
+    def __init__(self, spec, results_dir: Path, plan: Plan, enabled: bool = True):
+        self.spec, self.results_dir, self.plan, self.enabled = spec, results_dir, plan, enabled
+        self.running: set[str] = set()
+        self.flops: dict[str, float] = {}
+        self.started = time.monotonic()
+        self._live: Live | None = None
+
+    def _render(self):
+        path = self.results_dir / "runs.parquet"
+        runs = (
+            pd.read_parquet(path)
+            if path.exists()
+            else self.plan.table().assign(status="planned", final_loss=math.nan, flops=0.0)
+        )
+        return status_tables(runs, time.monotonic() - self.started, self.flops)
+
+    def update(self, run_id: str, result: dict) -> None:
+        if "flops" in result:
+            self.flops[run_id] = float(result["flops"])
+        if self._live is not None:
+            self._live.update(self._render())
+
+    def finish(self, run_id: str, failed: bool = False) -> None:
+        self.running.discard(run_id)
+        if self._live is not None:
+            self._live.update(self._render())
+
+    @contextlib.contextmanager
+    def live(self):
+        if not self.enabled:
+            yield
+            return
+        console = Console()
+        with Live(self._render(), console=console, refresh_per_second=2, transient=False) as live:
+            self._live = live
+            try:
+                yield
+            finally:
+                live.update(self._render())
+                self._live = None
+        console.line()

@@ -1,0 +1,217 @@
+"""Running a sweep on Ray Tune: a local Ray instance by default, a cluster with `address`.
+
+Each trial calls `training.train_run` into `<results>/<sweep>/runs/<run_id>/`, so a trial
+that Ray retries after its worker died resumes from that run's own checkpoint; runs already
+completed (or diverged) are never trained again. runs.parquet and curves.parquet are
+rewritten as runs finish. Bracketing rounds follow until every budget's minimum is inside
+its sizes or its extensions are spent.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from moescale.results import atomic_write_bytes, atomic_write_json
+from moescale.sweeps.lock import SweepLock
+from moescale.sweeps.plan import Plan, PlannedRun, bracket_extensions, plan_sweep
+from moescale.sweeps.progress import SweepProgress
+from moescale.sweeps.spec import SweepSpec
+from moescale.sweeps.store import consolidate, finished_status
+
+DONE = ("completed", "diverged")
+
+
+@dataclass
+class SweepOutcome:
+    results_dir: Path
+    plan: Plan
+    trained: list[str] = field(default_factory=list)  # run ids trained (or resumed) this time
+    notes: list[str] = field(default_factory=list)  # dropped runs, bracketing, failures
+
+
+def _trial(config: dict, specs: dict, results_dir: str) -> None:
+    """A Ray Tune function trainable: one run, its curve rows reported as they are logged."""
+    import ray
+    from ray import tune
+
+    from moescale.training import RunSpec, train_run
+
+    spec = RunSpec.model_validate(specs[config["run_id"]])
+    run_dir = Path(results_dir) / "runs" / spec.run_id
+    # where and when this attempt ran: a retried trial overwrites it with its new node and pid
+    attempt = {
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "pid": os.getpid(),
+        "started": time.time(),
+    }
+    atomic_write_json(run_dir / "trial.json", attempt)
+
+    def report(row: dict) -> None:
+        tune.report(
+            {k: v for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        )
+
+    result = train_run(spec, run_dir, progress=report)
+    tune.report(
+        {
+            "done": 1,
+            "final_loss": result.final_loss,
+            "flops": result.flops,
+            "failed": int(result.status == "failed"),
+        }
+    )
+
+
+def _short_temp_dir(results_dir: Path) -> str:
+    """Ray's socket paths must stay under ~107 bytes: use the results folder when short."""
+    preferred = results_dir / ".ray"
+    if len(str(preferred.resolve())) <= 40:
+        preferred.mkdir(parents=True, exist_ok=True)
+        return str(preferred.resolve())
+    return tempfile.mkdtemp(prefix="moescale-ray-")
+
+
+def start_ray(results_dir: Path, address: str | None, dashboard: bool = False) -> bool:
+    """Connect to `address` (or $RAY_ADDRESS), else start a local instance; True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        return False
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    ray.init(
+        num_cpus=os.cpu_count(),
+        object_store_memory=int(min(2 * 2**30, 0.1 * memory)),
+        _temp_dir=_short_temp_dir(results_dir),
+        include_dashboard=dashboard,
+        dashboard_host="127.0.0.1",
+        logging_level="WARNING",
+        log_to_driver=False,
+    )
+    return True
+
+
+class _Consolidate:
+    """A Tune callback that keeps runs.parquet, curves.parquet and the display current.
+    Ray stores its experiment state with pickle; the live display stays out of it."""
+
+    def __init__(self, results_dir: Path, sweep: str, plan: Plan, progress: SweepProgress):
+        self.results_dir, self.sweep, self.plan, self.progress = results_dir, sweep, plan, progress
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "progress": None}
+
+    def _write(self) -> None:
+        running = self.progress.running if self.progress else set()
+        consolidate(self.results_dir, self.sweep, self.plan, running)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        if self.progress:
+            self.progress.running.add(trial.config["run_id"])
+        self._write()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if self.progress:
+            self.progress.update(trial.config["run_id"], result)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if self.progress:
+            self.progress.finish(trial.config["run_id"])
+        self._write()
+
+    on_trial_error = on_trial_complete
+
+
+def _run_round(
+    spec: SweepSpec,
+    results_dir: Path,
+    plan: Plan,
+    pending: list[PlannedRun],
+    progress: SweepProgress,
+) -> None:
+    from ray import tune
+
+    callback = type("Consolidate", (_Consolidate, tune.Callback), {})(
+        results_dir, spec.name, plan, progress
+    )
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own display replaces Tune's tables
+    specs = {run.run_id: run.spec.model_dump(mode="json") for run in pending}
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, specs=specs, results_dir=str(results_dir)),
+        {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"run_id": tune.grid_search(sorted(specs))},
+        tune_config=tune.TuneConfig(max_concurrent_trials=0, reuse_actors=False),
+        run_config=tune.RunConfig(
+            name=f"round-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str((results_dir / "ray").resolve()),
+            failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            callbacks=[callback],
+            verbose=0,
+        ),
+    )
+    tuner.fit()
+
+
+def run_sweep(
+    spec: SweepSpec,
+    results_root: str | Path = "results",
+    address: str | None = None,
+    dashboard: bool = False,
+    show_progress: bool = True,
+) -> SweepOutcome:
+    """Plan, run what is missing, bracket, and consolidate; safe to call again after any stop."""
+    # absolute: Ray Tune runs each trial in a working directory of its own
+    results_dir = (Path(results_root) / spec.name).resolve()
+    plan = plan_sweep(spec)  # validates the whole plan before anything is written
+    outcome = SweepOutcome(results_dir, plan, notes=list(plan.dropped))
+    with SweepLock(results_dir):
+        atomic_write_bytes(
+            results_dir / "sweep.yaml",
+            yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).encode(),
+        )
+        started_ray = False
+        progress = SweepProgress(spec, results_dir, plan, enabled=show_progress)
+        try:
+            while True:
+                pending = [
+                    r for r in plan.runs if finished_status(results_dir, r.run_id) not in DONE
+                ]
+                consolidate(results_dir, spec.name, plan)
+                if pending:
+                    if not started_ray:
+                        started_ray = start_ray(results_dir, address, dashboard) or True
+                    with progress.live():
+                        _run_round(spec, results_dir, plan, pending, progress)
+                    outcome.trained.extend(r.run_id for r in pending)
+                runs = consolidate(results_dir, spec.name, plan)
+                finished = runs[runs["status"] == "completed"][["run_id", "final_loss"]]
+                added = bracket_extensions(spec, plan, finished)
+                new = [r for r in added if isinstance(r, PlannedRun)]
+                outcome.notes.extend(r for r in added if isinstance(r, str))
+                if not new:
+                    break
+                for run in new:
+                    outcome.notes.append(
+                        f"bracketing: budget {run.budget_flops:.3g} adds n_active {run.n_active:,} (extension {run.extension:+d})"
+                    )
+                plan.runs.extend(new)
+        finally:
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+        failed = runs[runs["status"] == "failed"]
+        outcome.notes.extend(f"run {r.run_id} failed: {r.error}" for r in failed.itertuples())
+    return outcome

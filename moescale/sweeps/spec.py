@@ -1,0 +1,142 @@
+"""`SweepSpec`: an isoFLOP sweep as YAML — budgets, the model family, sizes, recipe, data,
+resources — validated so that an unknown key, a wrong type or an impossible plan is a
+one-line error naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from moescale.models.family import ShapeRules
+from moescale.training.data import DataSpec
+from moescale.training.recipe import Recipe, resolve_recipe
+from moescale.yamlio import load_yaml, validate
+
+_SHAPE_FIELDS = {f.name for f in dataclasses.fields(ShapeRules)}
+
+
+class Sizes(BaseModel):
+    """Which activated sizes each budget trains: an explicit list (the same for every budget),
+    a list per budget, or a rule — `count` sizes log-spaced over a factor `spread` (largest /
+    smallest) around a guessed optimum N_guess = guess_coef · C^guess_exponent."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n_active: list[float] | None = None
+    per_budget: list[list[float]] | None = None
+    count: int = Field(5, ge=3)
+    spread: float = Field(8.0, gt=1)
+    guess_coef: float | None = Field(None, gt=0)
+    guess_exponent: float = Field(0.5, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Sizes:
+        given = [
+            self.n_active is not None,
+            self.per_budget is not None,
+            self.guess_coef is not None,
+        ]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of n_active, per_budget or guess_coef")
+        for sizes in [self.n_active or []] + list(self.per_budget or []):
+            if any(n <= 0 for n in sizes):
+                raise ValueError("sizes must be > 0")
+        return self
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpus: float = Field(1, gt=0)  # per trial; also the trial's torch threads (at least 1)
+    gpus: float = Field(0, ge=0)
+
+
+class Bracket(BaseModel):
+    """Extend a budget past its edge when its lowest loss lands on its smallest or largest size."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    max_extensions: int = Field(2, ge=0)  # per budget
+
+
+class SweepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    budgets: list[float] = Field(min_length=1)
+    family: dict[str, Any] = Field(default_factory=dict)  # models.family shape rules
+    sizes: Sizes
+    recipe: Recipe = Field(default_factory=lambda: resolve_recipe("tiny-cpu"))
+    batch_tokens_per_budget: list[int] | None = None  # a batch-size rule: one per budget
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    data: DataSpec = Field(default_factory=DataSpec)
+    resources: Resources = Field(default_factory=Resources)
+    max_failures: int = Field(2, ge=0)
+    min_steps: int = Field(100, ge=1)
+    tokens_per_param: tuple[float, float] = (1.0, 10_000.0)  # the window a run must fall in
+    bracket: Bracket = Field(default_factory=Bracket)
+    device: str = "auto"
+
+    @field_validator("recipe", mode="before")
+    @classmethod
+    def _recipe(cls, value: Any) -> Recipe:
+        return resolve_recipe(value)
+
+    @field_validator("budgets")
+    @classmethod
+    def _budgets(cls, value: list[float]) -> list[float]:
+        if any(b <= 0 for b in value):
+            raise ValueError("budgets must be > 0 FLOPs")
+        return sorted(value)
+
+    @field_validator("family")
+    @classmethod
+    def _family(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - _SHAPE_FIELDS)
+        if unknown:
+            raise ValueError(
+                f"unknown shape rule '{unknown[0]}' (known: {', '.join(sorted(_SHAPE_FIELDS))})"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SweepSpec:
+        if self.sizes.per_budget is not None and len(self.sizes.per_budget) != len(self.budgets):
+            raise ValueError(
+                f"sizes.per_budget has {len(self.sizes.per_budget)} lists for {len(self.budgets)} budgets"
+            )
+        if self.batch_tokens_per_budget is not None:
+            if len(self.batch_tokens_per_budget) != len(self.budgets):
+                raise ValueError("batch_tokens_per_budget needs one value per budget")
+            for tokens in self.batch_tokens_per_budget:
+                if tokens % self.recipe.seq_len:
+                    raise ValueError(
+                        f"batch_tokens_per_budget: {tokens} is not a multiple of seq_len {self.recipe.seq_len}"
+                    )
+        low, high = self.tokens_per_param
+        if not 0 < low < high:
+            raise ValueError("tokens_per_param must be [low, high] with 0 < low < high")
+        return self
+
+    @property
+    def shape_rules(self) -> ShapeRules:
+        rules = {
+            "max_seq_len": max(self.recipe.seq_len, 8),
+            "vocab_size": self.data.vocab_size,
+            **self.family,
+        }
+        return ShapeRules(**rules)
+
+    def batch_tokens(self, budget_index: int) -> int:
+        if self.batch_tokens_per_budget is None:
+            return self.recipe.batch_tokens
+        return self.batch_tokens_per_budget[budget_index]
+
+
+def load_sweep_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep YAML; problems are one-line UserErrors naming the key."""
+    return validate(SweepSpec, load_yaml(path), source=str(path))

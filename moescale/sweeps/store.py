@@ -1,0 +1,103 @@
+"""Consolidating a sweep's run folders into `runs.parquet` and `curves.parquet`."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from moescale.errors import UserError
+from moescale.results import (
+    CURVES_SCHEMA,
+    RUNS_SCHEMA,
+    atomic_write_parquet,
+    read_json,
+    read_parquet,
+)
+from moescale.sweeps.plan import Plan, PlannedRun
+
+EXTRA_COLUMNS = ("budget_index", "steps", "extension", "tokens_per_param")
+
+
+def run_record(results_dir: Path, run_id: str) -> dict | None:
+    """A run's run.json, or None if it has none (not started) or it is unreadable."""
+    path = results_dir / "runs" / run_id / "run.json"
+    if not path.exists():
+        return None
+    try:
+        return read_json(path)
+    except UserError:
+        return None
+
+
+def finished_status(results_dir: Path, run_id: str) -> str | None:
+    record = run_record(results_dir, run_id)
+    return None if record is None else record.get("result", {}).get("status")
+
+
+def _row(planned: PlannedRun, sweep: str, record: dict | None, running: bool) -> dict:
+    config, recipe = planned.spec.model, planned.spec.recipe
+    result = (record or {}).get("result", {})
+    status = result.get("status") or ("running" if running else "planned")
+    return {
+        "run_id": planned.run_id,
+        "sweep": sweep,
+        "status": status,
+        "budget_flops": planned.budget_flops,
+        "n_active": planned.n_active,
+        "n_total": planned.n_total,
+        "n_embedding": config.vocab_size * config.d_model,
+        "flops_per_token": planned.flops_per_token,
+        "tokens": int(result.get("tokens") or planned.tokens),
+        "flops": float(result.get("flops") or planned.tokens * planned.flops_per_token),
+        "final_loss": float(result.get("final_loss", math.nan)),
+        "final_train_loss": float(result.get("final_train_loss", math.nan)),
+        "d_model": config.d_model,
+        "n_layers": config.n_layers,
+        "n_heads": config.n_heads,
+        "n_kv_heads": config.n_kv_heads,
+        "cla_share": config.cla_share,
+        "n_experts": config.n_experts,
+        "top_k": config.top_k,
+        "n_shared_experts": config.n_shared_experts,
+        "expert_hidden": config.expert_hidden,
+        "seq_len": recipe.seq_len,
+        "vocab_size": config.vocab_size,
+        "lr": recipe.peak_lr(config.d_model),
+        "batch_tokens": recipe.batch_tokens,
+        "seed": planned.spec.seed,
+        "wall_s": float(result.get("wall_s", math.nan)),
+        "train_s": float(result.get("train_s", math.nan)),
+        "peak_flops": float(result.get("peak_flops", math.nan)),
+        "error": result.get("error") or "",
+        "budget_index": planned.budget_index,
+        "steps": planned.steps,
+        "extension": planned.extension,
+        "tokens_per_param": planned.tokens_per_param,
+    }
+
+
+def consolidate(
+    results_dir: Path, sweep: str, plan: Plan, running: set[str] | frozenset = frozenset()
+) -> pd.DataFrame:
+    """Rewrite runs.parquet (one row per planned run) and curves.parquet (every logged point
+    of every run that has a curve) from the run folders; both writes are atomic."""
+    rows, curves = [], []
+    for planned in plan.runs:
+        record = run_record(results_dir, planned.run_id)
+        rows.append(_row(planned, sweep, record, planned.run_id in running))
+        curve_path = results_dir / "runs" / planned.run_id / "curve.parquet"
+        if curve_path.exists():  # written atomically: never seen half-written
+            curves.append(read_parquet(curve_path, CURVES_SCHEMA))
+    runs = pd.DataFrame(rows, columns=list(RUNS_SCHEMA) + list(EXTRA_COLUMNS))
+    atomic_write_parquet(results_dir / "runs.parquet", runs)
+    table = (
+        pd.concat(curves, ignore_index=True)
+        if curves
+        else pd.DataFrame(columns=list(CURVES_SCHEMA))
+    )
+    atomic_write_parquet(
+        results_dir / "curves.parquet", table.astype({"step": "int64", "tokens": "int64"})
+    )
+    return runs

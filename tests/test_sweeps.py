@@ -1,0 +1,343 @@
+"""Sweeps: spec validation, isoFLOP planning, bracketing, and real runs on local Ray
+(one node and a two-node cluster started here)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from moescale.errors import UserError
+from moescale.models import count
+from moescale.results import RUNS_SCHEMA, load_curves, load_runs
+from moescale.sweeps import load_sweep_spec, plan_sweep
+from moescale.sweeps.plan import bracket_extensions
+from moescale.sweeps.spec import SweepSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "name": "tiny",
+    "budgets": [2.0e10, 4.0e10],
+    "family": {"n_layers": 2, "n_experts": 4, "cla_share": 1, "gqa_ratio": 1, "qk_norm": False},
+    "sizes": {"n_active": [12000, 24000]},
+    "recipe": {
+        "base": "tiny-cpu",
+        "seq_len": 64,
+        "batch_tokens": 1024,
+        "eval_every": 50,
+        "eval_tokens": 4096,
+        "log_every": 10,
+    },
+    "min_steps": 20,
+    "bracket": {"enabled": False},
+}
+
+
+def moescale(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "moescale.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+# --- planning -------------------------------------------------------------------------
+
+
+def test_plan_spends_each_budget_in_whole_batches():
+    spec = SweepSpec.model_validate(TINY)
+    plan = plan_sweep(spec)
+    assert len(plan.runs) == 4
+    for run in plan.runs:
+        assert run.tokens % 1024 == 0
+        assert run.flops_per_token == count(run.spec.model, 64).flops_per_token
+        # the budget is met to within half a batch
+        assert (
+            abs(run.tokens * run.flops_per_token - run.budget_flops)
+            <= 0.5 * 1024 * run.flops_per_token
+        )
+        assert run.spec.tokens == run.tokens and run.steps == run.tokens // 1024
+    assert len({r.run_id for r in plan.runs}) == 4
+
+
+def test_plan_drops_runs_with_too_few_steps_and_says_why():
+    spec = SweepSpec.model_validate(
+        {**TINY, "sizes": {"n_active": [12000, 24000, 400000]}, "min_steps": 30}
+    )
+    plan = plan_sweep(spec)
+    assert all(r.n_active < 400000 for r in plan.runs)
+    assert any("steps < min_steps 30" in line for line in plan.dropped)
+
+
+def test_sizes_follow_the_budget_with_a_guess_rule():
+    spec = SweepSpec.model_validate(
+        {
+            **TINY,
+            "budgets": [1e11, 1e12],
+            "sizes": {"guess_coef": 0.05, "guess_exponent": 0.5, "count": 5, "spread": 4},
+            "min_steps": 1,
+        }
+    )
+    plan = plan_sweep(spec)
+    for index, budget in enumerate(spec.budgets):
+        sizes = sorted(r.n_active for r in plan.runs if r.budget_index == index)
+        guess = 0.05 * budget**0.5
+        assert sizes[0] < guess < sizes[-1]
+        assert sizes[-1] / sizes[0] == pytest.approx(4, rel=0.25)
+
+
+def test_no_size_fits_is_an_error_naming_the_budget():
+    with pytest.raises(UserError, match="no size fits budget 1e\\+06"):
+        plan_sweep(SweepSpec.model_validate({**TINY, "budgets": [1e6]}))
+
+
+def test_bracketing_adds_the_next_size_beyond_the_edge():
+    spec = SweepSpec.model_validate(
+        {
+            **TINY,
+            "sizes": {"n_active": [12000, 24000, 48000]},
+            "bracket": {"enabled": True, "max_extensions": 1},
+            "min_steps": 1,
+        }
+    )
+    plan = plan_sweep(spec)
+    losses = {}
+    for run in plan.runs:  # budget 0: lowest at the largest size; budget 1: interior
+        if run.budget_index == 0:
+            losses[run.run_id] = 3.0 - run.n_active / 1e5
+        else:
+            losses[run.run_id] = 3.0 + abs(np.log(run.n_active / 24000))
+    finished = pd.DataFrame({"run_id": list(losses), "final_loss": list(losses.values())})
+    added = bracket_extensions(spec, plan, finished)
+    assert len(added) == 1 and not isinstance(added[0], str)
+    assert added[0].budget_index == 0 and added[0].extension == 1
+    assert added[0].n_active == pytest.approx(96000, rel=0.1)
+    # once the extension is spent, a budget still at its edge is reported, not extended
+    plan.runs.append(added[0])
+    losses[added[0].run_id] = 1.0
+    again = bracket_extensions(
+        spec, plan, pd.DataFrame({"run_id": list(losses), "final_loss": list(losses.values())})
+    )
+    assert (
+        len(again) == 1
+        and isinstance(again[0], str)
+        and "largest size after 1 extension" in again[0]
+    )
+
+
+def test_the_hunyuan_isoflop_design_plans_sanely():
+    spec = load_sweep_spec(ROOT / "configs" / "hunyuan-isoflop.yaml")
+    plan = plan_sweep(spec)
+    assert len(spec.budgets) == 9 and spec.budgets[0] == 5e18 and spec.budgets[-1] == 9.5e19
+    assert min(r.n_active for r in plan.runs) >= 9e6 and max(r.n_active for r in plan.runs) <= 1.1e9
+    for index, budget in enumerate(spec.budgets):
+        runs = [r for r in plan.runs if r.budget_index == index]
+        # the report's own law (on C, batch adjustment aside) puts the optimum inside each budget's sizes
+        expected = 5.9e-3 * budget**0.5305
+        assert min(r.n_active for r in runs) < expected < max(r.n_active for r in runs), budget
+        assert len(runs) >= 5
+        for run in runs:
+            assert run.steps >= spec.min_steps
+            assert 1 <= run.tokens_per_param <= 1000
+            assert run.spec.model.n_experts == 16 and run.spec.model.top_k == 1
+            assert (
+                run.spec.model.cla_share == 2 and run.spec.model.n_kv_heads < run.spec.model.n_heads
+            )
+
+
+def test_dry_run_prints_the_plan_and_writes_only_the_csv(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps(TINY))
+    csv = tmp_path / "plan.csv"
+    result = moescale(
+        "sweep",
+        str(config),
+        "--dry-run",
+        "--plan-csv",
+        str(csv),
+        "--results",
+        str(tmp_path / "results"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "4 runs over 2 budgets" in result.stdout and "est." in result.stdout
+    table = pd.read_csv(csv)
+    assert {
+        "run_id",
+        "budget_flops",
+        "n_active",
+        "n_total",
+        "flops_per_token",
+        "tokens",
+        "steps",
+    } <= set(table)
+    assert len(table) == 4
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("name: x\nbudgets: [1e12\n", "malformed YAML"),
+        (
+            "name: x\nbudgets: [1e12]\nsizes: {n_active: [1e4]}\ncolour: red\n",
+            "colour: unknown key",
+        ),
+        ("name: x\nbudgets: lots\nsizes: {n_active: [1e4]}\n", "budgets"),
+        (
+            "name: x\nbudgets: [1e12]\nsizes: {n_active: [1e4]}\nfamily: {n_layers: 3, cla_share: 2}\n",
+            "cla_share",
+        ),
+        (
+            "name: x\nbudgets: [1e12]\nsizes: {n_active: [1e4]}\nfamily: {wings: 2}\n",
+            "unknown shape rule 'wings'",
+        ),
+        ("name: x\nbudgets: [1e5]\nsizes: {n_active: [1e4, 2e4]}\n", "no size fits budget 1e+05"),
+        ("name: x\nbudgets: [1e12]\nsizes: {n_active: [1e4], guess_coef: 1}\n", "exactly one of"),
+    ],
+)
+def test_invalid_sweep_specs_are_one_line_errors(tmp_path, content, expected):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(content)
+    result = moescale("sweep", str(config), "--results", str(tmp_path / "results"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+# --- real runs on Ray -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    from moescale.sweeps.runner import run_sweep
+
+    root = tmp_path_factory.mktemp("sweeps")
+    spec = SweepSpec.model_validate(TINY)
+    first = run_sweep(spec, root, show_progress=False)
+    return spec, root, first
+
+
+def test_a_tiny_sweep_on_local_ray_writes_the_documented_tables(tiny_sweep):
+    spec, root, first = tiny_sweep
+    results = root / "tiny"
+    runs = load_runs(results)
+    assert set(RUNS_SCHEMA) <= set(runs.columns)
+    assert len(runs) == 4 and (runs["status"] == "completed").all()
+    assert sorted(first.trained) == sorted(runs["run_id"])
+    assert runs["final_loss"].between(1.0, 5.0).all()
+    curves = load_curves(results)
+    assert set(curves["run_id"]) == set(runs["run_id"])
+    for run_id in runs["run_id"]:
+        assert (results / "runs" / run_id / "run.json").exists()
+    assert (results / "sweep.yaml").exists()
+    assert (results / "ray").is_dir()  # Ray Tune's own experiment state
+
+
+def test_running_again_trains_nothing_and_a_deleted_run_is_redone(tiny_sweep):
+    from moescale.sweeps.runner import run_sweep
+
+    spec, root, _ = tiny_sweep
+    results = root / "tiny"
+    before = load_runs(results).set_index("run_id")["wall_s"]
+    again = run_sweep(spec, root, show_progress=False)
+    assert again.trained == []
+    victim = before.index[0]
+    shutil.rmtree(results / "runs" / victim)
+    third = run_sweep(spec, root, show_progress=False)
+    assert third.trained == [victim]
+    after = load_runs(results).set_index("run_id")["wall_s"]
+    assert (after.drop(victim) == before.drop(victim)).all()  # the others kept their records
+
+
+def _ray_start(*args: str, env: dict) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "ray.scripts.scripts", "start", *args],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.slow
+def test_a_sweep_across_a_two_node_cluster_uses_both_nodes(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = Path("/tmp") / f"ms-{os.getpid()}"
+    # This throwaway cluster is local to the test: token authentication is turned off for it
+    # alone (Ray 2.60 enables it by default and a second node without the token is refused).
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps({**TINY, "name": "cluster", "resources": {"cpus": 1}}))
+    try:
+        _ray_start(
+            "--head",
+            "--num-cpus=1",
+            f"--port={port}",
+            f"--temp-dir={temp}",
+            "--include-dashboard=false",
+            "--node-ip-address=127.0.0.1",
+            env=env,
+        )
+        _ray_start(
+            f"--address=127.0.0.1:{port}", "--num-cpus=1", "--node-ip-address=127.0.0.1", env=env
+        )
+        result = moescale(
+            "sweep",
+            str(config),
+            "--results",
+            str(tmp_path),
+            "--address",
+            f"127.0.0.1:{port}",
+            env=env,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        runs = load_runs(tmp_path / "cluster")
+        assert (runs["status"] == "completed").all()
+        nodes = {
+            json.loads((tmp_path / "cluster" / "runs" / r / "trial.json").read_text())["node_id"]
+            for r in runs["run_id"]
+        }
+        assert len(nodes) == 2
+    finally:
+        # stop only the processes this test started: those whose command line names its temp dir
+        _stop_cluster(temp)
+
+
+def _stop_cluster(temp: Path) -> None:
+    """Kill the processes of this test's cluster alone: Ray's processes carry their session's
+    temp dir on their command line or in their environment."""
+    import signal
+
+    mine = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(temp) in cmdline:
+            mine.append(int(proc.name))
+    for pid in mine:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    time.sleep(1)
+    shutil.rmtree(temp, ignore_errors=True)
