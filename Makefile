@@ -38,9 +38,7 @@ dev: torch
 	$(BIN)/python -m pip install -q -e ".[dev]"
 
 quickstart: install
-	@$(BIN)/moescale --help
-	@echo "moescale quickstart (a small CPU sweep, its fit and its report) is not built yet;"
-	@echo "the commands above are what exists today."
+	$(BIN)/moescale quickstart
 
 lint: dev
 	$(BIN)/ruff check moescale tests benchmarks

@@ -1,0 +1,346 @@
+"""`moescale report`: one self-contained HTML file (images embedded, readable offline) and a
+Markdown twin, from a results folder — fitted first if `moescale fit` has not run yet."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from moescale.analysis import plots
+from moescale.errors import UserError
+from moescale.fitting.isoflop import EdgeOptimumWarning
+from moescale.fitting.pipeline import FitReport, fit_all
+from moescale.fitting.pipeline import write_report as write_fit_json
+from moescale.results import atomic_write_bytes, load_curves, load_runs
+
+STEP_LIMITED_RATIO = 1.5  # optimal runs whose step counts all lie within this factor
+
+
+@dataclass
+class Section:
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    table: pd.DataFrame | None = None
+    figures: list[tuple[str, Figure]] = field(default_factory=list)  # (file stem, figure)
+    warnings: list[str] = field(default_factory=list)
+
+
+def step_limited_warning(runs: pd.DataFrame, fit: FitReport) -> str | None:
+    """Say so when the optima look step-limited rather than capacity-limited: the run nearest
+    each budget's optimum took about the same number of steps at every budget."""
+    if fit.isoflop is None or "steps" not in runs:
+        return None
+    usable = fit.isoflop.budgets[
+        ~fit.isoflop.budgets["at_edge"] & fit.isoflop.budgets["n_opt"].notna()
+    ]
+    done = runs[runs["status"] == "completed"]
+    steps = []
+    for row in usable.itertuples():
+        group = done[np.isclose(done["budget_flops"], row.budget, rtol=0.1)]
+        if len(group):
+            nearest = group.iloc[int(np.argmin(np.abs(np.log(group["n_active"] / row.n_opt))))]
+            steps.append(int(nearest["steps"]))
+    if len(steps) >= 3 and max(steps) / min(steps) < STEP_LIMITED_RATIO:
+        return (
+            f"The optimal runs of every budget took about the same number of steps ({min(steps):,}–{max(steps):,}): "
+            "the optima look step-limited rather than capacity-limited. Such an exponent depends on the batch size "
+            "and the schedule, and is no scaling law; use smaller batches for smaller budgets or larger budgets."
+        )
+    return None
+
+
+def _sweep_section(runs: pd.DataFrame) -> Section:
+    section = Section("The sweep")
+    counts = runs["status"].value_counts()
+    wall = runs["wall_s"].sum(skipna=True)
+    section.paragraphs.append(
+        f"{len(runs)} planned runs over {runs['budget_flops'].nunique()} budgets: "
+        + ", ".join(f"{v} {k}" for k, v in counts.items())
+        + f". Total wall time of the finished runs: {wall / 60:.1f} min."
+    )
+    missing = runs[runs["status"].isin(["planned", "running"])]
+    if len(missing):
+        section.warnings.append(
+            f"The sweep is not finished: {len(missing)} run(s) still planned or running; the fits below use the completed runs only."
+        )
+    columns = [
+        "run_id",
+        "status",
+        "budget_flops",
+        "n_active",
+        "n_total",
+        "tokens",
+        "steps",
+        "final_loss",
+        "wall_s",
+    ]
+    table = runs[[c for c in columns if c in runs]].sort_values(["budget_flops", "n_active"])
+    section.table = table
+    return section
+
+
+def build_sections(
+    runs: pd.DataFrame,
+    curves: pd.DataFrame | None,
+    fit: FitReport,
+    routing: tuple[str, pd.DataFrame] | None,
+    hunyuan_reference: bool,
+) -> list[Section]:
+    sections = [_sweep_section(runs)]
+    done = runs[runs["status"] == "completed"]
+
+    law = Section("The compute law")
+    if fit.compute_law is not None:
+        law.paragraphs.append(fit.compute_law.summary())
+        if fit.compute_law_time is not None:
+            t = fit.compute_law_time
+            law.paragraphs.append(
+                f"Measured by time (training seconds per token × the device's measured matmul peak): "
+                f"a = {t.a:.2f}, b = {t.b:.3g} (R² {t.r2:.3f}). The gap from the counted a is the price of "
+                "routing, small matrices and everything that is not a matmul at this scale."
+            )
+        law.figures.append(
+            ("compute_law", plots.compute_law(done, fit.compute_law, fit.compute_law_time))
+        )
+    else:
+        law.paragraphs.append("Not fitted: fewer than two sizes with exact FLOP counts.")
+    sections.append(law)
+
+    iso = Section("isoFLOP fits")
+    if fit.isoflop is not None:
+        f = fit.isoflop
+        iso.paragraphs.append(
+            f"Per budget a {f.method} in log N; then N_opt = {f.n_coef:.4g}·C^{f.n_exponent:.4f}"
+            + (
+                f" (exponent 95% interval {f.n_law.exponent_interval[0]:.3f}–{f.n_law.exponent_interval[1]:.3f})"
+                if f.n_law.exponent_interval
+                else ""
+            )
+            + f" and D_opt = {f.d_coef:.4g}·C^{f.d_exponent:.4f}."
+        )
+        iso.table = f.budgets[
+            ["budget", "n_runs", "n_opt", "d_opt", "loss_opt", "at_edge", "reason"]
+        ]
+        iso.figures.append(("isoflop", plots.isoflop_curves(runs, f)))
+        iso.figures.append(
+            ("optimal_scaling", plots.optimal_scaling(f, fit.target_flops, hunyuan_reference))
+        )
+    else:
+        iso.warnings.append(fit.skipped.get("isoflop", "not fitted"))
+    sections.append(iso)
+
+    prediction = Section(f"Prediction at C = {fit.target_flops:.3g} FLOPs")
+    if fit.prediction:
+        rows = []
+        for key, name in (
+            ("n_opt", "N_opt (activated parameters)"),
+            ("d_opt", "D_opt (tokens)"),
+            ("loss_opt", "optimal loss"),
+        ):
+            if key in fit.prediction:
+                interval = fit.prediction.get(f"{key}_interval")
+                rows.append(
+                    {
+                        "quantity": name,
+                        "isoFLOP laws": fit.prediction[key],
+                        "95% interval": ""
+                        if not interval
+                        else f"{interval[0]:.4g} – {interval[1]:.4g}",
+                        "parametric law": fit.parametric_prediction.get(key, np.nan),
+                    }
+                )
+        prediction.table = pd.DataFrame(rows)
+    if fit.extrapolation is not None:
+        e = fit.extrapolation
+        prediction.paragraphs.append(
+            f"Extrapolation check: fitted on the {e.n_budgets_used} smaller budgets, the largest budget ({e.held_out_budget:.3g}) "
+            f"is predicted at N_opt {e.n_opt_predicted:.4g} against its own {e.n_opt_fitted:.4g} ({e.n_opt_rel_error:+.1%}) "
+            f"and loss {e.loss_predicted:.4f} against {e.loss_fitted:.4f} ({e.loss_rel_error:+.2%})."
+        )
+    elif "extrapolation" in fit.skipped:
+        prediction.warnings.append(f"Extrapolation check skipped: {fit.skipped['extrapolation']}")
+    sections.append(prediction)
+
+    para = Section("The parametric fit")
+    if fit.parametric is not None:
+        p = fit.parametric
+        para.paragraphs.append(
+            f"L(N, D) = {p.E:.4f} + {p.A:.4g}/N^{p.alpha:.4f} + {p.B:.4g}/D^{p.beta:.4f}, Huber (δ = {p.huber_delta:g}) on log-loss "
+            f"over {p.n_points} runs; it puts N_opt ∝ C^{p.allocation_exponent:.3f}."
+        )
+        para.figures.append(("parametric", plots.parametric(p, done)))
+    else:
+        para.warnings.append(f"Not fitted: {fit.skipped.get('parametric', 'not asked for')}")
+    sections.append(para)
+
+    if curves is not None and len(curves):
+        curve_section = Section("Loss curves and schedules")
+        curve_section.figures.append(("loss_curves", plots.loss_curves(curves, runs, fit.envelope)))
+        curve_section.figures.append(("lr_schedules", plots.lr_schedules(curves, runs)))
+        if fit.envelope is not None:
+            curve_section.paragraphs.append(
+                f"Approach 1 (the envelope): N ∝ C^{fit.envelope.n_exponent:.3f}."
+            )
+        if routing is not None:
+            curve_section.figures.append(("routing", plots.routing_health(routing[1], routing[0])))
+        sections.append(curve_section)
+
+    diagnostics = Section("Diagnostics")
+    for status in ("failed", "diverged"):
+        for row in runs[runs["status"] == status].itertuples():
+            diagnostics.warnings.append(
+                f"run {row.run_id} (budget {row.budget_flops:.3g}, N {row.n_active:,}) {status}: {row.error or 'no reason recorded'}"
+            )
+    for part in (fit.isoflop, fit.parametric, fit.envelope):
+        for line in getattr(part, "excluded", ()):
+            diagnostics.warnings.append(f"excluded: {line}")
+    for name, why in fit.skipped.items():
+        diagnostics.warnings.append(f"{name} skipped: {why}")
+    limited = step_limited_warning(runs, fit)
+    if limited:
+        diagnostics.warnings.append(limited)
+    if not diagnostics.warnings:
+        diagnostics.paragraphs.append(
+            "Nothing to report: every run completed and every budget has an interior optimum."
+        )
+    sections.append(diagnostics)
+    return sections
+
+
+def _png(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()
+
+
+def _svg(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="svg")
+    return buffer.getvalue()
+
+
+def _html_table(table: pd.DataFrame) -> str:
+    def cell(value) -> str:
+        if isinstance(value, float | np.floating):
+            return "" if np.isnan(value) else f"{value:.4g}"
+        if isinstance(value, int | np.integer):
+            return f"{value:,}"
+        return html.escape(str(value))
+
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
+        for row in table.itertuples(index=False)
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _md_table(table: pd.DataFrame) -> str:
+    def cell(value) -> str:
+        if isinstance(value, float | np.floating):
+            return "" if np.isnan(value) else f"{value:.4g}"
+        return str(value)
+
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    lines += [
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)
+    ]
+    return "\n".join(lines)
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; font-size: .85em; margin: 1em 0; }
+th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; } th { background: #f4f4f4; }
+.warning { background: #fff4e0; border-left: 4px solid #e0a000; padding: .5em .8em; margin: .5em 0; }
+figure { margin: 1em 0; } img { max-width: 100%; height: auto; }
+"""
+
+
+def write_html(results_dir: Path, sections: list[Section], title: str) -> Path:
+    """report/index.html (PNG figures embedded as data URIs) and report/report.md (beside PNG and SVG files)."""
+    folder = results_dir / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    created = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+    ]
+    parts.append(
+        f"<h1>{html.escape(title)}</h1><p>Generated by moescale on {created} from <code>{html.escape(str(results_dir))}</code>.</p>"
+    )
+    markdown = [f"# {title}", "", f"Generated by moescale on {created} from `{results_dir}`.", ""]
+    for section in sections:
+        parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        markdown += [f"## {section.title}", ""]
+        for text in section.paragraphs:
+            parts.append(f"<p>{html.escape(text)}</p>")
+            markdown += [text, ""]
+        for text in section.warnings:
+            parts.append(f"<div class='warning'>{html.escape(text)}</div>")
+            markdown += [f"> **Warning:** {text}", ""]
+        if section.table is not None and len(section.table):
+            parts.append(_html_table(section.table))
+            markdown += [_md_table(section.table), ""]
+        for stem, fig in section.figures:
+            png = _png(fig)
+            atomic_write_bytes(folder / f"{stem}.png", png)
+            atomic_write_bytes(folder / f"{stem}.svg", _svg(fig))
+            encoded = base64.b64encode(png).decode()
+            parts.append(
+                f"<figure><img alt='{stem}' src='data:image/png;base64,{encoded}'></figure>"
+            )
+            markdown += [f"![{stem}]({stem}.png)", ""]
+            plt.close(fig)
+    parts.append("</body></html>")
+    atomic_write_bytes(folder / "index.html", "\n".join(parts).encode())
+    atomic_write_bytes(folder / "report.md", "\n".join(markdown).encode())
+    return folder / "index.html"
+
+
+def _routing_of_a_run(results_dir: Path, runs: pd.DataFrame) -> tuple[str, pd.DataFrame] | None:
+    """The routing log of the completed run nearest the middle of the sizes of the largest budget."""
+    done = runs[runs["status"] == "completed"]
+    if done.empty:
+        return None
+    largest = done[done["budget_flops"] == done["budget_flops"].max()].sort_values("n_active")
+    run_id = largest.iloc[len(largest) // 2]["run_id"]
+    path = results_dir / "runs" / run_id / "routing.parquet"
+    if not path.exists():
+        return None
+    table = pd.read_parquet(path)
+    return (run_id, table) if len(table) else None
+
+
+def build_report(
+    results_dir: str | Path,
+    target_flops: float | None = None,
+    bootstrap: int = 200,
+    hunyuan_reference: bool = True,
+) -> Path:
+    """Fit (if needed) and write the report of a results folder; returns report/index.html."""
+    results_dir = Path(results_dir)
+    runs = load_runs(results_dir)
+    if not (runs["status"] == "completed").any():
+        raise UserError(f"{results_dir}: no completed runs yet; nothing to report")
+    curves = load_curves(results_dir) if (results_dir / "curves.parquet").exists() else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EdgeOptimumWarning)
+        fit = fit_all(runs, curves, str(results_dir), "all", target_flops, bootstrap, strict=False)
+    if not (results_dir / "fit.json").exists():  # the fit the report shows, kept beside the results
+        write_fit_json(fit, results_dir / "fit.json")
+    sections = build_sections(
+        runs, curves, fit, _routing_of_a_run(results_dir, runs), hunyuan_reference
+    )
+    name = str(runs["sweep"].iloc[0]) if "sweep" in runs and len(runs) else results_dir.name
+    return write_html(results_dir, sections, f"moescale report: {name}")

@@ -1,0 +1,105 @@
+"""Plots and the report, on the worked example that moescale itself produced (results/example),
+checked in a real headless Chromium."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from browser import Browser, find_chromium
+
+from moescale.analysis.report import build_report, step_limited_warning
+from moescale.fitting.pipeline import fit_all
+from moescale.results import atomic_write_parquet, load_runs
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "results" / "example"
+SECTIONS = (
+    "The sweep",
+    "The compute law",
+    "isoFLOP fits",
+    "Prediction at C",
+    "The parametric fit",
+    "Loss curves",
+    "Diagnostics",
+)
+
+
+@pytest.fixture
+def example(tmp_path) -> Path:
+    """A copy of the example without its report or fit, as a fresh results folder would be."""
+    folder = tmp_path / "example"
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("report", "fit.json"))
+    return folder
+
+
+def test_report_fits_first_and_writes_a_self_contained_page(example):
+    index = build_report(example, target_flops=1e15, bootstrap=100)
+    assert (example / "fit.json").exists()  # fitted first: `moescale fit` had not run
+    page = index.read_text()
+    for title in SECTIONS:
+        assert title in page
+    # self-contained: every image is a data URI, nothing is fetched from anywhere
+    sources = re.findall(r"src=['\"]([^'\"]+)", page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "http://" not in page and "https://" not in page
+    markdown = (example / "report" / "report.md").read_text()
+    for stem in (
+        "isoflop",
+        "optimal_scaling",
+        "compute_law",
+        "parametric",
+        "loss_curves",
+        "lr_schedules",
+        "routing",
+    ):
+        assert (example / "report" / f"{stem}.png").stat().st_size > 1000
+        assert (example / "report" / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
+        assert f"({stem}.png)" in markdown
+    assert "1e+15" in page  # the prediction at the requested target
+
+
+def test_report_on_a_partly_finished_sweep_says_what_is_missing(example):
+    runs = load_runs(example)
+    runs.loc[runs.index[:2], ["status", "final_loss"]] = ["planned", float("nan")]
+    runs.loc[runs.index[2], ["status", "error"]] = ["diverged", "train loss 9.1 at step 40"]
+    atomic_write_parquet(example / "runs.parquet", runs)
+    page = build_report(example, bootstrap=0).read_text()
+    assert "not finished: 2 run(s) still planned or running" in page
+    assert f"run {runs['run_id'].iloc[2]}" in page and "diverged" in page
+
+
+def test_step_limited_optima_are_called_out(example):
+    runs = load_runs(example)
+    fit = fit_all(runs, None, "example", "isoflop", None, 0, strict=False)
+    same = runs.assign(steps=1000)  # every optimum took the same number of steps
+    assert "step-limited" in step_limited_warning(same, fit)
+    growing = runs.assign(
+        steps=(runs["budget_flops"] / runs["budget_flops"].min() * 1000).astype(int)
+    )
+    assert step_limited_warning(growing, fit) is None
+
+
+def test_report_in_a_real_browser(example, tmp_path):
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip(
+            "no Chromium here: install Debian's `chromium` package (.ci/run does) to run the browser test"
+        )
+    index = build_report(example, bootstrap=100)
+    browser = Browser(executable)
+    try:
+        screenshot = tmp_path / "report.png"
+        seen = browser.open(index.as_uri(), screenshot=screenshot)
+    finally:
+        browser.close()
+    assert seen["title"].startswith("moescale report")
+    assert seen["errors"] == []
+    assert len(seen["images"]) >= 7
+    assert all(image["complete"] and image["width"] > 0 for image in seen["images"]), seen["images"]
+    assert screenshot.stat().st_size > 50_000
+    shutil.copy(screenshot, ROOT / ".pytest_cache" / "report-screenshot.png") if (
+        ROOT / ".pytest_cache"
+    ).is_dir() else None
