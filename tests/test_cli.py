@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import assert_one_line_error, moescale
 
 from moescale import __version__
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def moescale(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "moescale.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
 
 
 def test_version_and_help_list_only_existing_commands():
@@ -57,10 +44,7 @@ def test_bad_model_configs_are_one_line_errors(tmp_path, content, expected):
     if content is not None:
         path.write_text(content)
     result = moescale("flops", str(path))
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and expected in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(result, expected)
 
 
 def _synthetic_csv(path: Path, budgets: int = 5) -> Path:
@@ -140,9 +124,7 @@ def test_fit_bad_input_is_one_line_and_writes_nothing(tmp_path, problem, expecte
         table.mkdir()
     before = set(tmp_path.rglob("*"))
     result = moescale("fit", str(table), *args, "--bootstrap", "0")
-    assert result.returncode == 2, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert_one_line_error(result, expected)
     assert set(tmp_path.rglob("*")) == before  # nothing written
 
 
@@ -182,6 +164,4 @@ def test_train_bad_input_is_one_line(tmp_path, content, expected):
     config = tmp_path / "run.yaml"
     config.write_text(content)
     result = moescale("train", str(config), "--out", str(tmp_path / "run"))
-    assert result.returncode == 2, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert_one_line_error(result, expected)

@@ -45,6 +45,14 @@ class ShapeRules:
     aux_loss_coef: float = 0.01
     z_loss_coef: float = 1e-3
 
+    def __post_init__(self) -> None:
+        if self.n_layers is not None and self.n_layers % self.cla_share:
+            raise UserError(
+                f"family: n_layers ({self.n_layers}) must be a multiple of cla_share ({self.cla_share})"
+            )
+        if self.cla_share < 1 or self.n_experts < 0 or self.head_dim < 2:
+            raise UserError("family: cla_share must be >= 1, n_experts >= 0 and head_dim >= 2")
+
 
 def _width_step(d_model: int) -> int:
     """Width granularity: fine for tiny models, multiples of 64 for large ones."""
@@ -76,7 +84,7 @@ def shape(d_model: int, n_layers: int, rules: ShapeRules, hidden_scale: float = 
         n_heads=n_heads,
         n_kv_heads=n_kv_heads,
         head_dim=head_dim,
-        cla_share=rules.cla_share if n_layers % rules.cla_share == 0 else 1,
+        cla_share=rules.cla_share,
         qk_norm=rules.qk_norm,
         max_seq_len=rules.max_seq_len,
         n_shared_experts=rules.n_shared_experts,

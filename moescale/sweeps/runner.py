@@ -9,7 +9,9 @@ its sizes or its extensions are spent.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ class SweepOutcome:
     plan: Plan
     trained: list[str] = field(default_factory=list)  # run ids trained (or resumed) this time
     notes: list[str] = field(default_factory=list)  # dropped runs, bracketing, failures
+    unfinished: list[str] = field(default_factory=list)  # runs left without a record
 
 
 def _trial(config: dict, specs: dict, results_dir: str) -> None:
@@ -68,17 +71,25 @@ def _trial(config: dict, specs: dict, results_dir: str) -> None:
     )
 
 
-def _short_temp_dir(results_dir: Path) -> str:
-    """Ray's socket paths must stay under ~107 bytes: use the results folder when short."""
-    preferred = results_dir / ".ray"
-    if len(str(preferred.resolve())) <= 40:
-        preferred.mkdir(parents=True, exist_ok=True)
-        return str(preferred.resolve())
-    return tempfile.mkdtemp(prefix="moescale-ray-")
+def ray_temp_dir(results_dir: Path) -> Path:
+    """Where a local Ray keeps its session: inside the results folder when the path is short
+    (Ray's socket paths must stay under ~107 bytes), else a fixed folder in /tmp named by a
+    hash of the results folder, so the sweep's own processes can always be found again."""
+    preferred = results_dir.resolve() / ".ray"
+    if len(str(preferred)) <= 40:
+        return preferred
+    digest = hashlib.blake2b(str(results_dir.resolve()).encode(), digest_size=5).hexdigest()
+    return Path(tempfile.gettempdir()) / f"moescale-ray-{digest}"
+
+
+def _make(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def start_ray(results_dir: Path, address: str | None, dashboard: bool = False) -> bool:
-    """Connect to `address` (or $RAY_ADDRESS), else start a local instance; True if we started it."""
+    """Connect to `address` (or $RAY_ADDRESS), else start a local instance. True if this call
+    initialised Ray (so the sweep shuts it down after), False if the caller already had."""
     import ray
 
     if ray.is_initialized():
@@ -86,12 +97,12 @@ def start_ray(results_dir: Path, address: str | None, dashboard: bool = False) -
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
-        return False
+        return True
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     ray.init(
         num_cpus=os.cpu_count(),
         object_store_memory=int(min(2 * 2**30, 0.1 * memory)),
-        _temp_dir=_short_temp_dir(results_dir),
+        _temp_dir=str(_make(ray_temp_dir(results_dir))),
         include_dashboard=dashboard,
         dashboard_host="127.0.0.1",
         logging_level="WARNING",
@@ -151,8 +162,13 @@ def _run_round(
     )
     tuner = tune.Tuner(
         trainable,
-        param_space={"run_id": tune.grid_search(sorted(specs))},
-        tune_config=tune.TuneConfig(max_concurrent_trials=0, reuse_actors=False),
+        # longest first (steps dominate a tiny model's time): the last trials to start are short
+        param_space={
+            "run_id": tune.grid_search([r.run_id for r in sorted(pending, key=lambda r: -r.steps)])
+        },
+        tune_config=tune.TuneConfig(
+            max_concurrent_trials=None, reuse_actors=True
+        ),  # no re-import per trial
         run_config=tune.RunConfig(
             name=f"round-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=str((results_dir / "ray").resolve()),
@@ -181,7 +197,7 @@ def run_sweep(
             results_dir / "sweep.yaml",
             yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).encode(),
         )
-        started_ray = False
+        ray_ready = shutdown_ray = False
         progress = SweepProgress(spec, results_dir, plan, enabled=show_progress)
         try:
             while True:
@@ -190,12 +206,19 @@ def run_sweep(
                 ]
                 consolidate(results_dir, spec.name, plan)
                 if pending:
-                    if not started_ray:
-                        started_ray = start_ray(results_dir, address, dashboard) or True
+                    if not ray_ready:
+                        shutdown_ray, ray_ready = start_ray(results_dir, address, dashboard), True
                     with progress.live():
                         _run_round(spec, results_dir, plan, pending, progress)
                     outcome.trained.extend(r.run_id for r in pending)
                 runs = consolidate(results_dir, spec.name, plan)
+                # a run with no record after its round was interrupted (Ctrl-C) or given up on
+                # after max_failures: stop here; running the same command again resumes it
+                outcome.unfinished = [
+                    r.run_id for r in pending if finished_status(results_dir, r.run_id) is None
+                ]
+                if outcome.unfinished:
+                    break
                 finished = runs[runs["status"] == "completed"][["run_id", "final_loss"]]
                 added = bracket_extensions(spec, plan, finished)
                 new = [r for r in added if isinstance(r, PlannedRun)]
@@ -208,10 +231,15 @@ def run_sweep(
                     )
                 plan.runs.extend(new)
         finally:
-            if started_ray:
+            if shutdown_ray:  # a local instance stops; a cluster is only disconnected from
                 import ray
 
                 ray.shutdown()
+                temp = ray_temp_dir(results_dir)
+                if not (address or os.environ.get("RAY_ADDRESS")) and temp.parent == Path(
+                    tempfile.gettempdir()
+                ):
+                    shutil.rmtree(temp, ignore_errors=True)  # our own session outside the results
         failed = runs[runs["status"] == "failed"]
         outcome.notes.extend(f"run {r.run_id} failed: {r.error}" for r in failed.itertuples())
     return outcome

@@ -1,0 +1,322 @@
+"""Faults really injected: killed trials, interrupted drivers, a dead worker node, a crash
+between write and rename, divergence, two drivers on one folder; and the bad-input matrix."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from cli_helpers import ROOT, assert_one_line_error, moescale
+from processes import descendants, kill_processes_mentioning, pids_mentioning, wait_for
+
+from moescale.results import atomic_write_parquet, load_runs, read_parquet
+from moescale.sweeps.runner import ray_temp_dir
+
+# Runs of about 10 s each on one thread, checkpointed often, so a fault lands mid-run.
+SLOW = {
+    "family": {"n_layers": 2, "n_experts": 4, "cla_share": 1, "gqa_ratio": 1, "qk_norm": False},
+    "sizes": {"n_active": [12000, 24000]},
+    "recipe": {
+        "base": "tiny-cpu",
+        "seq_len": 64,
+        "batch_tokens": 1024,
+        "eval_every": 100,
+        "eval_tokens": 4096,
+        "log_every": 10,
+        "checkpoint_every": 25,
+    },
+    "min_steps": 20,
+    "bracket": {"enabled": False},
+    "max_failures": 3,
+}
+
+
+def write_spec(folder: Path, name: str, budgets: list[float], **changes) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(json.dumps({"name": name, "budgets": budgets, **SLOW, **changes}))
+    return path
+
+
+def start_sweep(config: Path, results: Path, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "moescale.cli", "sweep", str(config), "--results", str(results)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def statuses(results: Path) -> dict[str, str]:
+    path = results / "runs.parquet"
+    if not path.exists():
+        return {}
+    try:
+        runs = read_parquet(path)
+    except Exception:
+        return {}
+    return dict(zip(runs["run_id"], runs["status"], strict=True))
+
+
+@pytest.fixture
+def cleanup():
+    """Kills, after the test, every process that names a registered folder (its Ray session)."""
+    folders: list[str] = []
+    yield folders.append
+    for folder in folders:
+        kill_processes_mentioning(folder)
+        if folder.startswith("/tmp/"):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_killed_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path, cleanup):
+    config = write_spec(tmp_path, "killed", [3e10], sizes={"n_active": [12000, 24000, 48000]})
+    results = tmp_path / "results"
+    cleanup(str(ray_temp_dir(results / "killed")))
+    driver = start_sweep(config, results)
+    runs_dir = results / "killed" / "runs"
+
+    def checkpointed_trial():
+        for trial in runs_dir.glob("*/trial.json"):
+            if (trial.parent / "checkpoint.pt").exists() and not (
+                trial.parent / "run.json"
+            ).exists():
+                return trial.parent
+        return None
+
+    victim = wait_for(checkpointed_trial, 120, "a trial with a checkpoint")
+    first_pid = json.loads((victim / "trial.json").read_text())["pid"]
+    os.kill(first_pid, signal.SIGKILL)
+    out, err = driver.communicate(timeout=300)
+    assert driver.returncode == 0, out + err
+    runs = load_runs(results / "killed")
+    assert len(runs) == runs["run_id"].nunique() == 3  # every planned run exactly once
+    assert (runs["status"] == "completed").all()
+    assert json.loads((victim / "trial.json").read_text())["pid"] != first_pid  # Ray retried it
+    curve = pd.read_parquet(victim / "curve.parquet")
+    assert (
+        curve["step"].is_unique and curve["step"].is_monotonic_increasing
+    )  # resumed, not restarted twice over
+    # resumed from its checkpoint, it ends exactly where an uninterrupted run of its spec ends
+    from moescale.training import RunSpec, train_run
+
+    spec = RunSpec.model_validate(json.loads((victim / "run.json").read_text())["spec"])
+    straight = train_run(spec, tmp_path / "straight")
+    assert straight.final_loss == runs.set_index("run_id").loc[victim.name, "final_loss"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_an_interrupted_driver_finishes_only_the_missing_runs(tmp_path, cleanup, sig):
+    config = write_spec(tmp_path, "interrupted", [2e10, 4e10])
+    results = tmp_path / "results"
+    cleanup(str(ray_temp_dir(results / "interrupted")))
+    driver = start_sweep(config, results)
+    wait_for(
+        lambda: "completed" in statuses(results / "interrupted").values(), 180, "a completed run"
+    )
+    driver.send_signal(sig)
+    driver.wait(timeout=60)
+    kill_processes_mentioning(
+        str(ray_temp_dir(results / "interrupted"))
+    )  # what a SIGKILL leaves behind
+    before = {run_id: s for run_id, s in statuses(results / "interrupted").items()}
+    done = [r for r, s in before.items() if s == "completed"]
+    finished_at = {
+        r: (results / "interrupted" / "runs" / r / "run.json").stat().st_mtime_ns for r in done
+    }
+    curves = {
+        r: pd.read_parquet(results / "interrupted" / "runs" / r / "curve.parquet") for r in done
+    }
+    assert 1 <= len(done) < 4
+    again = moescale("sweep", str(config), "--results", str(results))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"({4 - len(done)} run(s) trained this time)" in again.stdout.replace("\n", " ")
+    runs = load_runs(results / "interrupted")
+    assert (runs["status"] == "completed").all() and len(runs) == 4
+    for run_id in done:  # completed runs keep their finish times and curves
+        assert (
+            results / "interrupted" / "runs" / run_id / "run.json"
+        ).stat().st_mtime_ns == finished_at[run_id]
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(results / "interrupted" / "runs" / run_id / "curve.parquet"),
+            curves[run_id],
+        )
+
+
+def _ray_start(*args: str, env: dict) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "ray.scripts.scripts", "start", *args],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.slow
+def test_a_dead_worker_nodes_trials_finish_on_the_head(tmp_path, cleanup):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    head_dir, worker_dir = Path("/tmp") / f"msh-{os.getpid()}", Path("/tmp") / f"msw-{os.getpid()}"
+    cleanup(str(head_dir))
+    cleanup(str(worker_dir))
+    # A throwaway cluster of this test's own: token authentication is off for it alone.
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    _ray_start(
+        "--head",
+        "--num-cpus=1",
+        f"--port={port}",
+        f"--temp-dir={head_dir}",
+        "--include-dashboard=false",
+        "--node-ip-address=127.0.0.1",
+        env=env,
+    )
+    _ray_start(
+        f"--address=127.0.0.1:{port}",
+        "--num-cpus=1",
+        "--node-ip-address=127.0.0.1",
+        f"--temp-dir={worker_dir}",
+        env=env,
+    )
+    config = write_spec(tmp_path, "nodes", [3e10], sizes={"n_active": [12000, 24000, 48000]})
+    results = tmp_path / "results"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "moescale.cli", "sweep", str(config), "--results", str(results), "--address", f"127.0.0.1:{port}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+    def trial_on_worker():
+        on_worker = descendants(set(pids_mentioning(str(worker_dir))))  # its raylet and workers
+        for trial in (results / "nodes" / "runs").glob("*/trial.json"):
+            if json.loads(trial.read_text())["pid"] in on_worker:
+                return trial.parent
+        return None
+
+    wait_for(trial_on_worker, 120, "a trial on the worker node")
+    assert kill_processes_mentioning(str(worker_dir)) > 0
+    out, err = driver.communicate(timeout=400)
+    assert driver.returncode == 0, out + err
+    runs = load_runs(results / "nodes")
+    assert (runs["status"] == "completed").all() and len(runs) == 3
+
+
+def test_a_crash_between_write_and_rename_leaves_the_old_file(tmp_path):
+    path = tmp_path / "runs.parquet"
+    atomic_write_parquet(path, pd.DataFrame({"run_id": ["a"], "final_loss": [2.5]}))
+    code = (
+        "import os, sys, time, pandas as pd\n"
+        "import moescale.results as r\n"
+        "os.replace = lambda *a: (print('written', flush=True), time.sleep(60))\n"
+        f"r.atomic_write_parquet({str(path)!r}, pd.DataFrame({{'run_id': ['b'] * 1000, 'final_loss': [1.0] * 1000}}))\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert (
+        writer.stdout.readline().strip() == "written"
+    )  # the new bytes are on disk, not yet renamed
+    writer.kill()
+    writer.wait()
+    table = read_parquet(path)
+    assert table["run_id"].tolist() == ["a"] and table["final_loss"].tolist() == [2.5]
+
+
+def test_a_second_driver_on_the_same_folder_refuses_at_once(tmp_path):
+    config = write_spec(tmp_path, "locked", [2e10])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"from moescale.sweeps.lock import SweepLock; import time\nwith SweepLock({str(tmp_path / 'results' / 'locked')!r}):\n    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        result = moescale("sweep", str(config), "--results", str(tmp_path / "results"))
+        assert time.monotonic() - started < 30
+        assert_one_line_error(result, f"is in use by pid {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _bad_inputs(tmp: Path) -> list[tuple[list[str], str]]:
+    """(command, expected words) for every kind of bad input a user can give."""
+    (tmp / "malformed.yaml").write_text("name: x\nbudgets: [1e12\n")
+    (tmp / "unknown.yaml").write_text(
+        "name: x\nbudgets: [1e12]\nsizes: {n_active: [1e4]}\ncolour: red\n"
+    )
+    (tmp / "wrongtype.yaml").write_text("name: x\nbudgets: lots\nsizes: {n_active: [1e4]}\n")
+    (tmp / "shape.yaml").write_text("model: {d_model: 64, n_heads: 3}\ntokens: 1000\n")
+    (tmp / "small.yaml").write_text("name: x\nbudgets: [1e5]\nsizes: {n_active: [1e4, 2e4]}\n")
+    (tmp / "nodata.yaml").write_text(
+        "model: {d_model: 32}\ndata: {source: text, path: /no/such/corpus}\ntokens: 100000\n"
+    )
+    empty = tmp / "empty_corpus"
+    empty.mkdir()
+    (tmp / "emptycorpus.yaml").write_text(
+        f"model: {{d_model: 32}}\ndata: {{source: text, path: {empty}}}\ntokens: 100000\n"
+    )
+    (tmp / "truncated").mkdir()
+    (tmp / "truncated" / "runs.parquet").write_bytes(b"PAR1" + os.urandom(200))
+    (tmp / "empty_results").mkdir()
+    pd.DataFrame(
+        {"N": [1e8, 2e8, 4e8] * 3, "C": np.repeat([1e18, 3e18, 9e18], 3), "L": [3.0, 2.9, 3.1] * 3}
+    ).to_csv(tmp / "table.csv", index=False)
+    nan_table = pd.read_csv(tmp / "table.csv")
+    nan_table.loc[4, "L"] = float("nan")
+    nan_table.loc[5, "N"] = -1
+    nan_table.to_csv(tmp / "nan.csv", index=False)
+    mapping = ["--n-col", "N", "--flops-col", "C", "--loss-col", "L"]
+    return [
+        (["sweep", str(tmp / "malformed.yaml")], "malformed YAML"),
+        (["sweep", str(tmp / "unknown.yaml")], "colour: unknown key"),
+        (["sweep", str(tmp / "wrongtype.yaml")], "budgets"),
+        (["train", str(tmp / "shape.yaml")], "MoEConfig.n_heads must divide d_model"),
+        (["sweep", str(tmp / "small.yaml")], "no size fits budget"),
+        (["train", str(tmp / "nodata.yaml")], "/no/such/corpus: no such file or folder"),
+        (["train", str(tmp / "emptycorpus.yaml")], "empty corpus"),
+        (["fit", str(tmp / "truncated")], "not a readable Parquet file"),
+        (["fit", str(tmp / "empty_results")], "empty results folder"),
+        (["report", str(tmp / "empty_results")], "empty results folder"),
+        (
+            [
+                "fit",
+                str(tmp / "table.csv"),
+                "--n-col",
+                "params",
+                "--flops-col",
+                "C",
+                "--loss-col",
+                "L",
+            ],
+            "missing column 'params'",
+        ),
+        (["fit", str(tmp / "nan.csv"), *mapping], "NaN or non-positive"),
+    ]
+
+
+def test_bad_input_matrix_is_one_line_exit_2_and_writes_nothing(tmp_path):
+    cases = _bad_inputs(tmp_path)
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    for command, expected in cases:
+        result = (
+            moescale(
+                *command,
+                "--help" if False else "--out" if command[0] == "train" else "",
+                timeout=120,
+            )
+            if False
+            else moescale(*command)
+        )
+        assert_one_line_error(result, expected)
+    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
+    assert after == before  # nothing half-written, nothing written at all
+    assert not (ROOT / "results" / "x").exists()
