@@ -100,8 +100,8 @@ def optimal_scaling(
             text,
             (target_flops, value),
             textcoords="offset points",
-            xytext=(-10, 10),
-            ha="right",
+            xytext=(8, -22),
+            ha="left",
             fontsize=8,
             color="C3",
         )
@@ -247,6 +247,7 @@ def parametric(
     res.scatter(n * d * 6, residual, s=14, color="k")
     res.axhline(0, color="grey", lw=0.8)
     res.set_xscale("log")
+    res.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     res.set_xlabel("6·N·D")
     res.set_ylabel("log loss − log fit")
     res.set_title("residuals")

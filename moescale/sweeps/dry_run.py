@@ -18,7 +18,7 @@ ASSUMED_SHARE_OF_PEAK = 0.4
 
 
 def probe_throughput(
-    spec: SweepSpec, plan: Plan, steps: int = 4
+    spec: SweepSpec, plan: Plan, steps: int = 12
 ) -> tuple[Callable[[float], float], str]:
     """Achieved training FLOP/s of one trial as a function of n_active: a few steps of the
     plan's smallest, median and largest models (in a throwaway folder), interpolated in
