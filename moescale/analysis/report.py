@@ -21,6 +21,7 @@ from moescale.errors import UserError
 from moescale.fitting.isoflop import EdgeOptimumWarning
 from moescale.fitting.pipeline import FitReport, fit_all
 from moescale.fitting.pipeline import write_report as write_fit_json
+from moescale.fitting.powerlaw import SaturatingLaw
 from moescale.results import atomic_write_bytes, load_curves, load_runs
 
 STEP_LIMITED_RATIO = 1.5  # optimal runs whose step counts all lie within this factor
@@ -145,7 +146,15 @@ def build_sections(
         for key, name in (
             ("n_opt", "N_opt (activated parameters)"),
             ("d_opt", "D_opt (tokens)"),
-            ("loss_opt", "optimal loss"),
+            (
+                "loss_opt",
+                "optimal loss"
+                + (
+                    ""
+                    if isinstance(fit.isoflop.loss_law, SaturatingLaw)
+                    else " (power law: no floor)"
+                ),
+            ),
         ):
             if key in fit.prediction:
                 interval = fit.prediction.get(f"{key}_interval")
@@ -231,6 +240,8 @@ def _svg(fig: Figure) -> bytes:
 
 def _html_table(table: pd.DataFrame) -> str:
     def cell(value) -> str:
+        if isinstance(value, bool | np.bool_):
+            return "yes" if value else "no"
         if isinstance(value, float | np.floating):
             return "" if np.isnan(value) else f"{value:.4g}"
         if isinstance(value, int | np.integer):

@@ -63,7 +63,10 @@ def fit_envelope(
     curves = curves[np.isfinite(curves[loss_col]) & (curves["flops"] > 0)]
     if curves["run_id"].nunique() < 2:
         raise UserError("envelope fit: needs the curves of at least 2 runs")
-    low, high = np.log(curves["flops"].min()), np.log(curves["flops"].max())
+    # up to the FLOPs that at least 3 runs reach (or all, with fewer): beyond that the
+    # "envelope" is one run's tail, not a lower envelope
+    reach = np.sort(curves.groupby("run_id")["flops"].max().to_numpy())[::-1]
+    low, high = np.log(curves["flops"].min()), np.log(reach[min(2, len(reach) - 1)])
     levels = np.exp(np.linspace(low + 0.05 * (high - low), high, n_levels))
     sizes = np.sort(curves["n_active"].unique())
     best = np.full(n_levels, np.inf)
