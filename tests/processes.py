@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -62,3 +69,40 @@ def wait_for(predicate, timeout: float, what: str, every: float = 0.2):
             return value
         time.sleep(every)
     raise TimeoutError(f"waited {timeout:.0f} s for {what}")
+
+
+@dataclass
+class LocalCluster:
+    address: str
+    env: dict  # the environment the cluster's clients need
+    node_dirs: list[Path]  # each node's own temp dir: [head, worker, ...]
+
+
+@contextlib.contextmanager
+def local_ray_cluster(n_nodes: int = 2, cpus_per_node: int = 1):
+    """A throwaway Ray cluster of `n_nodes` one-CPU nodes on this machine, stopped afterwards by
+    killing exactly its own processes (each node's temp dir names them; their children follow).
+    Token authentication is turned off for this cluster alone: Ray 2.60 enables it by default
+    and a second node without the token would be refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dirs = [Path(tempfile.gettempdir()) / f"msc-{os.getpid()}-{port}-{i}" for i in range(n_nodes)]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    common = [f"--num-cpus={cpus_per_node}", "--node-ip-address=127.0.0.1"]
+    try:
+        for i, folder in enumerate(dirs):
+            role = (
+                ["--head", f"--port={port}", "--include-dashboard=false"]
+                if i == 0
+                else [f"--address=127.0.0.1:{port}"]
+            )
+            subprocess.run(
+                [sys.executable, "-m", "ray.scripts.scripts", "start", *role, *common, f"--temp-dir={folder}"],
+                env=env, check=True, capture_output=True, timeout=120,
+            )  # fmt: skip
+        yield LocalCluster(f"127.0.0.1:{port}", env, dirs)
+    finally:
+        for folder in dirs:
+            kill_processes_mentioning(str(folder))
+            shutil.rmtree(folder, ignore_errors=True)

@@ -16,7 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from cli_helpers import ROOT, assert_one_line_error, moescale
-from processes import descendants, kill_processes_mentioning, pids_mentioning, wait_for
+from processes import (
+    descendants,
+    kill_processes_mentioning,
+    local_ray_cluster,
+    pids_mentioning,
+    wait_for,
+)
 
 from moescale.results import atomic_write_parquet, load_runs, read_parquet
 from moescale.sweeps.runner import ray_temp_dir
@@ -151,61 +157,27 @@ def test_an_interrupted_driver_finishes_only_the_missing_runs(tmp_path, cleanup,
         )
 
 
-def _ray_start(*args: str, env: dict) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "ray.scripts.scripts", "start", *args],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.slow
-def test_a_dead_worker_nodes_trials_finish_on_the_head(tmp_path, cleanup):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    head_dir, worker_dir = Path("/tmp") / f"msh-{os.getpid()}", Path("/tmp") / f"msw-{os.getpid()}"
-    cleanup(str(head_dir))
-    cleanup(str(worker_dir))
-    # A throwaway cluster of this test's own: token authentication is off for it alone.
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    _ray_start(
-        "--head",
-        "--num-cpus=1",
-        f"--port={port}",
-        f"--temp-dir={head_dir}",
-        "--include-dashboard=false",
-        "--node-ip-address=127.0.0.1",
-        env=env,
-    )
-    _ray_start(
-        f"--address=127.0.0.1:{port}",
-        "--num-cpus=1",
-        "--node-ip-address=127.0.0.1",
-        f"--temp-dir={worker_dir}",
-        env=env,
-    )
+def test_a_dead_worker_nodes_trials_finish_on_the_head(tmp_path):
     config = write_spec(tmp_path, "nodes", [3e10], sizes={"n_active": [12000, 24000, 48000]})
     results = tmp_path / "results"
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "moescale.cli", "sweep", str(config), "--results", str(results), "--address", f"127.0.0.1:{port}"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    with local_ray_cluster(n_nodes=2) as cluster:
+        worker_dir = cluster.node_dirs[1]
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "moescale.cli", "sweep", str(config), "--results", str(results), "--address", cluster.address],
+            cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
 
-    def trial_on_worker():
-        on_worker = descendants(set(pids_mentioning(str(worker_dir))))  # its raylet and workers
-        for trial in (results / "nodes" / "runs").glob("*/trial.json"):
-            if json.loads(trial.read_text())["pid"] in on_worker:
-                return trial.parent
-        return None
+        def trial_on_worker():
+            on_worker = descendants(set(pids_mentioning(str(worker_dir))))  # its raylet and workers
+            for trial in (results / "nodes" / "runs").glob("*/trial.json"):
+                if json.loads(trial.read_text())["pid"] in on_worker:
+                    return trial.parent
+            return None
 
-    wait_for(trial_on_worker, 120, "a trial on the worker node")
-    assert kill_processes_mentioning(str(worker_dir)) > 0
-    out, err = driver.communicate(timeout=400)
+        wait_for(trial_on_worker, 120, "a trial on the worker node")
+        assert kill_processes_mentioning(str(worker_dir)) > 0
+        out, err = driver.communicate(timeout=400)
     assert driver.returncode == 0, out + err
     runs = load_runs(results / "nodes")
     assert (runs["status"] == "completed").all() and len(runs) == 3

@@ -4,17 +4,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from cli_helpers import ROOT, assert_one_line_error, moescale
-from processes import kill_processes_mentioning
+from processes import local_ray_cluster
 
 from moescale.errors import UserError
 from moescale.models import count
@@ -248,64 +244,25 @@ def test_running_again_trains_nothing_and_a_deleted_run_is_redone(tiny_sweep):
     assert (after.drop(victim) == before.drop(victim)).all()  # the others kept their records
 
 
-def _ray_start(*args: str, env: dict) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "ray.scripts.scripts", "start", *args],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.slow
 def test_a_sweep_across_a_two_node_cluster_uses_both_nodes(tmp_path):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    temp = Path("/tmp") / f"ms-{os.getpid()}"
-    # This throwaway cluster is local to the test: token authentication is turned off for it
-    # alone (Ray 2.60 enables it by default and a second node without the token is refused).
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     config = tmp_path / "tiny.yaml"
     config.write_text(json.dumps({**TINY, "name": "cluster", "resources": {"cpus": 1}}))
-    try:
-        _ray_start(
-            "--head",
-            "--num-cpus=1",
-            f"--port={port}",
-            f"--temp-dir={temp}",
-            "--include-dashboard=false",
-            "--node-ip-address=127.0.0.1",
-            env=env,
-        )
-        _ray_start(
-            f"--address=127.0.0.1:{port}", "--num-cpus=1", "--node-ip-address=127.0.0.1", env=env
-        )
+    with local_ray_cluster(n_nodes=2) as cluster:
         result = moescale(
             "sweep",
             str(config),
             "--results",
             str(tmp_path),
             "--address",
-            f"127.0.0.1:{port}",
-            env=env,
+            cluster.address,
+            env=cluster.env,
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        runs = load_runs(tmp_path / "cluster")
-        assert (runs["status"] == "completed").all()
-        nodes = {
-            json.loads((tmp_path / "cluster" / "runs" / r / "trial.json").read_text())["node_id"]
-            for r in runs["run_id"]
-        }
-        assert len(nodes) == 2
-    finally:
-        # stop only the processes this test started: those whose command line names its temp dir
-        _stop_cluster(temp)
-
-
-def _stop_cluster(temp: Path) -> None:
-    kill_processes_mentioning(str(temp))
-    shutil.rmtree(temp, ignore_errors=True)
+    runs = load_runs(tmp_path / "cluster")
+    assert (runs["status"] == "completed").all()
+    nodes = {
+        json.loads((tmp_path / "cluster" / "runs" / r / "trial.json").read_text())["node_id"]
+        for r in runs["run_id"]
+    }
+    assert len(nodes) == 2

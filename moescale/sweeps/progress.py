@@ -70,8 +70,8 @@ def status_tables(
 class SweepProgress:
     """Tracks trials as Ray reports them and renders `status_tables` live."""
 
-    def __init__(self, spec, results_dir: Path, plan: Plan, enabled: bool = True):
-        self.spec, self.results_dir, self.plan, self.enabled = spec, results_dir, plan, enabled
+    def __init__(self, results_dir: Path, plan: Plan, enabled: bool = True):
+        self.results_dir, self.plan, self.enabled = results_dir, plan, enabled
         self.running: set[str] = set()
         self.flops: dict[str, float] = {}
         self.started = time.monotonic()
@@ -92,7 +92,7 @@ class SweepProgress:
         if self._live is not None:
             self._live.update(self._render())
 
-    def finish(self, run_id: str, failed: bool = False) -> None:
+    def finish(self, run_id: str) -> None:
         self.running.discard(run_id)
         if self._live is not None:
             self._live.update(self._render())

@@ -198,7 +198,7 @@ def run_sweep(
             yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).encode(),
         )
         ray_ready = shutdown_ray = False
-        progress = SweepProgress(spec, results_dir, plan, enabled=show_progress)
+        progress = SweepProgress(results_dir, plan, enabled=show_progress)
         try:
             while True:
                 pending = [
