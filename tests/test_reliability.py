@@ -219,8 +219,8 @@ def test_a_second_driver_on_the_same_folder_refuses_at_once(tmp_path):
         holder.wait()
 
 
-def _bad_inputs(tmp: Path) -> list[tuple[list[str], str]]:
-    """(command, expected words) for every kind of bad input a user can give."""
+def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
+    """name → (command, expected words), for every kind of bad input a user can give."""
     (tmp / "malformed.yaml").write_text("name: x\nbudgets: [1e12\n")
     (tmp / "unknown.yaml").write_text(
         "name: x\nbudgets: [1e12]\nsizes: {n_active: [1e4]}\ncolour: red\n"
@@ -247,18 +247,24 @@ def _bad_inputs(tmp: Path) -> list[tuple[list[str], str]]:
     nan_table.loc[5, "N"] = -1
     nan_table.to_csv(tmp / "nan.csv", index=False)
     mapping = ["--n-col", "N", "--flops-col", "C", "--loss-col", "L"]
-    return [
-        (["sweep", str(tmp / "malformed.yaml")], "malformed YAML"),
-        (["sweep", str(tmp / "unknown.yaml")], "colour: unknown key"),
-        (["sweep", str(tmp / "wrongtype.yaml")], "budgets"),
-        (["train", str(tmp / "shape.yaml")], "MoEConfig.n_heads must divide d_model"),
-        (["sweep", str(tmp / "small.yaml")], "no size fits budget"),
-        (["train", str(tmp / "nodata.yaml")], "/no/such/corpus: no such file or folder"),
-        (["train", str(tmp / "emptycorpus.yaml")], "empty corpus"),
-        (["fit", str(tmp / "truncated")], "not a readable Parquet file"),
-        (["fit", str(tmp / "empty_results")], "empty results folder"),
-        (["report", str(tmp / "empty_results")], "empty results folder"),
-        (
+    return {
+        "malformed_yaml": (["sweep", str(tmp / "malformed.yaml")], "malformed YAML"),
+        "unknown_key": (["sweep", str(tmp / "unknown.yaml")], "colour: unknown key"),
+        "wrong_type": (["sweep", str(tmp / "wrongtype.yaml")], "budgets"),
+        "impossible_shape": (
+            ["train", str(tmp / "shape.yaml")],
+            "MoEConfig.n_heads must divide d_model",
+        ),
+        "budgets_too_small": (["sweep", str(tmp / "small.yaml")], "no size fits budget"),
+        "missing_data_path": (
+            ["train", str(tmp / "nodata.yaml")],
+            "/no/such/corpus: no such file or folder",
+        ),
+        "empty_corpus": (["train", str(tmp / "emptycorpus.yaml")], "empty corpus"),
+        "truncated_parquet": (["fit", str(tmp / "truncated")], "not a readable Parquet file"),
+        "empty_results_fit": (["fit", str(tmp / "empty_results")], "empty results folder"),
+        "empty_results_report": (["report", str(tmp / "empty_results")], "empty results folder"),
+        "csv_missing_column": (
             [
                 "fit",
                 str(tmp / "table.csv"),
@@ -271,24 +277,20 @@ def _bad_inputs(tmp: Path) -> list[tuple[list[str], str]]:
             ],
             "missing column 'params'",
         ),
-        (["fit", str(tmp / "nan.csv"), *mapping], "NaN or non-positive"),
-    ]
+        "nan_and_negative": (["fit", str(tmp / "nan.csv"), *mapping], "NaN or non-positive"),
+    }
 
 
-def test_bad_input_matrix_is_one_line_exit_2_and_writes_nothing(tmp_path):
-    cases = _bad_inputs(tmp_path)
+@pytest.mark.parametrize(
+    "case",
+    ["malformed_yaml", "unknown_key", "wrong_type", "impossible_shape", "budgets_too_small", "missing_data_path", "empty_corpus",
+     "truncated_parquet", "empty_results_fit", "empty_results_report", "csv_missing_column", "nan_and_negative"],
+)  # fmt: skip
+def test_bad_input_matrix_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
+    command, expected = _bad_inputs(tmp_path)[case]
     before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
-    for command, expected in cases:
-        result = (
-            moescale(
-                *command,
-                "--help" if False else "--out" if command[0] == "train" else "",
-                timeout=120,
-            )
-            if False
-            else moescale(*command)
-        )
-        assert_one_line_error(result, expected)
-    after = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")}
-    assert after == before  # nothing half-written, nothing written at all
+    assert_one_line_error(moescale(*command), expected)
+    assert {
+        p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")
+    } == before  # nothing written at all
     assert not (ROOT / "results" / "x").exists()
