@@ -94,7 +94,12 @@ def fit(
         None, help="Budget to predict at (default: 100 × the largest)."
     ),
     bootstrap: int = typer.Option(200, min=0, help="Bootstrap samples for the intervals."),
-    isoflop_method: str = typer.Option("parabola", help="Per-budget fit: parabola | akima."),
+    isoflop_method: str = typer.Option(
+        "akima", help="Per-budget fit: akima | parabola (the Hunyuan-Large report's)."
+    ),
+    n_nearest: int | None = typer.Option(
+        None, help="Per-budget fit on only the k sizes nearest the lowest loss."
+    ),
     n_col: str | None = typer.Option(None, help="Table column of activated parameters N."),
     d_col: str | None = typer.Option(None, help="Table column of tokens D."),
     flops_col: str | None = typer.Option(None, help="Table column of training FLOPs C."),
@@ -104,9 +109,10 @@ def fit(
         None, help="Where to write fit.json (default: in the results folder)."
     ),
 ) -> None:
-    """Refit every law from saved results or a published table; write fit.json and print a summary."""
+    """Refit every law from saved results or a published table; write fit.json and print a
+    summary that ends with the headline prediction."""
     from moescale.analysis.summary import fit_summary
-    from moescale.fitting.pipeline import fit_all, load_source, write_report
+    from moescale.fitting.pipeline import fit_all, load_source, write_fit_json
 
     columns = {
         "n_active": n_col,
@@ -116,14 +122,23 @@ def fit(
         "budget_flops": budget_col,
     }
     runs, curves, default_out = load_source(source, columns)
-    with Console().status("fitting…"):
-        report = fit_all(runs, curves, str(source), method, target_flops, bootstrap, isoflop_method)
     console = Console()
+    with console.status("fitting…"):
+        report = fit_all(
+            runs,
+            curves,
+            str(source),
+            method,
+            target_flops,
+            bootstrap,
+            isoflop_method,
+            n_nearest=n_nearest,
+        )
+    path = out or default_out
+    write_fit_json(report, path)
+    console.print(f"wrote {path}")
     for part in fit_summary(report):
         console.print(part)
-    path = out or default_out
-    write_report(report, path)
-    console.print(f"wrote {path}")
 
 
 @app.command()
@@ -250,19 +265,25 @@ def status(results_dir: Path = typer.Argument(..., help="A sweep's results folde
 def report(
     results_dir: Path = typer.Argument(..., help="A sweep's results folder."),
     target_flops: float | None = typer.Option(
-        None, help="Budget to predict at (default: 100 × the largest)."
+        None, help="Budget to predict at (default: fit.json's, else 100 × the largest)."
     ),
-    bootstrap: int = typer.Option(200, min=0, help="Bootstrap samples for the intervals."),
+    bootstrap: int | None = typer.Option(
+        None, min=0, help="Bootstrap samples for the intervals (default: fit.json's, else 200)."
+    ),
     hunyuan_reference: bool = typer.Option(
         True, help="Draw the Hunyuan-Large report's laws for reference."
     ),
 ) -> None:
-    """Write report/index.html (self-contained) and report/report.md; fits first if needed."""
+    """Write report/index.html (self-contained) and report/report.md from fit.json, refitting
+    only when fit.json does not match the runs."""
     from moescale.analysis.report import build_report
+    from moescale.fitting.prediction import headline_line
 
-    with Console().status("fitting and drawing…"):
-        path = build_report(results_dir, target_flops, bootstrap, hunyuan_reference)
-    Console().print(f"wrote {path} and {path.with_name('report.md')}")
+    console = Console()
+    with console.status("drawing…"):
+        path, fit = build_report(results_dir, target_flops, bootstrap, hunyuan_reference)
+    console.print(f"wrote {path} and {path.with_name('report.md')}")
+    console.print(headline_line(fit.prediction))
 
 
 @app.command()

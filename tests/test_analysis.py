@@ -3,6 +3,8 @@ checked in a real headless Chromium."""
 
 from __future__ import annotations
 
+import html
+import json
 import re
 import shutil
 from pathlib import Path
@@ -12,15 +14,17 @@ from browser import Browser, find_chromium
 
 from moescale.analysis.report import build_report, step_limited_warning
 from moescale.fitting.pipeline import fit_all
+from moescale.fitting.prediction import headline_line
 from moescale.results import atomic_write_parquet, load_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "results" / "example"
 SECTIONS = (
+    "Headline: the optimum at C",
     "The sweep",
     "The compute law",
     "isoFLOP fits",
-    "Prediction at C",
+    "The hold-out check",
     "The parametric fit",
     "Loss curves",
     "Diagnostics",
@@ -36,9 +40,11 @@ def example(tmp_path) -> Path:
 
 
 def test_report_fits_first_and_writes_a_self_contained_page(example):
-    index = build_report(example, target_flops=1e15, bootstrap=100)
+    index, fit = build_report(example, target_flops=1e15, bootstrap=100)
     assert (example / "fit.json").exists()  # fitted first: `moescale fit` had not run
     page = index.read_text()
+    assert page.index("Headline") < page.index("The sweep")  # the report leads with it
+    assert headline_line(fit.prediction) in html.unescape(page)
     for title in SECTIONS:
         assert title in page
     # self-contained: every image is a data URI, nothing is fetched from anywhere
@@ -66,9 +72,30 @@ def test_report_on_a_partly_finished_sweep_says_what_is_missing(example):
     runs.loc[runs.index[:2], ["status", "final_loss"]] = ["planned", float("nan")]
     runs.loc[runs.index[2], ["status", "error"]] = ["diverged", "train loss 9.1 at step 40"]
     atomic_write_parquet(example / "runs.parquet", runs)
-    page = build_report(example, bootstrap=0).read_text()
+    page = build_report(example, bootstrap=0)[0].read_text()
     assert "not finished: 2 run(s) still planned or running" in page
     assert f"run {runs['run_id'].iloc[2]}" in page and "diverged" in page
+
+
+def test_report_uses_a_matching_fit_json_and_refits_when_a_run_lands(example):
+    _, first = build_report(example, bootstrap=50)
+    # mark fit.json: a report that reads it shows the mark; one that refits cannot
+    data = json.loads((example / "fit.json").read_text())
+    data["prediction"]["n_opt"] = 123456789.0
+    (example / "fit.json").write_text(json.dumps(data))
+    page = build_report(example)[0].read_text()  # no options: fit.json's own
+    assert "1.23e+08 activated parameters" in page
+    assert "as written" in page
+    # a new run lands (here: one run's loss changes, as a rerun would write it)
+    runs = load_runs(example)
+    runs.loc[runs.index[0], "final_loss"] += 0.01
+    atomic_write_parquet(example / "runs.parquet", runs)
+    index, refit = build_report(example)
+    page = index.read_text()
+    assert "1.23e+08 activated parameters" not in page
+    assert "Refitted" in page and "other runs" in page
+    assert json.loads((example / "fit.json").read_text())["runs_hash"] == refit.runs_hash
+    assert refit.runs_hash != first.runs_hash
 
 
 def test_step_limited_optima_are_called_out(example):
@@ -88,7 +115,7 @@ def test_report_in_a_real_browser(example, tmp_path):
         pytest.skip(
             "no Chromium here: install Debian's `chromium` package (.ci/run does) to run the browser test"
         )
-    index = build_report(example, bootstrap=100)
+    index, _ = build_report(example, bootstrap=100)
     browser = Browser(executable)
     try:
         screenshot = tmp_path / "report.png"

@@ -175,13 +175,26 @@ def test_batch_adjusted_budget_shifts_every_budget():
     assert adjusted.n_exponent == pytest.approx(plain.n_exponent)
 
 
-def test_extrapolation_check_holds_out_the_largest_budget():
+def test_extrapolation_check_holds_out_the_largest_one_two_and_three_budgets():
     table = synthetic_sweep(TRUE_LAW, HUNYUAN_LAW, BUDGETS, noise=0.0)
-    check = extrapolation_check(table)
-    assert check.held_out_budget == pytest.approx(BUDGETS[-1])
-    assert check.n_budgets_used == len(BUDGETS) - 1
-    assert abs(check.n_opt_rel_error) < 0.1
-    assert abs(check.loss_rel_error) < 0.02
+    law = fit_compute_law(table)
+    parametric = fit_parametric(table)
+    check = extrapolation_check(table, compute_law=law, parametric=parametric)
+    for method in ("isoflop", "parametric"):
+        rows = check.for_method(method)
+        # k = 1, 2, 3 held out: 1 + 2 + 3 held-out budgets predicted
+        assert [r.held_out for r in rows] == [1, 2, 2, 3, 3, 3]
+        assert sorted({r.budget for r in rows}) == pytest.approx(BUDGETS[-3:])
+        for r in rows:
+            assert r.n_budgets_used == len(BUDGETS) - r.held_out
+            largest_fitted = BUDGETS[len(BUDGETS) - r.held_out - 1]
+            assert r.factor == pytest.approx(r.budget / largest_fitted, rel=1e-6)
+        assert check.max_factor(method) == pytest.approx(BUDGETS[-1] / BUDGETS[-4], rel=1e-6)
+    # noiseless and drawn from the law itself: the parametric law predicts the held-out optima
+    assert check.median_n_error("parametric") < 0.1
+    assert max(abs(r.loss_rel_error) for r in check.rows) < 0.02
+    few = synthetic_sweep(TRUE_LAW, HUNYUAN_LAW, BUDGETS[:4], noise=0.0)
+    assert [r.held_out for r in extrapolation_check(few).rows] == [1, 2, 2]
 
 
 # --- compute law ------------------------------------------------------------------------
@@ -194,7 +207,24 @@ def test_compute_law_recovers_a_and_b():
     law = fit_compute_law(runs)
     assert (law.a, law.b, law.r2) == pytest.approx((9.59, 2.3e8, 1.0))
     assert law.n_runs == 5
+    assert law.max_rel_error == pytest.approx(0.0, abs=1e-9)
     assert "9.59" in law.summary() and "6·N·D" in law.summary()
+
+
+def test_compute_law_counts_every_run_equally_on_relative_error():
+    """Sizes over five decades with a per-run scatter of ±3%: a fit on absolute error is
+    decided by the largest models and misses the smallest by far more; on relative error the
+    worst run is off by about the scatter, and that worst error is reported."""
+    rng = np.random.default_rng(0)
+    n = np.geomspace(1e4, 1e9, 12)
+    scatter = 1 + rng.uniform(-0.03, 0.03, len(n))
+    runs = pd.DataFrame({"n_active": n, "flops_per_token": (6.3 * n + 4e4) * scatter})
+    law = fit_compute_law(runs)
+    assert law.max_rel_error < 0.06
+    a, b = np.polyfit(n, runs["flops_per_token"], 1)  # the absolute fit, for comparison
+    absolute_worst = np.max(np.abs((a * n + b) / runs["flops_per_token"] - 1))
+    assert absolute_worst > 3 * law.max_rel_error
+    assert law.to_dict()["max_rel_error"] == law.max_rel_error
 
 
 def test_exact_flop_counting_gives_a_near_6_for_moe_and_dense():

@@ -12,16 +12,24 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from moescale.fitting.compute_law import DENSE_A, HUNYUAN_A, HUNYUAN_B, ComputeLaw  # noqa: E402
+from moescale.fitting.compute_law import DEFAULT_LAW, ComputeLaw  # noqa: E402
 from moescale.fitting.envelope import EnvelopeFit  # noqa: E402
 from moescale.fitting.isoflop import IsoflopFit  # noqa: E402
 from moescale.fitting.parametric import ParametricFit  # noqa: E402
 from moescale.fitting.powerlaw import PowerLaw  # noqa: E402
+from moescale.published import (  # noqa: E402
+    DENSE_A,
+    HUNYUAN_COMPUTE_A,
+    HUNYUAN_COMPUTE_B,
+    HUNYUAN_D_OPT,
+    HUNYUAN_N_OPT,
+    HUNYUAN_TARGET,
+)
 
-# Hunyuan-Large report §2.3.1: N_opt = 5.9e-3·C^0.5305, D_opt = 3.2·C^0.50; 58.1B / 5.6T at 3.1e24.
-HUNYUAN_N_LAW = PowerLaw(5.9e-3, 0.5305)
-HUNYUAN_D_LAW = PowerLaw(3.2, 0.50)
-HUNYUAN_POINT = (3.1e24, 58.1e9, 5.6e12)
+HUNYUAN_N_LAW = PowerLaw(*HUNYUAN_N_OPT)
+HUNYUAN_D_LAW = PowerLaw(*HUNYUAN_D_OPT)
+# the report counts FLOPs and parameters its own way: its lines are another unit, not ours
+HUNYUAN_UNITS = "Hunyuan-Large report, its own C and N (not converted)"
 
 
 def _figure(ncols: int = 1, width: float = 6.4, height: float = 4.2) -> tuple[Figure, list]:
@@ -33,24 +41,33 @@ def _colours(n: int):
     return plt.get_cmap("viridis")(np.linspace(0.1, 0.9, max(n, 1)))
 
 
-def isoflop_curves(runs: pd.DataFrame, fit: IsoflopFit) -> Figure:
-    """Loss against n_active per budget, the fitted quadratics, the optima (hollow at an edge)."""
+def isoflop_curves(fit: IsoflopFit) -> Figure:
+    """Loss against n_active per budget, each budget's fitted curve as fitting/ drew it (over
+    the sizes it used), and the optima (hollow at an edge)."""
     fig, (ax,) = _figure()
-    done = runs[runs["status"] == "completed"] if "status" in runs else runs
-    budgets = fit.budgets
-    for colour, row in zip(_colours(len(budgets)), budgets.itertuples(), strict=True):
-        near = done[
-            np.isclose(np.log(done["budget_flops"]), np.log(row.budget_min), atol=0.1)
-            | np.isclose(done["budget_flops"], row.budget, rtol=0.1)
-        ]
-        ax.scatter(
-            near["n_active"], near["final_loss"], color=colour, s=18, label=f"C = {row.budget:.2g}"
-        )
+    points = fit.points
+    for colour, row in zip(_colours(len(fit.budgets)), fit.budgets.itertuples(), strict=True):
+        mine = points[points["budget"] == row.budget] if len(points) else points
+        if len(mine):
+            used = mine["used"].astype(bool)
+            ax.scatter(
+                mine.loc[used, "n_active"],
+                mine.loc[used, "loss"],
+                color=colour,
+                s=18,
+                label=f"C = {row.budget:.2g}",
+            )
+            ax.scatter(
+                mine.loc[~used, "n_active"],
+                mine.loc[~used, "loss"],
+                facecolors="none",
+                edgecolors=colour,
+                s=18,
+            )
         curve = fit.curves.get(float(row.budget))
-        if curve is not None and fit.method == "parabola":
+        if curve is not None:
             x, y = curve
-            grid = np.linspace(x.min() - 0.15, x.max() + 0.15, 100)
-            ax.plot(np.exp(grid), np.polyval(np.polyfit(x, y, 2), grid), color=colour, lw=1)
+            ax.plot(np.exp(x), y, color=colour, lw=1)
         if np.isfinite(row.n_opt):
             style = (
                 dict(facecolors="none", edgecolors=colour) if row.at_edge else dict(color=colour)
@@ -59,7 +76,7 @@ def isoflop_curves(runs: pd.DataFrame, fit: IsoflopFit) -> Figure:
     ax.set_xscale("log")
     ax.set_xlabel("activated parameters N")
     ax.set_ylabel("final held-out loss (nats/token)")
-    ax.set_title("isoFLOP curves (★ optimum; hollow ★ at an edge, not used)")
+    ax.set_title(f"isoFLOP curves, {fit.method} per budget (★ optimum; hollow: not used)")
     ax.legend(fontsize=7, ncol=2)
     return fig
 
@@ -73,54 +90,62 @@ def _band(ax, law: PowerLaw, grid: np.ndarray, colour, label: str) -> None:
 
 
 def optimal_scaling(
-    fit: IsoflopFit, target_flops: float, hunyuan_reference: bool = False
+    fit: IsoflopFit,
+    target_flops: float,
+    hunyuan_reference: bool = False,
+    predictions: dict | None = None,
 ) -> Figure:
-    """N_opt and D_opt against C: fitted power laws with 95% bootstrap bands, extrapolated to
-    the target, the prediction annotated; optionally the Hunyuan-Large report's laws."""
+    """N_opt and D_opt against C: the isoFLOP optima, the N_opt power law with its 95%
+    bootstrap band extrapolated to the target, and every method's prediction there with its
+    interval (D from the compute law); optionally the Hunyuan-Large report's laws, in its units."""
     fig, axes = _figure(2, width=5.6)
-    usable = fit.budgets[~fit.budgets["at_edge"] & fit.budgets["n_opt"].notna()]
+    usable = fit.interior
     low = min(usable["budget"].min(), target_flops) / 2
     high = (
-        max(usable["budget"].max(), target_flops, HUNYUAN_POINT[0] if hunyuan_reference else 0) * 2
+        max(usable["budget"].max(), target_flops, HUNYUAN_TARGET[0] if hunyuan_reference else 0) * 2
     )
     grid = np.logspace(np.log10(low), np.log10(high), 200)
+    markers = {"parametric": "D", "isoflop": "s"}
     for ax, law, column, name, reference, ref_value in (
-        (axes[0], fit.n_law, "n_opt", "N_opt (activated)", HUNYUAN_N_LAW, HUNYUAN_POINT[1]),
-        (axes[1], fit.d_law, "d_opt", "D_opt (tokens)", HUNYUAN_D_LAW, HUNYUAN_POINT[2]),
+        (
+            axes[0],
+            fit.n_law,
+            "n_opt",
+            "N_opt (activated parameters)",
+            HUNYUAN_N_LAW,
+            HUNYUAN_TARGET[1],
+        ),
+        (axes[1], fit.d_law, "d_opt", "D_opt (tokens)", HUNYUAN_D_LAW, HUNYUAN_TARGET[2]),
     ):
         ax.scatter(
             usable["budget"], usable[column], color="k", s=20, zorder=4, label="isoFLOP optima"
         )
-        _band(ax, law, grid, "C0", f"{law.coef:.3g}·C^{law.exponent:.3f}")
-        value = law(target_flops)
-        ax.scatter([target_flops], [value], marker="D", color="C3", zorder=5)
-        interval = law.interval(target_flops)
-        text = f"{value:.3g}" + (f"\n[{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "")
-        ax.annotate(
-            text,
-            (target_flops, value),
-            textcoords="offset points",
-            xytext=(8, -22),
-            ha="left",
-            fontsize=8,
-            color="C3",
+        label = f"{law.coef:.3g}·C^{law.exponent:.3f}" + (
+            "" if column == "n_opt" else " (display only)"
         )
-        if hunyuan_reference:
-            ax.plot(
-                grid,
-                reference(grid),
-                color="C1",
-                ls="--",
-                lw=1,
-                label=f"Hunyuan-Large: {reference.coef:g}·C^{reference.exponent:g}",
+        _band(ax, law, grid, "C0", label)
+        for i, (method, p) in enumerate((predictions or {}).items()):
+            value, interval = p[column], p.get(f"{column}_interval")
+            error = None if not interval else [[value - interval[0]], [interval[1] - value]]
+            ax.errorbar(
+                [target_flops * (1.15**i)],
+                [value],
+                yerr=error,
+                fmt=markers.get(method, "o"),
+                color=f"C{3 + i}",
+                capsize=3,
+                zorder=5,
+                label=f"{method}: {value:.3g}",
             )
-            ax.scatter([HUNYUAN_POINT[0]], [ref_value], marker="x", color="C1", zorder=5)
+        if hunyuan_reference:
+            ax.plot(grid, reference(grid), color="C1", ls="--", lw=1, label=HUNYUAN_UNITS)
+            ax.scatter([HUNYUAN_TARGET[0]], [ref_value], marker="x", color="C1", zorder=5)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("compute C (FLOPs)")
+        ax.set_xlabel("training compute C (FLOPs)")
         ax.set_ylabel(name)
         ax.legend(fontsize=7)
-    fig.suptitle(f"compute-optimal allocation, extrapolated to C = {target_flops:.3g}")
+    fig.suptitle(f"compute-optimal allocation, extrapolated to C = {target_flops:.3g} FLOPs")
     return fig
 
 
@@ -155,7 +180,7 @@ def loss_curves(
             envelope.levels["loss"],
             color="C3",
             lw=2,
-            label="envelope (lowest loss at each C)",
+            label="envelope (unannealed points: a biased reading)",
         )
         ax.legend(fontsize=8)
     if norm:
@@ -190,10 +215,10 @@ def compute_law(runs: pd.DataFrame, law: ComputeLaw, law_time: ComputeLaw | None
     ax.plot(grid, DENSE_A * grid, color="grey", ls=":", label="6·N (dense rule)")
     ax.plot(
         grid,
-        HUNYUAN_A * grid + HUNYUAN_B,
+        HUNYUAN_COMPUTE_A * grid + HUNYUAN_COMPUTE_B,
         color="C1",
         ls="--",
-        label="9.59·N + 2.3e8 (Hunyuan-Large)",
+        label=f"{HUNYUAN_COMPUTE_A}·N + {HUNYUAN_COMPUTE_B:.2g} ({HUNYUAN_UNITS})",
     )
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -210,6 +235,7 @@ def parametric(
     n_col: str = "n_active",
     d_col: str = "tokens",
     loss_col: str = "final_loss",
+    compute_law: ComputeLaw | None = None,
 ) -> Figure:
     """Iso-loss contours of L(N, D) with the efficient frontier, and the fit's residuals."""
     fig, (ax, res) = _figure(2, width=5.6)
@@ -222,14 +248,16 @@ def parametric(
         nn, dd, fit.loss(nn, dd), levels=np.unique(levels), cmap="viridis", linewidths=0.8
     )
     ax.clabel(contour, fontsize=6, fmt="%.2f")
-    budgets = np.logspace(np.log10(6 * n.min() * d.min()), np.log10(6 * n.max() * d.max()), 30)
-    frontier = [fit.optimal(c) for c in budgets]
+    law = compute_law or DEFAULT_LAW
+    spent = law.flops_per_token(n) * d
+    budgets = np.logspace(np.log10(spent.min()), np.log10(spent.max()), 30)
+    frontier = [fit.optimal(c, law) for c in budgets]
     ax.plot(
         [f["n_opt"] for f in frontier],
         [f["d_opt"] for f in frontier],
         color="C3",
         lw=2,
-        label="efficient frontier (C = 6ND)",
+        label=f"efficient frontier (C = {law.a:.3g}·N·D + {law.b:.3g}·D)",
     )
     ax.scatter(n, d, c=table[loss_col], cmap="viridis", s=14, edgecolors="k", linewidths=0.3)
     ax.set_xscale("log")

@@ -17,11 +17,19 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from moescale.analysis import plots
+from moescale.analysis.summary import loss_law_text
 from moescale.errors import UserError
+from moescale.fitting.envelope import BIAS_NOTE
 from moescale.fitting.isoflop import EdgeOptimumWarning
-from moescale.fitting.pipeline import FitReport, fit_all
-from moescale.fitting.pipeline import write_report as write_fit_json
-from moescale.fitting.powerlaw import SaturatingLaw
+from moescale.fitting.pipeline import (
+    DEFAULT_BOOTSTRAP,
+    FitReport,
+    fit_all,
+    load_fit,
+    runs_hash,
+    write_fit_json,
+)
+from moescale.fitting.prediction import headline_line
 from moescale.results import atomic_write_bytes, load_curves, load_runs
 
 STEP_LIMITED_RATIO = 1.5  # optimal runs whose step counts all lie within this factor
@@ -39,17 +47,14 @@ class Section:
 def step_limited_warning(runs: pd.DataFrame, fit: FitReport) -> str | None:
     """Say so when the optima look step-limited rather than capacity-limited: the run nearest
     each budget's optimum took about the same number of steps at every budget."""
-    if fit.isoflop is None or "steps" not in runs:
+    if fit.isoflop is None or "steps" not in runs or not len(fit.isoflop.points):
         return None
-    usable = fit.isoflop.budgets[
-        ~fit.isoflop.budgets["at_edge"] & fit.isoflop.budgets["n_opt"].notna()
-    ]
-    done = runs[runs["status"] == "completed"]
+    points = fit.isoflop.points.merge(runs[["run_id", "steps"]], on="run_id")
     steps = []
-    for row in usable.itertuples():
-        group = done[np.isclose(done["budget_flops"], row.budget, rtol=0.1)]
-        if len(group):
-            nearest = group.iloc[int(np.argmin(np.abs(np.log(group["n_active"] / row.n_opt))))]
+    for row in fit.isoflop.interior.itertuples():
+        mine = points[points["budget"] == row.budget]
+        if len(mine):
+            nearest = mine.iloc[int(np.argmin(np.abs(np.log(mine["n_active"] / row.n_opt))))]
             steps.append(int(nearest["steps"]))
     if len(steps) >= 3 and max(steps) / min(steps) < STEP_LIMITED_RATIO:
         return (
@@ -58,6 +63,41 @@ def step_limited_warning(runs: pd.DataFrame, fit: FitReport) -> str | None:
             "and the schedule, and is no scaling law; use smaller batches for smaller budgets or larger budgets."
         )
     return None
+
+
+def _headline_section(fit: FitReport, fit_note: str) -> Section:
+    """The report's first section: the headline in words, its agreement, its reach, and
+    every method's prediction side by side."""
+    section = Section(f"Headline: the optimum at C = {fit.target_flops:.3g} FLOPs")
+    p = fit.prediction
+    section.paragraphs.append(headline_line(p))
+    if p:
+        section.paragraphs.append(f"Why this method: {p['chosen_because']}.")
+        section.paragraphs.append(f"Agreement: {p['agreement']['text']}.")
+        section.warnings.extend(p.get("warnings", []))
+    section.paragraphs.append(
+        f"N counts {fit.conventions.get('n', 'activated parameters')}; C counts "
+        f"{fit.conventions.get('flops', 'training FLOPs')}."
+        + (
+            f" The output head is {fit.conventions['head_share_of_n']['min']:.0%}–"
+            f"{fit.conventions['head_share_of_n']['max']:.0%} of N at these sizes."
+            if "head_share_of_n" in fit.conventions
+            else ""
+        )
+    )
+    section.paragraphs.append(fit_note)
+    rows = []
+    for method, q in fit.predictions.items():
+        row = {"method": method + (" (headline)" if method == p.get("method") else "")}
+        for key, name in (("n_opt", "N_opt"), ("d_opt", "D_opt (tokens)"), ("loss_opt", "loss")):
+            interval = q.get(f"{key}_interval")
+            row[name] = q.get(key, np.nan)
+            row[f"{name} 95%"] = "" if not interval else f"{interval[0]:.4g} – {interval[1]:.4g}"
+        row["interval from"] = q.get("interval_note", "")
+        rows.append(row)
+    if rows:
+        section.table = pd.DataFrame(rows)
+    return section
 
 
 def _sweep_section(runs: pd.DataFrame) -> Section:
@@ -96,8 +136,9 @@ def build_sections(
     fit: FitReport,
     routing: tuple[str, pd.DataFrame] | None,
     hunyuan_reference: bool,
+    fit_note: str = "",
 ) -> list[Section]:
-    sections = [_sweep_section(runs)]
+    sections = [_headline_section(fit, fit_note), _sweep_section(runs)]
     done = runs[runs["status"] == "completed"]
 
     law = Section("The compute law")
@@ -117,68 +158,57 @@ def build_sections(
         law.paragraphs.append("Not fitted: fewer than two sizes with exact FLOP counts.")
     sections.append(law)
 
-    iso = Section("isoFLOP fits")
+    iso = Section("isoFLOP fits (Approach 2)")
     if fit.isoflop is not None:
         f = fit.isoflop
+        how = f.method + (
+            f" on the {f.n_nearest} sizes nearest the lowest loss" if f.n_nearest else ""
+        )
         iso.paragraphs.append(
-            f"Per budget a {f.method} in log N; then N_opt = {f.n_coef:.4g}·C^{f.n_exponent:.4f}"
+            f"Per budget: {how} in log N; then N_opt = {f.n_coef:.4g}·C^{f.n_exponent:.4f}"
             + (
                 f" (exponent 95% interval {f.n_law.exponent_interval[0]:.3f}–{f.n_law.exponent_interval[1]:.3f})"
                 if f.n_law.exponent_interval
                 else ""
             )
-            + f" and D_opt = {f.d_coef:.4g}·C^{f.d_exponent:.4f}."
+            + f". Optimal loss: {loss_law_text(f.loss_law)}. Intervals: {f.interval_note}."
         )
         iso.table = f.budgets[
             ["budget", "n_runs", "n_opt", "d_opt", "loss_opt", "at_edge", "reason"]
         ]
-        iso.figures.append(("isoflop", plots.isoflop_curves(runs, f)))
+        iso.figures.append(("isoflop", plots.isoflop_curves(f)))
         iso.figures.append(
-            ("optimal_scaling", plots.optimal_scaling(f, fit.target_flops, hunyuan_reference))
+            (
+                "optimal_scaling",
+                plots.optimal_scaling(f, fit.target_flops, hunyuan_reference, fit.predictions),
+            )
         )
     else:
         iso.warnings.append(fit.skipped.get("isoflop", "not fitted"))
     sections.append(iso)
 
-    prediction = Section(f"Prediction at C = {fit.target_flops:.3g} FLOPs")
-    if fit.prediction:
-        rows = []
-        for key, name in (
-            ("n_opt", "N_opt (activated parameters)"),
-            ("d_opt", "D_opt (tokens)"),
-            (
-                "loss_opt",
-                "optimal loss"
-                + (
-                    ""
-                    if isinstance(fit.isoflop.loss_law, SaturatingLaw)
-                    else " (power law: no floor)"
-                ),
-            ),
-        ):
-            if key in fit.prediction:
-                interval = fit.prediction.get(f"{key}_interval")
-                rows.append(
-                    {
-                        "quantity": name,
-                        "isoFLOP laws": fit.prediction[key],
-                        "95% interval": ""
-                        if not interval
-                        else f"{interval[0]:.4g} – {interval[1]:.4g}",
-                        "parametric law": fit.parametric_prediction.get(key, np.nan),
-                    }
-                )
-        prediction.table = pd.DataFrame(rows)
-    if fit.extrapolation is not None:
-        e = fit.extrapolation
-        prediction.paragraphs.append(
-            f"Extrapolation check: fitted on the {e.n_budgets_used} smaller budgets, the largest budget ({e.held_out_budget:.3g}) "
-            f"is predicted at N_opt {e.n_opt_predicted:.4g} against its own {e.n_opt_fitted:.4g} ({e.n_opt_rel_error:+.1%}) "
-            f"and loss {e.loss_predicted:.4f} against {e.loss_fitted:.4f} ({e.loss_rel_error:+.2%})."
+    check = Section("The hold-out check")
+    if fit.extrapolation is not None and fit.extrapolation.rows:
+        check.paragraphs.append(
+            "The largest 1, 2 and 3 budgets left out in turn, each method fitted on the budgets "
+            "below and asked for the held-out optima; 'factor' is how far past the largest "
+            "budget fitted each prediction reached."
         )
-    elif "extrapolation" in fit.skipped:
-        prediction.warnings.append(f"Extrapolation check skipped: {fit.skipped['extrapolation']}")
-    sections.append(prediction)
+        check.table = fit.extrapolation.table()[
+            [
+                "method",
+                "held_out",
+                "budget",
+                "factor",
+                "n_opt_fitted",
+                "n_opt_predicted",
+                "n_opt_rel_error",
+                "loss_rel_error",
+            ]
+        ]
+    else:
+        check.warnings.append(f"Not run: {fit.skipped.get('extrapolation', 'no law was fitted')}")
+    sections.append(check)
 
     para = Section("The parametric fit")
     if fit.parametric is not None:
@@ -187,7 +217,8 @@ def build_sections(
             f"L(N, D) = {p.E:.4f} + {p.A:.4g}/N^{p.alpha:.4f} + {p.B:.4g}/D^{p.beta:.4f}, Huber (δ = {p.huber_delta:g}) on log-loss "
             f"over {p.n_points} runs; it puts N_opt ∝ C^{p.allocation_exponent:.3f}."
         )
-        para.figures.append(("parametric", plots.parametric(p, done)))
+        para.paragraphs.append(f"Intervals: {p.interval_note}.")
+        para.figures.append(("parametric", plots.parametric(p, done, compute_law=fit.compute_law)))
     else:
         para.warnings.append(f"Not fitted: {fit.skipped.get('parametric', 'not asked for')}")
     sections.append(para)
@@ -198,7 +229,7 @@ def build_sections(
         curve_section.figures.append(("lr_schedules", plots.lr_schedules(curves, runs)))
         if fit.envelope is not None:
             curve_section.paragraphs.append(
-                f"Approach 1 (the envelope): N ∝ C^{fit.envelope.n_exponent:.3f}."
+                f"Approach 1 (the envelope): N ∝ C^{fit.envelope.n_exponent:.3f} — {BIAS_NOTE}."
             )
         if routing is not None:
             curve_section.figures.append(("routing", plots.routing_health(routing[1], routing[0])))
@@ -333,25 +364,67 @@ def _routing_of_a_run(results_dir: Path, runs: pd.DataFrame) -> tuple[str, pd.Da
     return (run_id, table) if len(table) else None
 
 
+def fit_for_report(
+    results_dir: Path,
+    runs: pd.DataFrame,
+    curves: pd.DataFrame | None,
+    target_flops: float | None,
+    bootstrap: int | None,
+) -> tuple[FitReport, str]:
+    """fit.json when it was made from exactly these runs (and the target and bootstrap asked
+    for, if asked), else a new fit written over it; and a sentence saying which."""
+    path = results_dir / "fit.json"
+    existing = load_fit(path) if path.exists() else None
+    if existing is not None:
+        same_runs = existing.runs_hash == runs_hash(runs)
+        options = existing.options
+        same_options = (
+            options.get("method") == "all"
+            and (target_flops is None or options.get("target_flops") == float(target_flops))
+            and (bootstrap is None or options.get("bootstrap") == bootstrap)
+        )
+        if same_runs and same_options:
+            return (
+                existing,
+                f"Numbers from {path.name} as written ({existing.created}), which matches these runs.",
+            )
+        why = "other runs" if not same_runs else "other options"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EdgeOptimumWarning)
+        keep = existing.options if existing is not None else {}
+        fit = fit_all(
+            runs,
+            curves,
+            str(results_dir),
+            "all",
+            target_flops,
+            DEFAULT_BOOTSTRAP if bootstrap is None else bootstrap,
+            keep.get("isoflop_method") or "akima",
+            strict=False,
+            n_nearest=keep.get("n_nearest"),
+        )
+    write_fit_json(fit, path)
+    if existing is None:
+        return fit, f"Fitted now (there was no {path.name}) and written to {path.name}."
+    return fit, f"Refitted: {path.name} had been made from {why}; rewritten."
+
+
 def build_report(
     results_dir: str | Path,
     target_flops: float | None = None,
-    bootstrap: int = 200,
+    bootstrap: int | None = None,
     hunyuan_reference: bool = True,
-) -> Path:
-    """Fit (if needed) and write the report of a results folder; returns report/index.html."""
+) -> tuple[Path, FitReport]:
+    """Write the report of a results folder from its fit.json (refitted only when it does
+    not match the runs); returns report/index.html and the fit it shows."""
     results_dir = Path(results_dir)
     runs = load_runs(results_dir)
     if not (runs["status"] == "completed").any():
         raise UserError(f"{results_dir}: no completed runs yet; nothing to report")
     curves = load_curves(results_dir) if (results_dir / "curves.parquet").exists() else None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", EdgeOptimumWarning)
-        fit = fit_all(runs, curves, str(results_dir), "all", target_flops, bootstrap, strict=False)
-    if not (results_dir / "fit.json").exists():  # the fit the report shows, kept beside the results
-        write_fit_json(fit, results_dir / "fit.json")
+    fit, fit_note = fit_for_report(results_dir, runs, curves, target_flops, bootstrap)
     sections = build_sections(
-        runs, curves, fit, _routing_of_a_run(results_dir, runs), hunyuan_reference
+        runs, curves, fit, _routing_of_a_run(results_dir, runs), hunyuan_reference, fit_note
     )
     name = str(runs["sweep"].iloc[0]) if "sweep" in runs and len(runs) else results_dir.name
-    return write_html(results_dir, sections, f"moescale report: {name}")
+    return write_html(results_dir, sections, f"moescale report: {name}"), fit

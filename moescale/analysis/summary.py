@@ -1,49 +1,133 @@
-"""The fit summary as readable tables for the terminal (rich)."""
+"""The fit summary as readable tables for the terminal (rich); the headline comes last."""
 
 from __future__ import annotations
 
 from rich.table import Table
 
-from moescale.fitting.compute_law import HUNYUAN_A, HUNYUAN_B
+from moescale.fitting.envelope import BIAS_NOTE
 from moescale.fitting.pipeline import FitReport
 from moescale.fitting.powerlaw import PowerLaw, SaturatingLaw
+from moescale.fitting.prediction import headline_line
+from moescale.published import HUNYUAN_COMPUTE_A, HUNYUAN_COMPUTE_B
 
 
 def _interval(pair) -> str:
     return "" if not pair else f"[{pair[0]:.4g}, {pair[1]:.4g}]"
 
 
-def _loss_law_text(law: SaturatingLaw | PowerLaw | None) -> str:
+def loss_law_text(law: SaturatingLaw | PowerLaw | None) -> str:
     if isinstance(law, SaturatingLaw):
         return f"L = {law.floor:.4f} + {law.scale:.4g}·(C/{law.x_ref:.3g})^-{law.decay:.4f}"
     if isinstance(law, PowerLaw):
-        return f"L = {law.coef:.4g}·C^{law.exponent:.4f} (power law: fewer than 4 budgets)"
+        return (
+            f"L = {law.coef:.4g}·C^{law.exponent:.4f} (power law: fewer than 4 budgets, no floor)"
+        )
     return "not fitted"
 
 
-def fit_summary(report: FitReport) -> list:
-    """Rich renderables: compute law, power laws with intervals, prediction, extrapolation
-    check, parametric fit, and everything excluded or skipped."""
-    out: list = []
-    counts = ", ".join(f"{v} {k}" for k, v in sorted(report.run_counts.items()))
-    out.append(f"[bold]{report.source}[/bold]: {counts}")
-
-    laws = Table(title="compute law  C ≈ a·N·D + b·D", title_justify="left")
-    for column in ("fit", "a", "b", "R²", "runs"):
+def _compute_law_table(report: FitReport) -> Table:
+    laws = Table(
+        title="compute law  C ≈ a·N·D + b·D  (fitted on relative error)", title_justify="left"
+    )
+    for column in ("fit", "a", "b", "worst rel. error", "runs"):
         laws.add_column(column, justify="right" if column != "fit" else "left")
     for name, law in (
         ("exact FLOP counts", report.compute_law),
         ("measured time × peak", report.compute_law_time),
     ):
-        if law is not None:
-            laws.add_row(name, f"{law.a:.3f}", f"{law.b:.3g}", f"{law.r2:.4f}", str(law.n_runs))
+        if law is None:
+            continue
+        if law.cost == "assumed":
+            laws.add_row(
+                "assumed (the table has no FLOP counts)", f"{law.a:g}", f"{law.b:g}", "", ""
+            )
+        else:
+            laws.add_row(
+                name, f"{law.a:.3f}", f"{law.b:.3g}", f"{law.max_rel_error:.2%}", str(law.n_runs)
+            )
     laws.add_row("dense rule (6ND)", "6", "0", "", "", style="dim")
-    laws.add_row("Hunyuan-Large report", f"{HUNYUAN_A}", f"{HUNYUAN_B:.2g}", "", "", style="dim")
-    out.append(laws)
+    laws.add_row(
+        "Hunyuan-Large report (its own counting)",
+        f"{HUNYUAN_COMPUTE_A}",
+        f"{HUNYUAN_COMPUTE_B:.2g}",
+        "",
+        "",
+        style="dim",
+    )
+    return laws
+
+
+def _with_interval(value, pair, digits: str = ".3g") -> str:
+    if value is None:
+        return ""
+    text = f"{value:{digits}}"
+    return text if not pair else f"{text} [{pair[0]:{digits}}, {pair[1]:{digits}}]"
+
+
+def _predictions_table(report: FitReport) -> Table:
+    table = Table(
+        title=f"every method at C = {report.target_flops:.3g} FLOPs [95% bootstrap interval]",
+        title_justify="left",
+    )
+    for column in ("method", "N_opt (activated)", "D_opt (tokens)", "loss (nats/token)"):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    lead = report.prediction.get("method")
+    for method, p in report.predictions.items():
+        table.add_row(
+            method + ("*" if method == lead else ""),
+            _with_interval(p["n_opt"], p.get("n_opt_interval")),
+            _with_interval(p["d_opt"], p.get("d_opt_interval")),
+            _with_interval(p.get("loss_opt"), p.get("loss_opt_interval"), ".4g"),
+            style="bold" if method == lead else None,
+        )
+    table.caption = "* the headline"
+    return table
+
+
+def _extrapolation_table(report: FitReport) -> Table:
+    table = Table(
+        title="hold-out check: the largest 1, 2, 3 budgets left out, then predicted",
+        title_justify="left",
+    )
+    for column in (
+        "method",
+        "out",
+        "budget C",
+        "factor",
+        "N_opt",
+        "predicted",
+        "error",
+        "loss err",
+    ):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for r in report.extrapolation.rows:
+        table.add_row(
+            r.method,
+            str(r.held_out),
+            f"{r.budget:.3g}",
+            f"{r.factor:.2f}×",
+            f"{r.n_opt_fitted:.3g}",
+            f"{r.n_opt_predicted:.3g}",
+            f"{r.n_opt_rel_error:+.1%}",
+            f"{r.loss_rel_error:+.2%}",
+        )
+    return table
+
+
+def fit_summary(report: FitReport) -> list:
+    """Rich renderables: compute law, isoFLOP optima and laws, every method's prediction,
+    the hold-out check, the parametric and envelope fits, what was excluded — and last the
+    headline in words with its warnings."""
+    out: list = []
+    counts = ", ".join(f"{v} {k}" for k, v in sorted(report.run_counts.items()))
+    out.append(f"[bold]{report.source}[/bold]: {counts}")
+    out.append(f"N counts {report.conventions.get('n', 'activated parameters')}")
+    out.append(_compute_law_table(report))
 
     if report.isoflop is not None:
         fit = report.isoflop
-        budgets = Table(title=f"isoFLOP optima ({fit.method})", title_justify="left")
+        how = fit.method + (f" on the {fit.n_nearest} nearest sizes" if fit.n_nearest else "")
+        budgets = Table(title=f"isoFLOP optima (per budget: {how})", title_justify="left")
         for column in ("budget C", "runs", "n_opt", "d_opt", "loss_opt", "note"):
             budgets.add_column(column, justify="left" if column == "note" else "right")
         for row in fit.budgets.itertuples():
@@ -73,60 +157,24 @@ def fit_summary(report: FitReport) -> list:
                 _interval(law.exponent_interval),
             )
         out.append(powers)
-        out.append(f"optimal loss against C: {_loss_law_text(fit.loss_law)}")
+        out.append(f"optimal loss against C: {loss_law_text(fit.loss_law)}")
+        out.append(f"isoFLOP intervals: {fit.interval_note}")
 
-    if report.prediction:
-        p = report.prediction
-        prediction = Table(
-            title=f"prediction at C = {report.target_flops:.3g} FLOPs", title_justify="left"
-        )
-        for column in ("quantity", "value", "95% interval", "from"):
-            prediction.add_column(
-                column, justify="right" if column in ("value", "95% interval") else "left"
-            )
-        prediction.add_row(
-            "N_opt (activated)",
-            f"{p['n_opt']:.4g}",
-            _interval(p.get("n_opt_interval")),
-            "isoFLOP laws",
-        )
-        prediction.add_row(
-            "D_opt (tokens)",
-            f"{p['d_opt']:.4g}",
-            _interval(p.get("d_opt_interval")),
-            "isoFLOP laws",
-        )
-        if "loss_opt" in p:
-            prediction.add_row(
-                "loss",
-                f"{p['loss_opt']:.4f}",
-                _interval(p.get("loss_opt_interval")),
-                "isoFLOP laws",
-            )
-        if report.parametric_prediction:
-            q = report.parametric_prediction
-            prediction.add_row("N_opt (activated)", f"{q['n_opt']:.4g}", "", "parametric law")
-            prediction.add_row("D_opt (tokens)", f"{q['d_opt']:.4g}", "", "parametric law")
-            prediction.add_row("loss", f"{q['loss_opt']:.4f}", "", "parametric law")
-        out.append(prediction)
-
-    if report.extrapolation is not None:
-        e = report.extrapolation
-        out.append(
-            f"extrapolation check: fitted on {e.n_budgets_used} smaller budgets, the largest "
-            f"({e.held_out_budget:.3g}) predicted at N_opt {e.n_opt_predicted:.4g} vs its own "
-            f"{e.n_opt_fitted:.4g} ({e.n_opt_rel_error:+.1%}), loss {e.loss_predicted:.4f} vs "
-            f"{e.loss_fitted:.4f} ({e.loss_rel_error:+.2%})"
-        )
     if report.parametric is not None:
         f = report.parametric
         out.append(
             f"parametric law: L = {f.E:.4f} + {f.A:.4g}/N^{f.alpha:.4f} + {f.B:.4g}/D^{f.beta:.4f} "
-            f"(Huber objective {f.objective:.4g} on {f.n_points} points; N_opt ∝ C^{f.allocation_exponent:.3f})"
+            f"(Huber objective {f.objective:.4g} on {f.n_points} points; N_opt ∝ C^{f.allocation_exponent:.3f} "
+            f"where b·D is negligible); intervals: {f.interval_note}"
         )
+    if report.predictions:
+        out.append(_predictions_table(report))
+    if report.extrapolation is not None and report.extrapolation.rows:
+        out.append(_extrapolation_table(report))
     if report.envelope is not None:
         out.append(
-            f"envelope (Approach 1): N ∝ C^{report.envelope.n_exponent:.4f} over {len(report.envelope.levels)} FLOP levels"
+            f"envelope (Approach 1): N ∝ C^{report.envelope.n_exponent:.4f} over "
+            f"{len(report.envelope.levels)} FLOP levels — {BIAS_NOTE}"
         )
 
     excluded = []
@@ -139,4 +187,17 @@ def fit_summary(report: FitReport) -> list:
             "[yellow]excluded or flagged:[/yellow]\n"
             + "\n".join(f"  - {line}" for line in dict.fromkeys(excluded))
         )
+    out.extend(headline_lines(report))
     return out
+
+
+def headline_lines(report: FitReport) -> list[str]:
+    """The headline in words, then its warnings and why its method leads."""
+    p = report.prediction
+    lines = []
+    if p:
+        lines.append(f"agreement: {p['agreement']['text']}")
+        lines.append(f"headline method: {p['chosen_because']}")
+        lines.extend(f"[yellow]warning:[/yellow] {w}" for w in p.get("warnings", []))
+    lines.append(f"[bold]{headline_line(p)}[/bold]")
+    return lines

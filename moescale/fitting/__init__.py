@@ -7,6 +7,7 @@ from moescale.fitting.envelope import EnvelopeFit, fit_envelope
 from moescale.fitting.extrapolation import ExtrapolationCheck, extrapolation_check
 from moescale.fitting.isoflop import EdgeOptimumWarning, IsoflopFit, fit_isoflop
 from moescale.fitting.parametric import ParametricFit, fit_parametric
+from moescale.fitting.pipeline import FitReport, fit_all, load_fit
 from moescale.fitting.powerlaw import PowerLaw, fit_power_law
 from moescale.fitting.routed import RoutedFit, fit_routed, saturating_experts
 
@@ -15,6 +16,7 @@ __all__ = [
     "EdgeOptimumWarning",
     "EnvelopeFit",
     "ExtrapolationCheck",
+    "FitReport",
     "IsoflopFit",
     "ParametricFit",
     "PowerLaw",
@@ -22,11 +24,13 @@ __all__ = [
     "batch_adjusted_budget",
     "extrapolation_check",
     "fit_compute_law",
+    "fit_all",
     "fit_envelope",
     "fit_isoflop",
     "fit_parametric",
     "fit_power_law",
     "fit_routed",
     "group_budgets",
+    "load_fit",
     "saturating_experts",
 ]

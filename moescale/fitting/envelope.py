@@ -11,6 +11,13 @@ import pandas as pd
 from moescale.errors import UserError
 from moescale.fitting.powerlaw import PowerLaw, fit_power_law
 
+BIAS_NOTE = (
+    "read off every logged point of every curve: a point before the end of its run's schedule "
+    "is not annealed, so its loss is higher than a run of that length would reach and the "
+    "envelope favours the runs that are nearer their end — a biased reading, shown for "
+    "comparison and never used for the headline"
+)
+
 
 @dataclass(frozen=True)
 class EnvelopeFit:
@@ -31,7 +38,16 @@ class EnvelopeFit:
             "n_law": self.n_law.to_dict(),
             "levels": self.levels.to_dict(orient="records"),
             "excluded": list(self.excluded),
+            "note": BIAS_NOTE,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EnvelopeFit:
+        return cls(
+            levels=pd.DataFrame(data["levels"]),
+            n_law=PowerLaw.from_dict(data["n_law"]),
+            excluded=tuple(data.get("excluded", ())),
+        )
 
 
 def fit_envelope(

@@ -1,24 +1,44 @@
-"""How well do the isoFLOP laws extrapolate? Fit on every budget but the largest, predict
-the largest budget's N_opt and optimal loss, and compare with its own fitted optimum."""
+"""How well do the laws extrapolate? Hold out the largest 1, 2 and 3 budgets in turn, fit each
+method on the budgets below them, predict every held-out budget's optimum, and compare with
+that budget's own fitted optimum: the error against the extrapolation factor (held-out budget
+÷ the largest budget fitted) is the evidence a prediction far past the sweep stands on."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
+import numpy as np
 import pandas as pd
 
 from moescale.errors import UserError
+from moescale.fitting.compute_law import ComputeLaw
 from moescale.fitting.isoflop import fit_isoflop
+from moescale.fitting.parametric import ParametricFit, fit_parametric
+
+HOLD_OUTS = (1, 2, 3)
+# starts for the held-out parametric refits: the full fit's optimum plus a coarse grid
+HOLD_OUT_GRID = {
+    "a": np.array([0.0, 10.0, 20.0]),
+    "b": np.array([0.0, 10.0, 20.0]),
+    "e": np.array([-1.0, 0.0, 1.0]),
+    "alpha": np.array([0.2, 0.5, 1.0]),
+    "beta": np.array([0.2, 0.5, 1.0]),
+}
 
 
 @dataclass(frozen=True)
-class ExtrapolationCheck:
-    held_out_budget: float
-    n_opt_fitted: float  # the held-out budget's own optimum
-    n_opt_predicted: float  # from the laws of the smaller budgets
+class HeldOut:
+    """One held-out budget predicted by one method from the budgets below it."""
+
+    method: str  # "isoflop" or "parametric"
+    held_out: int  # how many of the largest budgets were left out of that fit
+    budget: float  # the held-out budget
+    factor: float  # budget ÷ the largest budget fitted
+    n_budgets_used: int
+    n_opt_fitted: float  # the held-out budget's own optimum (its per-budget fit)
+    n_opt_predicted: float
     loss_fitted: float
     loss_predicted: float
-    n_budgets_used: int
 
     @property
     def n_opt_rel_error(self) -> float:
@@ -28,35 +48,119 @@ class ExtrapolationCheck:
     def loss_rel_error(self) -> float:
         return self.loss_predicted / self.loss_fitted - 1.0
 
+
+@dataclass(frozen=True)
+class ExtrapolationCheck:
+    rows: tuple[HeldOut, ...]
+    skipped: tuple[str, ...] = ()
+
+    def for_method(self, method: str) -> tuple[HeldOut, ...]:
+        return tuple(r for r in self.rows if r.method == method)
+
+    def max_factor(self, method: str) -> float | None:
+        """The furthest this check extrapolated `method`, as a factor in C."""
+        rows = self.for_method(method)
+        return max(r.factor for r in rows) if rows else None
+
+    def median_n_error(self, method: str) -> float | None:
+        """The median |N_opt error| of `method` over its held-out budgets."""
+        rows = self.for_method(method)
+        return float(np.median([abs(r.n_opt_rel_error) for r in rows])) if rows else None
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            [
+                asdict(r)
+                | {"n_opt_rel_error": r.n_opt_rel_error, "loss_rel_error": r.loss_rel_error}
+                for r in self.rows
+            ]
+        )
+
     def to_dict(self) -> dict:
-        return {
-            "held_out_budget": self.held_out_budget,
-            "n_opt_fitted": self.n_opt_fitted,
-            "n_opt_predicted": self.n_opt_predicted,
-            "n_opt_rel_error": self.n_opt_rel_error,
-            "loss_fitted": self.loss_fitted,
-            "loss_predicted": self.loss_predicted,
-            "loss_rel_error": self.loss_rel_error,
-            "n_budgets_used": self.n_budgets_used,
-        }
+        return {"rows": self.table().to_dict(orient="records"), "skipped": list(self.skipped)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ExtrapolationCheck:
+        fields = HeldOut.__dataclass_fields__
+        rows = tuple(HeldOut(**{k: v for k, v in r.items() if k in fields}) for r in data["rows"])
+        return cls(rows=rows, skipped=tuple(data.get("skipped", ())))
 
 
-def extrapolation_check(table: pd.DataFrame, **isoflop_args) -> ExtrapolationCheck:
-    """Hold out the largest budget with an interior optimum; fit the rest (at least 2)."""
+def extrapolation_check(
+    table: pd.DataFrame,
+    *,
+    compute_law: ComputeLaw | None = None,
+    parametric: ParametricFit | None = None,
+    hold_outs: tuple[int, ...] = HOLD_OUTS,
+    **isoflop_args,
+) -> ExtrapolationCheck:
+    """Hold out the largest k interior budgets for each k in `hold_outs` (while at least 2
+    remain); predict them with the isoFLOP laws and, when `parametric` is given (the full
+    fit, whose optimum seeds the refits), with the parametric law under `compute_law`."""
+    isoflop_args = {**isoflop_args, "bootstrap": 0}
     full = fit_isoflop(table, **isoflop_args)
-    interior = full.budgets[~full.budgets["at_edge"] & full.budgets["n_opt"].notna()]
+    interior = full.interior.sort_values("budget")
     if len(interior) < 3:
         raise UserError("extrapolation check: needs at least 3 budgets with an interior optimum")
-    held = interior.loc[interior["budget"].idxmax()]
     budget_col = isoflop_args.get("budget_col", "budget_flops")
-    smaller = table[table[budget_col] < held["budget_min"]]
-    partial = fit_isoflop(smaller, **{**isoflop_args, "min_budgets": 2, "bootstrap": 0})
-    prediction = partial.predict(held["budget"])
-    return ExtrapolationCheck(
-        held_out_budget=float(held["budget"]),
-        n_opt_fitted=float(held["n_opt"]),
-        n_opt_predicted=prediction["n_opt"],
-        loss_fitted=float(held["loss_opt"]),
-        loss_predicted=prediction["loss_opt"],
-        n_budgets_used=int((~partial.budgets["at_edge"] & partial.budgets["n_opt"].notna()).sum()),
-    )
+    rows, skipped = [], []
+    for k in hold_outs:
+        if len(interior) - k < 2:
+            skipped.append(f"holding out {k}: fewer than 2 budgets would remain")
+            continue
+        held = interior.iloc[-k:]
+        below = table[table[budget_col] < held["budget_min"].min()]
+        common = {"held_out": k, "n_budgets_used": len(interior) - k}
+        partial = fit_isoflop(below, **{**isoflop_args, "min_budgets": 2})
+        largest = float(partial.interior["budget"].max())
+        for row in held.itertuples():
+            p = partial.predict(row.budget)
+            rows.append(
+                HeldOut(
+                    method="isoflop",
+                    budget=float(row.budget),
+                    factor=float(row.budget) / largest,
+                    n_opt_fitted=float(row.n_opt),
+                    n_opt_predicted=p["n_opt"],
+                    loss_fitted=float(row.loss_opt),
+                    loss_predicted=p.get("loss_opt", np.nan),
+                    **common,
+                )
+            )
+        if parametric is None:
+            continue
+        try:
+            refit = fit_parametric(below, grid=HOLD_OUT_GRID)
+        except UserError as err:
+            skipped.append(f"parametric, holding out {k}: {err}")
+            continue
+        refit = min(
+            (refit, fit_parametric(below, grid=_grid_at(parametric))),
+            key=lambda f: f.objective,
+        )
+        for row in held.itertuples():
+            p = refit.optimal(row.budget, compute_law)
+            rows.append(
+                HeldOut(
+                    method="parametric",
+                    budget=float(row.budget),
+                    factor=float(row.budget) / largest,
+                    n_opt_fitted=float(row.n_opt),
+                    n_opt_predicted=p["n_opt"],
+                    loss_fitted=float(row.loss_opt),
+                    loss_predicted=p["loss_opt"],
+                    **common,
+                )
+            )
+    return ExtrapolationCheck(rows=tuple(rows), skipped=tuple(skipped))
+
+
+def _grid_at(fit: ParametricFit) -> dict[str, np.ndarray]:
+    """A one-point start grid at a fit's optimum."""
+    return {
+        "a": np.array([np.log(fit.A)]),
+        "b": np.array([np.log(fit.B)]),
+        "e": np.array([np.log(fit.E)]),
+        "alpha": np.array([fit.alpha]),
+        "beta": np.array([fit.beta]),
+    }

@@ -18,8 +18,10 @@ import pandas as pd
 from scipy.optimize import minimize, minimize_scalar
 
 from moescale.errors import UserError
+from moescale.fitting.budgets import group_budgets
 from moescale.fitting.compute_law import DEFAULT_LAW, ComputeLaw
-from moescale.fitting.powerlaw import INTERVAL
+from moescale.fitting.powerlaw import percentile_interval
+from moescale.fitting.resample import draw_runs, what_is_resampled
 
 PARAMS = ("a", "b", "e", "alpha", "beta")
 
@@ -47,6 +49,21 @@ class ParametricFit:
     huber_delta: float
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     excluded: tuple[str, ...] = ()
+    interval_note: str = ""  # what the bootstrap resampled
+    # bootstrap parameter vectors [S, 5] as (log A, log B, log E, alpha, beta)
+    samples: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def from_theta(cls, theta: np.ndarray, **rest) -> ParametricFit:
+        a, b, e, alpha, beta = (float(v) for v in theta)
+        return cls(
+            E=float(np.exp(e)),
+            A=float(np.exp(a)),
+            B=float(np.exp(b)),
+            alpha=alpha,
+            beta=beta,
+            **rest,
+        )
 
     def loss(self, n: float | np.ndarray, d: float | np.ndarray) -> float | np.ndarray:
         n, d = np.asarray(n, float), np.asarray(d, float)
@@ -77,6 +94,20 @@ class ParametricFit:
             "loss_opt": float(result.fun),
         }
 
+    def predict(self, flops: float, compute_law: ComputeLaw | None = None) -> dict:
+        """The optimum at `flops` under the compute law, with 95% intervals from pushing every
+        bootstrap fit through `optimal` (D = C/(a·N + b) in each, so every sample spends C)."""
+        out = {"flops": float(flops), **self.optimal(flops, compute_law)}
+        draws = [
+            ParametricFit.from_theta(theta, objective=0.0, n_points=0, huber_delta=0.0).optimal(
+                flops, compute_law
+            )
+            for theta in (self.samples if self.samples is not None else [])
+        ]
+        for key in ("n_opt", "d_opt", "loss_opt"):
+            out[f"{key}_interval"] = percentile_interval([d[key] for d in draws])
+        return out
+
     def to_dict(self) -> dict:
         return {
             "E": self.E,
@@ -90,7 +121,27 @@ class ParametricFit:
             "huber_delta": self.huber_delta,
             "intervals": self.intervals,
             "excluded": list(self.excluded),
+            "interval_note": self.interval_note,
+            "samples": None if self.samples is None else self.samples.tolist(),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ParametricFit:
+        samples = data.get("samples")
+        return cls(
+            E=data["E"],
+            A=data["A"],
+            B=data["B"],
+            alpha=data["alpha"],
+            beta=data["beta"],
+            objective=data["objective"],
+            n_points=data["n_points"],
+            huber_delta=data["huber_delta"],
+            intervals={k: tuple(v) for k, v in data.get("intervals", {}).items()},
+            excluded=tuple(data.get("excluded", ())),
+            interval_note=data.get("interval_note", ""),
+            samples=None if samples is None else np.asarray(samples, float),
+        )
 
 
 def _objective_and_gradient(
@@ -230,6 +281,7 @@ def fit_parametric(
     n_col: str = "n_active",
     d_col: str = "tokens",
     loss_col: str = "final_loss",
+    budget_col: str = "budget_flops",
     huber_delta: float = 1e-3,
     drop_highest: int = 0,
     bootstrap: int = 0,
@@ -238,7 +290,8 @@ def fit_parametric(
 ) -> ParametricFit:
     """Fit L = E + A/N^alpha + B/D^beta to a table (Approach 3). `drop_highest` removes the
     points of highest loss first (Epoch drops 5 of Chinchilla's 245); `bootstrap` > 0 refits
-    on that many resamples of the points (from the best start) for 95% intervals."""
+    (from the best start) on that many two-stage resamples — budgets, then runs within each
+    (resample.py); a table without `budget_col` is one budget — for 95% intervals."""
     excluded: list[str] = []
     if "status" in table:
         bad = table["status"] != "completed"
@@ -264,28 +317,33 @@ def fit_parametric(
     theta, objective = _fit_once(log_n, log_d, log_loss, huber_delta, start_grid(grid))
 
     intervals: dict[str, tuple[float, float]] = {}
+    samples, note = None, "no bootstrap asked for"
     if bootstrap > 0:
+        if budget_col in table:
+            group, centres = group_budgets(table[budget_col].to_numpy(float))
+        else:
+            group, centres = np.zeros(len(table), dtype=int), np.ones(1)
+        members = [np.flatnonzero(group == g) for g in range(len(centres))]
         rng = np.random.default_rng(seed)
-        samples = []
-        for _ in range(bootstrap):
-            pick = rng.integers(0, len(log_n), len(log_n))
-            th, _ = _fit_once(log_n[pick], log_d[pick], log_loss[pick], huber_delta, theta[None, :])
-            samples.append(th)
-        samples = np.array(samples)
+        samples = np.array(
+            [
+                _fit_once(log_n[pick], log_d[pick], log_loss[pick], huber_delta, theta[None, :])[0]
+                for pick in (draw_runs(members, rng) for _ in range(bootstrap))
+            ]
+        )
         natural = np.column_stack([np.exp(samples[:, :3]), samples[:, 3:]])
         for i, name in enumerate(("A", "B", "E", "alpha", "beta")):
-            low, high = np.percentile(natural[:, i], INTERVAL)
-            intervals[name] = (float(low), float(high))
-    a, b, e, alpha, beta = theta
-    return ParametricFit(
-        E=float(np.exp(e)),
-        A=float(np.exp(a)),
-        B=float(np.exp(b)),
-        alpha=float(alpha),
-        beta=float(beta),
+            intervals[name] = percentile_interval(natural[:, i])
+        note = f"{bootstrap} bootstrap refits: " + what_is_resampled(
+            len(members), "runs within each budget with replacement"
+        )
+    return ParametricFit.from_theta(
+        theta,
         objective=objective,
         n_points=len(log_n),
         huber_delta=huber_delta,
         intervals=intervals,
         excluded=tuple(excluded),
+        interval_note=note,
+        samples=samples,
     )

@@ -1,8 +1,10 @@
-"""Refit every law from a results folder or a published table: the work behind `moescale fit`."""
+"""Refit every law from a results folder or a published table: the work behind `moescale fit`,
+and fit.json — written, read back as typed objects, and matched to the runs it came from."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,17 +12,40 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from moescale import __version__
 from moescale.errors import UserError
-from moescale.fitting.compute_law import ComputeLaw, fit_compute_law
+from moescale.fitting.compute_law import DEFAULT_LAW, ComputeLaw, fit_compute_law
 from moescale.fitting.envelope import EnvelopeFit, fit_envelope
 from moescale.fitting.extrapolation import ExtrapolationCheck, extrapolation_check
-from moescale.fitting.isoflop import EdgeOptimumWarning, IsoflopFit, fit_isoflop
+from moescale.fitting.isoflop import DEFAULT_METHOD, EdgeOptimumWarning, IsoflopFit, fit_isoflop
+from moescale.fitting.isoflop import METHODS as ISOFLOP_METHODS
 from moescale.fitting.parametric import ParametricFit, fit_parametric
-from moescale.fitting.tables import map_columns, read_table
-from moescale.results import atomic_write_json, load_curves, load_runs
+from moescale.fitting.powerlaw import SaturatingLaw
+from moescale.fitting.prediction import allocation_width, headline, method_prediction
+from moescale.fitting.tables import ASSUMED_LAW_ATTR, map_columns, read_table
+from moescale.results import atomic_write_json, load_curves, load_runs, read_json
 
 METHODS = ("isoflop", "parametric", "envelope", "all")
 DEFAULT_TARGET_FACTOR = 100.0  # the default target: 100 × the largest budget
+DEFAULT_BOOTSTRAP = 200
+
+N_CONVENTION = (
+    "n_active: activated parameters — attention, router, shared experts, the top-k routed "
+    "experts, norms and the output head; not the input embedding table (a lookup)"
+)
+FLOPS_CONVENTION = (
+    "training FLOPs counted exactly per architecture at its sequence length (3 × forward, "
+    "attention scores and values included), or the table's own C"
+)
+
+
+def runs_hash(runs: pd.DataFrame) -> str:
+    """A hash of the runs table's content (row order and column order do not matter)."""
+    table = runs.sort_values("run_id") if "run_id" in runs else runs
+    table = table[sorted(table.columns)].reset_index(drop=True)
+    digest = hashlib.sha256(",".join(table.columns).encode())
+    digest.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 @dataclass
@@ -29,14 +54,19 @@ class FitReport:
 
     source: str
     target_flops: float
+    options: dict = field(default_factory=dict)
+    runs_hash: str = ""
+    created: str = ""
+    version: str = __version__
+    conventions: dict = field(default_factory=dict)
     compute_law: ComputeLaw | None = None
     compute_law_time: ComputeLaw | None = None
     isoflop: IsoflopFit | None = None
     parametric: ParametricFit | None = None
     envelope: EnvelopeFit | None = None
     extrapolation: ExtrapolationCheck | None = None
-    prediction: dict = field(default_factory=dict)
-    parametric_prediction: dict = field(default_factory=dict)
+    prediction: dict = field(default_factory=dict)  # the headline
+    predictions: dict = field(default_factory=dict)  # every method's own, by method
     run_counts: dict = field(default_factory=dict)
     skipped: dict = field(default_factory=dict)
 
@@ -46,8 +76,14 @@ class FitReport:
 
         return {
             "source": self.source,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": self.created,
+            "moescale_version": self.version,
+            "options": self.options,
+            "runs_hash": self.runs_hash,
             "target_flops": self.target_flops,
+            "conventions": self.conventions,
+            "prediction": self.prediction,
+            "predictions": self.predictions,
             "run_counts": self.run_counts,
             "compute_law": part(self.compute_law),
             "compute_law_time": part(self.compute_law_time),
@@ -55,10 +91,37 @@ class FitReport:
             "parametric": part(self.parametric),
             "envelope": part(self.envelope),
             "extrapolation": part(self.extrapolation),
-            "prediction": self.prediction,
-            "parametric_prediction": self.parametric_prediction,
             "skipped": self.skipped,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FitReport:
+        def part(kind, key):
+            return None if data.get(key) is None else kind.from_dict(data[key])
+
+        return cls(
+            source=data["source"],
+            target_flops=data["target_flops"],
+            options=data.get("options", {}),
+            runs_hash=data.get("runs_hash", ""),
+            created=data.get("created", ""),
+            version=data.get("moescale_version", ""),
+            conventions=data.get("conventions", {}),
+            compute_law=part(ComputeLaw, "compute_law"),
+            compute_law_time=part(ComputeLaw, "compute_law_time"),
+            isoflop=part(IsoflopFit, "isoflop"),
+            parametric=part(ParametricFit, "parametric"),
+            envelope=part(EnvelopeFit, "envelope"),
+            extrapolation=part(ExtrapolationCheck, "extrapolation"),
+            prediction=data.get("prediction", {}),
+            predictions=data.get("predictions", {}),
+            run_counts=data.get("run_counts", {}),
+            skipped=data.get("skipped", {}),
+        )
+
+    def matches(self, runs: pd.DataFrame, options: dict) -> bool:
+        """Was this fit made from exactly these runs, with these options?"""
+        return self.runs_hash == runs_hash(runs) and self.options == options
 
 
 def load_source(
@@ -75,6 +138,31 @@ def load_source(
     return table, None, source.with_name(source.name.split(".")[0] + ".fit.json")
 
 
+def fit_options(
+    method: str = "all",
+    target_flops: float | None = None,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+    isoflop_method: str = DEFAULT_METHOD,
+    n_nearest: int | None = None,
+) -> dict:
+    """The options a fit was made with, as fit.json records them (the seed is fixed at 0)."""
+    return {
+        "method": method,
+        "target_flops": None if target_flops is None else float(target_flops),
+        "bootstrap": int(bootstrap),
+        "isoflop_method": isoflop_method,
+        "n_nearest": n_nearest,
+    }
+
+
+def _conventions(runs: pd.DataFrame) -> dict:
+    out = {"n": N_CONVENTION, "flops": FLOPS_CONVENTION, "loss": "nats per token, held out"}
+    if {"d_model", "vocab_size", "n_active"} <= set(runs):
+        share = runs["d_model"] * runs["vocab_size"] / runs["n_active"]
+        out["head_share_of_n"] = {"min": float(share.min()), "max": float(share.max())}
+    return out
+
+
 def fit_all(
     runs: pd.DataFrame,
     curves: pd.DataFrame | None,
@@ -82,14 +170,25 @@ def fit_all(
     method: str = "all",
     target_flops: float | None = None,
     bootstrap: int = 0,
-    isoflop_method: str = "parabola",
+    isoflop_method: str = DEFAULT_METHOD,
     strict: bool = True,
+    *,
+    n_nearest: int | None = None,
 ) -> FitReport:
-    """Every law the data supports. With `strict`, a method asked for by name that cannot be
-    fitted is an error (and so is the isoFLOP fit under "all"); without, it is recorded in
-    `skipped` and the rest goes on (the report's choice: show what there is)."""
+    """Every law the data supports, each method's prediction at the target and the headline.
+    With `strict`, a method asked for by name that cannot be fitted is an error (and so is
+    the isoFLOP fit under "all"); without, it is recorded in `skipped` and the rest goes on
+    (the report's choice: show what there is)."""
     if method not in METHODS:
         raise UserError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
+    if target_flops is not None and not (np.isfinite(target_flops) and target_flops > 0):
+        raise UserError(f"--target-flops must be a positive number, got {target_flops}")
+    if isoflop_method not in ISOFLOP_METHODS:
+        raise UserError(
+            f"--isoflop-method must be one of {', '.join(ISOFLOP_METHODS)}, got '{isoflop_method}'"
+        )
+    if n_nearest is not None and n_nearest < 3:
+        raise UserError(f"--n-nearest must be at least 3, got {n_nearest}")
     statuses = (
         runs["status"].value_counts().to_dict() if "status" in runs else {"completed": len(runs)}
     )
@@ -98,36 +197,65 @@ def fit_all(
         raise UserError(f"{source}: no completed runs to fit")
     budget_max = float(completed["budget_flops"].max())
     target = float(target_flops) if target_flops else DEFAULT_TARGET_FACTOR * budget_max
-    if target <= 0 or not np.isfinite(target):
-        raise UserError(f"--target-flops must be a positive number, got {target_flops}")
     report = FitReport(
-        source=source, target_flops=target, run_counts={k: int(v) for k, v in statuses.items()}
+        source=source,
+        target_flops=target,
+        options=fit_options(method, target_flops, bootstrap, isoflop_method, n_nearest),
+        runs_hash=runs_hash(runs),
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        conventions=_conventions(completed),
+        run_counts={k: int(v) for k, v in statuses.items()},
     )
 
-    if "flops_per_token" in completed and completed["n_active"].nunique() >= 2:
+    if runs.attrs.get(ASSUMED_LAW_ATTR):
+        report.compute_law = DEFAULT_LAW
+    elif "flops_per_token" in completed and completed["n_active"].nunique() >= 2:
         report.compute_law = fit_compute_law(runs, cost="flops")
         if {"train_s", "peak_flops"} <= set(runs) and (completed["train_s"].fillna(0) > 0).all():
             report.compute_law_time = fit_compute_law(runs, cost="time")
+    law = report.compute_law or DEFAULT_LAW
 
+    iso_args = {"method": isoflop_method, "n_nearest": n_nearest}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EdgeOptimumWarning)  # listed in `excluded` instead
         if method in ("isoflop", "all"):
             try:
-                report.isoflop = fit_isoflop(runs, method=isoflop_method, bootstrap=bootstrap)
-                report.prediction = report.isoflop.predict(target)
-                report.extrapolation = extrapolation_check(runs, method=isoflop_method)
+                report.isoflop = fit_isoflop(runs, bootstrap=bootstrap, **iso_args)
+                report.predictions["isoflop"] = method_prediction(
+                    "isoflop",
+                    report.isoflop.predict(target, law),
+                    report.isoflop.interval_note,
+                    law,
+                )
+                if not isinstance(report.isoflop.loss_law, SaturatingLaw):
+                    report.predictions["isoflop"]["loss_note"] = (
+                        "optimal loss from a power law in C with no floor (fewer than 4 "
+                        "budgets): it falls without limit and extrapolates low"
+                    )
             except UserError as err:
-                if strict and report.isoflop is None:
+                if strict:
                     raise
-                report.skipped["extrapolation" if report.isoflop else "isoflop"] = str(err)
-    if method in ("parametric", "all"):
-        try:
-            report.parametric = fit_parametric(runs, bootstrap=min(bootstrap, 100))
-            report.parametric_prediction = report.parametric.optimal(target, report.compute_law)
-        except UserError as err:
-            if strict and method == "parametric":
-                raise
-            report.skipped["parametric"] = str(err)
+                report.skipped["isoflop"] = str(err)
+        if method in ("parametric", "all"):
+            try:
+                report.parametric = fit_parametric(runs, bootstrap=bootstrap)
+                report.predictions["parametric"] = method_prediction(
+                    "parametric",
+                    report.parametric.predict(target, law),
+                    report.parametric.interval_note,
+                    law,
+                )
+            except UserError as err:
+                if strict and method == "parametric":
+                    raise
+                report.skipped["parametric"] = str(err)
+        if report.isoflop is not None or report.parametric is not None:
+            try:
+                report.extrapolation = extrapolation_check(
+                    runs, compute_law=law, parametric=report.parametric, **iso_args
+                )
+            except UserError as err:
+                report.skipped["extrapolation"] = str(err)
     if method in ("envelope", "all"):
         try:
             if curves is None:
@@ -137,8 +265,32 @@ def fit_all(
             if strict and method == "envelope":
                 raise
             report.skipped["envelope"] = str(err)
+
+    check = report.extrapolation
+    largest = (
+        float(report.isoflop.interior["budget"].max()) if report.isoflop is not None else budget_max
+    )
+    report.prediction = headline(
+        report.predictions,
+        largest_budget=largest,
+        checked_factor={m: check.max_factor(m) if check else None for m in report.predictions},
+        allocation_interval_width=allocation_width(
+            None if report.parametric is None else report.parametric.samples
+        ),
+    )
     return report
 
 
-def write_report(report: FitReport, path: str | Path) -> None:
+def write_fit_json(report: FitReport, path: str | Path) -> None:
+    """fit.json, atomically."""
     atomic_write_json(path, report.to_dict())
+
+
+def load_fit(path: str | Path) -> FitReport:
+    """A fit.json read back as the typed objects `fit_all` returns (no refitting), so that
+    `load_fit(p).parametric.predict(3e24, law)` works in a notebook."""
+    data = read_json(path)
+    try:
+        return FitReport.from_dict(data)
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{path}: not a moescale fit.json ({type(err).__name__}: {err})") from None

@@ -10,6 +10,16 @@ import numpy as np
 INTERVAL = (2.5, 97.5)  # percentiles of a 95% bootstrap interval
 
 
+def percentile_interval(values: np.ndarray) -> tuple[float, float] | None:
+    """The 95% percentile interval of bootstrap values (NaN ignored); None with fewer than 2."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    if len(values) < 2:
+        return None
+    low, high = np.percentile(values, INTERVAL)
+    return float(low), float(high)
+
+
 @dataclass(frozen=True)
 class PowerLaw:
     """y = coef · x^exponent; `samples` are bootstrap (log coef, exponent) pairs, if any."""
@@ -50,7 +60,12 @@ class PowerLaw:
             "coef_interval": self.coef_interval,
             "exponent_interval": self.exponent_interval,
             "bootstrap_samples": 0 if self.samples is None else len(self.samples),
+            "samples": None if self.samples is None else self.samples.tolist(),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PowerLaw:
+        return cls(data["coef"], data["exponent"], _samples(data.get("samples")))
 
 
 def fit_log_linear(
@@ -104,7 +119,29 @@ class SaturatingLaw:
             "decay": self.decay,
             "x_ref": self.x_ref,
             "bootstrap_samples": 0 if self.samples is None else len(self.samples),
+            "samples": None if self.samples is None else self.samples.tolist(),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SaturatingLaw:
+        return cls(
+            data["floor"],
+            data["scale"],
+            data["decay"],
+            data["x_ref"],
+            _samples(data.get("samples")),
+        )
+
+
+def loss_law_from_dict(data: dict | None) -> SaturatingLaw | PowerLaw | None:
+    """The optimal-loss law as written by `to_dict`: saturating when it has a floor."""
+    if data is None:
+        return None
+    return SaturatingLaw.from_dict(data) if "floor" in data else PowerLaw.from_dict(data)
+
+
+def _samples(values) -> np.ndarray | None:
+    return None if values is None else np.asarray(values, float)
 
 
 def fit_saturating_params(

@@ -12,6 +12,8 @@ from moescale.fitting.compute_law import DEFAULT_LAW, ComputeLaw
 from moescale.results import read_parquet
 
 CANONICAL = ("n_active", "tokens", "flops", "final_loss", "budget_flops")
+# set in a mapped table's attrs when D or C came from an assumed compute law (6ND by default)
+ASSUMED_LAW_ATTR = "compute_law_assumed"
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -59,6 +61,8 @@ def map_columns(
                 bad = columns.get(name) or name
                 raise UserError(f"{source}: column '{bad}' has NaN or non-positive values")
             out[name] = values
+    if "tokens" not in out or "flops" not in out:
+        out.attrs[ASSUMED_LAW_ATTR] = law.cost == "assumed"
     if "tokens" not in out:
         out["tokens"] = law.tokens(out["flops"], out["n_active"])
     if "flops" not in out:

@@ -6,6 +6,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from moescale.published.constants import (  # noqa: F401  (re-exported)
+    DENSE_A,
+    EPOCH_CHINCHILLA,
+    HOFFMANN_APPROACH3,
+    HUNYUAN_COMPUTE_A,
+    HUNYUAN_COMPUTE_B,
+    HUNYUAN_D_OPT,
+    HUNYUAN_N_OPT,
+    HUNYUAN_REF,
+    HUNYUAN_TARGET,
+)
+
 HERE = Path(__file__).parent
 
 

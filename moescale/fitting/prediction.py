@@ -1,0 +1,180 @@
+"""The headline: one N_opt, D_opt and loss at the target budget, with 95% intervals, the method
+behind it, how far the other methods agree, and how far past the sweep it reaches.
+
+Why Approach 3 leads. When the per-token overhead b·D is a sizeable share of C (a quarter of
+the smallest budgets in the Hunyuan-Large design), N_opt is not a power law of C over the
+sweep: the optimum shifts as b·D's share falls with C, and a power law fitted at small budgets
+bends the extrapolation low (by 20–40% at 100–10,000× past the sweep in our simulations).
+The parametric law L(N, D) = E + A/N^α + B/D^β, minimised under the fitted compute law
+C = (a·N + b)·D at the target, carries that shift by construction and spends exactly C.
+Approach 2 (N_opt power law, D_opt from the compute law) stays beside it with its own
+interval; where the two disagree beyond their intervals, `agreement` says so in words.
+
+Approach 3 leads when the data pin it down: the 95% bootstrap interval of its allocation
+exponent β/(α+β) — what sets how N_opt grows with C — no wider than IDENTIFIED_WIDTH. With
+few runs its five parameters are not identified (a 14-run sweep can leave α anywhere from
+0.5 to 15), and then Approach 2 leads. The hold-out check is reported beside, not used to
+choose: each held-out budget's own optimum carries ±15–25% of noise on a factor-2 grid, too
+much to rank two methods by in our simulations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moescale.fitting.compute_law import ComputeLaw
+from moescale.fitting.powerlaw import percentile_interval
+
+HEADLINE_ORDER = ("parametric", "isoflop")  # the first one fitted leads
+LABELS = {
+    "parametric": "Approach 3: L = E + A/N^α + B/D^β, minimised under the fitted compute law",
+    "isoflop": "Approach 2: per-budget optima, N_opt power law in C, D_opt = C/(a·N_opt + b)",
+}
+# β/(α+β) is 0.46–0.73 across published laws (Chinchilla to Kaplan): an interval wider than
+# 0.2 spans much of that disagreement, so it does not say how N_opt grows
+IDENTIFIED_WIDTH = 0.2
+FAR_BEYOND = 10.0  # reach more than this × the furthest factor the hold-out check covered
+
+
+def _interval_text(interval) -> str:
+    return "no interval" if not interval else f"{interval[0]:.3g}–{interval[1]:.3g}"
+
+
+def method_prediction(method: str, predicted: dict, interval_note: str, law: ComputeLaw) -> dict:
+    """One method's prediction as fit.json keeps it: values, intervals, what the interval
+    resampled (or why there is none), and the budget it spends under the compute law."""
+    spent = float(law.flops_per_token(predicted["n_opt"]) * predicted["d_opt"])
+    return {
+        "method": method,
+        "label": LABELS.get(method, method),
+        **predicted,
+        "interval_note": interval_note or "no interval",
+        "flops_spent": spent,
+    }
+
+
+def agreement(predictions: dict[str, dict]) -> dict:
+    """Do the methods' N_opt agree? 'agree' when every point lies inside every other
+    method's interval, 'overlap' when the intervals overlap but a point falls outside,
+    'disagree' when two intervals do not overlap, 'unknown' without intervals."""
+    named = [(m, p) for m, p in predictions.items() if m in LABELS]
+    if len(named) < 2:
+        only = named[0][0] if named else "none"
+        return {"verdict": "single", "text": f"only one method could be fitted ({only})"}
+    verdict, words = "agree", []
+    for i, (m1, p1) in enumerate(named):
+        for m2, p2 in named[i + 1 :]:
+            i1, i2 = p1.get("n_opt_interval"), p2.get("n_opt_interval")
+            ratio = p1["n_opt"] / p2["n_opt"]
+            if not i1 or not i2:
+                pair = "unknown"
+            elif i1[1] < i2[0] or i2[1] < i1[0]:
+                pair = "disagree"
+            elif i2[0] <= p1["n_opt"] <= i2[1] and i1[0] <= p2["n_opt"] <= i1[1]:
+                pair = "agree"
+            else:
+                pair = "overlap"
+            order = ("agree", "unknown", "overlap", "disagree")
+            verdict = max(verdict, pair, key=order.index)
+            words.append(
+                f"{m1} N_opt {p1['n_opt']:.3g} ({_interval_text(i1)}) vs {m2} "
+                f"{p2['n_opt']:.3g} ({_interval_text(i2)}): ratio {ratio:.2f}, {pair}"
+            )
+    lead = {
+        "agree": "the methods agree",
+        "overlap": "the methods roughly agree (intervals overlap, but a point estimate falls outside another's interval)",
+        "disagree": "the methods DISAGREE beyond their intervals: trust neither blindly",
+        "unknown": "agreement cannot be judged: a method has no interval",
+    }[verdict]
+    return {"verdict": verdict, "text": f"{lead} — " + "; ".join(words)}
+
+
+def allocation_width(parametric_samples: np.ndarray | None) -> float | None:
+    """Width of the 95% bootstrap interval of β/(α+β), from (log A, log B, log E, α, β) rows."""
+    if parametric_samples is None or len(parametric_samples) < 2:
+        return None
+    alpha, beta = parametric_samples[:, 3], parametric_samples[:, 4]
+    interval = percentile_interval(beta / (alpha + beta))
+    return None if interval is None else interval[1] - interval[0]
+
+
+def choose_method(predictions: dict[str, dict], allocation_interval_width: float | None) -> str:
+    """Approach 3 when fitted and identified (or when nothing else was fitted), else Approach 2."""
+    if "parametric" in predictions and (
+        "isoflop" not in predictions
+        or allocation_interval_width is None
+        or allocation_interval_width <= IDENTIFIED_WIDTH
+    ):
+        return "parametric"
+    return "isoflop"
+
+
+def headline(
+    predictions: dict[str, dict],
+    *,
+    largest_budget: float,
+    checked_factor: dict[str, float | None],
+    allocation_interval_width: float | None,
+) -> dict:
+    """The prediction fit.json leads with (`choose_method`), its agreement with the others,
+    and its reach past the largest budget against what the hold-out check covered."""
+    if not predictions:
+        return {}
+    method = choose_method(predictions, allocation_interval_width)
+    out = dict(predictions[method])
+    width = allocation_interval_width
+    if method == "parametric":
+        out["chosen_because"] = (
+            "Approach 3 leads (it carries the b·D share of C that a power law of C cannot)"
+            + ("" if width is None else f"; its allocation exponent's interval is {width:.2f} wide")
+        )
+    else:
+        out["chosen_because"] = (
+            "Approach 3 could not be fitted"
+            if "parametric" not in predictions
+            else f"Approach 3 is not identified by these runs: the 95% interval of its allocation "
+            f"exponent β/(α+β) is {width:.2f} wide (more than {IDENTIFIED_WIDTH})"
+        )
+    out["agreement"] = agreement(predictions)
+    reach = out["flops"] / largest_budget
+    covered = checked_factor.get(method)
+    out["reach"] = {"factor": reach, "largest_budget": largest_budget, "checked_factor": covered}
+    warnings = []
+    if covered is None:
+        warnings.append(
+            f"{reach:.3g}× past the largest budget, and no hold-out check of {method} could be run"
+        )
+    elif reach > FAR_BEYOND * covered:
+        warnings.append(
+            f"{reach:.3g}× past the largest budget, far beyond the {covered:.2g}× the hold-out "
+            "check covered: the interval assumes the law's form holds all the way"
+        )
+    if out["agreement"]["verdict"] == "disagree":
+        warnings.append(out["agreement"]["text"].split(" — ")[0])
+    out["warnings"] = warnings
+    return out
+
+
+def headline_line(prediction: dict) -> str:
+    """The headline in one line of words: the CLI's last line and the report's first."""
+    if not prediction:
+        return "no prediction: neither the parametric nor the isoFLOP law could be fitted"
+    p = prediction
+    text = (
+        f"N_opt ≈ {p['n_opt']:.3g} activated parameters ({_interval_text(p.get('n_opt_interval'))}, 95%), "
+        f"D_opt ≈ {p['d_opt']:.3g} tokens ({_interval_text(p.get('d_opt_interval'))})"
+    )
+    if "loss_opt" in p:
+        text += f", loss ≈ {p['loss_opt']:.4g} nats/token" + (
+            " (no floor)" if "loss_note" in p else ""
+        )
+    text += (
+        f" at C = {p['flops']:.3g} FLOPs — {p['method']} ({p['label']}); "
+        f"{p['reach']['factor']:.3g}× past the largest budget"
+    )
+    covered = p["reach"]["checked_factor"]
+    if covered:
+        text += f" (hold-out check reached {covered:.2g}×)"
+    verdict = p["agreement"]["verdict"]
+    text += f"; agreement: {verdict}"
+    return text
