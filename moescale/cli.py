@@ -225,6 +225,7 @@ def sweep(
     """Plan an isoFLOP grid and run it on Ray; run it again to finish what is missing."""
     from moescale.sweeps import load_sweep_spec, plan_sweep
     from moescale.sweeps.dry_run import plan_table, probe_throughput
+    from moescale.sweeps.runner import corpus_repetition
 
     spec = load_sweep_spec(config)
     console = Console()
@@ -232,7 +233,7 @@ def sweep(
         plan = plan_sweep(spec)
         with console.status("measuring throughput…"):
             flops_per_s, how = probe_throughput(spec, plan)
-        table, frame = plan_table(spec, plan, flops_per_s, how)
+        table, frame = plan_table(spec, plan, flops_per_s, how, corpus_repetition(spec, plan))
         console.print(table)
         for line in plan.dropped:
             console.print(f"[yellow]dropped:[/yellow] {line}")

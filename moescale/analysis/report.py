@@ -246,6 +246,14 @@ def build_sections(
             diagnostics.warnings.append(f"excluded: {line}")
     for name, why in fit.skipped.items():
         diagnostics.warnings.append(f"{name} skipped: {why}")
+    over = fit.repetition.get("runs_over_threshold", [])
+    if over:
+        diagnostics.warnings.append(
+            f"{len(over)} run(s) read their training data more than "
+            f"{fit.repetition['threshold_epochs']:g} times: "
+            + ", ".join(f"{r['run_id']} ({r['epochs']:.1f} passes)" for r in over)
+            + f". What the fits did: {fit.repetition['action']}."
+        )
     limited = step_limited_warning(runs, fit)
     if limited:
         diagnostics.warnings.append(limited)

@@ -167,6 +167,20 @@ def fit_summary(report: FitReport) -> list:
             f"(Huber objective {f.objective:.4g} on {f.n_points} points; N_opt ∝ C^{f.allocation_exponent:.3f} "
             f"where b·D is negligible); intervals: {f.interval_note}"
         )
+    if report.repetition:
+        r = report.repetition
+        out.append(
+            f"passes over the data: at most {r['max_epochs']:.2f}; "
+            f"{len(r['runs_over_threshold'])} run(s) beyond {r['threshold_epochs']:g} — {r['action']}"
+        )
+    if report.data_constrained is not None:
+        dc = report.data_constrained
+        interval = dc.intervals.get("r_star_d")
+        out.append(
+            f"data-constrained law (Muennighoff et al. 2023): R*_D = {dc.r_star_d:.3g}"
+            + (f" [{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "")
+            + f" (the paper: 15.4); intervals: {dc.interval_note}"
+        )
     if report.predictions:
         out.append(_predictions_table(report))
     if report.extrapolation is not None and report.extrapolation.rows:

@@ -13,7 +13,7 @@ import pandas as pd
 from moescale.errors import UserError
 from moescale.fitting.compute_law import ComputeLaw
 from moescale.fitting.isoflop import fit_isoflop
-from moescale.fitting.parametric import ParametricFit, fit_parametric
+from moescale.fitting.parametric import ParametricFit, fit_parametric, grid_at
 
 HOLD_OUTS = (1, 2, 3)
 # starts for the held-out parametric refits: the full fit's optimum plus a coarse grid
@@ -135,7 +135,7 @@ def extrapolation_check(
             skipped.append(f"parametric, holding out {k}: {err}")
             continue
         refit = min(
-            (refit, fit_parametric(below, grid=_grid_at(parametric))),
+            (refit, fit_parametric(below, grid=grid_at(parametric))),
             key=lambda f: f.objective,
         )
         for row in held.itertuples():
@@ -153,14 +153,3 @@ def extrapolation_check(
                 )
             )
     return ExtrapolationCheck(rows=tuple(rows), skipped=tuple(skipped))
-
-
-def _grid_at(fit: ParametricFit) -> dict[str, np.ndarray]:
-    """A one-point start grid at a fit's optimum."""
-    return {
-        "a": np.array([np.log(fit.A)]),
-        "b": np.array([np.log(fit.B)]),
-        "e": np.array([np.log(fit.E)]),
-        "alpha": np.array([fit.alpha]),
-        "beta": np.array([fit.beta]),
-    }

@@ -270,6 +270,22 @@ def _fit_once(
     return best_theta, best_value
 
 
+def theta_of(fit: ParametricFit) -> np.ndarray:
+    """(log A, log B, log E, alpha, beta): the vector the fit is optimised in."""
+    return np.array([np.log(fit.A), np.log(fit.B), np.log(fit.E), fit.alpha, fit.beta])
+
+
+def grid_at(fit: ParametricFit) -> dict[str, np.ndarray]:
+    """A one-point start grid at a fit's optimum: refits that should land near it."""
+    return {
+        "a": np.array([np.log(fit.A)]),
+        "b": np.array([np.log(fit.B)]),
+        "e": np.array([np.log(fit.E)]),
+        "alpha": np.array([fit.alpha]),
+        "beta": np.array([fit.beta]),
+    }
+
+
 def start_grid(grid: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """The starting points [S, 5] in the order a, b, e, alpha, beta (Epoch's grid by default)."""
     grid = grid or EPOCH_GRID

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,12 @@ import pandas as pd
 from moescale import __version__
 from moescale.errors import UserError
 from moescale.fitting.compute_law import DEFAULT_LAW, ComputeLaw, fit_compute_law
+from moescale.fitting.data_constrained import (
+    REPEAT_THRESHOLD,
+    DataConstrainedFit,
+    epochs,
+    fit_data_constrained,
+)
 from moescale.fitting.envelope import EnvelopeFit, fit_envelope
 from moescale.fitting.extrapolation import ExtrapolationCheck, extrapolation_check
 from moescale.fitting.isoflop import DEFAULT_METHOD, EdgeOptimumWarning, IsoflopFit, fit_isoflop
@@ -65,6 +71,8 @@ class FitReport:
     parametric: ParametricFit | None = None
     envelope: EnvelopeFit | None = None
     extrapolation: ExtrapolationCheck | None = None
+    data_constrained: DataConstrainedFit | None = None
+    repetition: dict = field(default_factory=dict)  # passes over the data, and what was done
     prediction: dict = field(default_factory=dict)  # the headline
     predictions: dict = field(default_factory=dict)  # every method's own, by method
     run_counts: dict = field(default_factory=dict)
@@ -91,6 +99,8 @@ class FitReport:
             "parametric": part(self.parametric),
             "envelope": part(self.envelope),
             "extrapolation": part(self.extrapolation),
+            "data_constrained": part(self.data_constrained),
+            "repetition": self.repetition,
             "skipped": self.skipped,
         }
 
@@ -113,6 +123,8 @@ class FitReport:
             parametric=part(ParametricFit, "parametric"),
             envelope=part(EnvelopeFit, "envelope"),
             extrapolation=part(ExtrapolationCheck, "extrapolation"),
+            data_constrained=part(DataConstrainedFit, "data_constrained"),
+            repetition=data.get("repetition", {}),
             prediction=data.get("prediction", {}),
             predictions=data.get("predictions", {}),
             run_counts=data.get("run_counts", {}),
@@ -214,6 +226,7 @@ def fit_all(
         if {"train_s", "peak_flops"} <= set(runs) and (completed["train_s"].fillna(0) > 0).all():
             report.compute_law_time = fit_compute_law(runs, cost="time")
     law = report.compute_law or DEFAULT_LAW
+    runs = _account_for_repetition(runs, report, bootstrap)
 
     iso_args = {"method": isoflop_method, "n_nearest": n_nearest}
     with warnings.catch_warnings():
@@ -238,7 +251,12 @@ def fit_all(
                 report.skipped["isoflop"] = str(err)
         if method in ("parametric", "all"):
             try:
-                report.parametric = fit_parametric(runs, bootstrap=bootstrap)
+                report.parametric = (
+                    # under repetition: the data-constrained law's own fresh-data law
+                    report.data_constrained.base
+                    if report.data_constrained is not None
+                    else fit_parametric(runs, bootstrap=bootstrap)
+                )
                 report.predictions["parametric"] = method_prediction(
                     "parametric",
                     report.parametric.predict(target, law),
@@ -279,6 +297,70 @@ def fit_all(
         ),
     )
     return report
+
+
+def _account_for_repetition(runs: pd.DataFrame, report: FitReport, bootstrap: int) -> pd.DataFrame:
+    """Where runs read their data more than REPEAT_THRESHOLD times, the laws of fresh data
+    would be biased (repeated tokens are worth less): fit the data-constrained law and give
+    the isoFLOP and parametric fits each repeated run's fresh-data equivalent loss (its loss
+    less the law's repetition penalty). Where that law cannot be fitted, leave the runs past
+    the threshold out instead. Either way report.repetition says what was done and why."""
+    if "unique_tokens" not in runs:
+        return runs
+    done = (runs["status"] == "completed") if "status" in runs else pd.Series(True, runs.index)
+    known = done & runs["unique_tokens"].notna() & (runs["unique_tokens"] > 0)
+    if not known.any():
+        return runs
+    passes = pd.Series(np.nan, index=runs.index)
+    passes[known] = epochs(runs.loc[known, "tokens"], runs.loc[known, "unique_tokens"])
+    over = known & (passes > REPEAT_THRESHOLD)
+    ids = runs["run_id"] if "run_id" in runs else pd.Series(runs.index.astype(str), runs.index)
+    report.repetition = {
+        "threshold_epochs": REPEAT_THRESHOLD,
+        "max_epochs": float(passes[known].max()),
+        "runs_over_threshold": [
+            {"run_id": str(ids[i]), "epochs": float(passes[i])} for i in runs.index[over]
+        ],
+    }
+    if not over.any():
+        report.repetition["action"] = (
+            f"none: every run read its data at most {REPEAT_THRESHOLD:g} times, where repeated "
+            "tokens are worth about as much as fresh ones (Muennighoff et al. 2023)"
+        )
+        return runs
+    try:
+        fit = fit_data_constrained(runs[known], bootstrap=min(bootstrap, 100))
+    except UserError as err:
+        report.skipped["data_constrained"] = str(err)
+        report.repetition["action"] = (
+            f"excluded: the {int(over.sum())} run(s) past {REPEAT_THRESHOLD:g} passes are left out "
+            f"of every fit, since the data-constrained law could not be fitted ({err})"
+        )
+        return runs[~over]
+    report.data_constrained = replace(
+        fit,
+        base=replace(
+            fit.base,
+            excluded=fit.base.excluded
+            + (
+                "fitted as the fresh-data law of the data-constrained fit: on the runs that "
+                "read their data at most once",
+            ),
+        ),
+    )
+    penalty = pd.Series(0.0, index=runs.index)
+    penalty[known] = fit.repetition_penalty(
+        runs.loc[known, "n_active"], runs.loc[known, "tokens"], runs.loc[known, "unique_tokens"]
+    )
+    report.repetition["action"] = (
+        f"corrected: every repeated run's loss is replaced by its fresh-data equivalent under the "
+        f"data-constrained law (R*_D = {fit.r_star_d:.3g}), a penalty of up to "
+        f"{penalty.max():.3g} nats/token, before the isoFLOP fit; the parametric law is the "
+        "data-constrained fit's fresh-data law"
+    )
+    corrected = runs.copy()
+    corrected["final_loss"] = runs["final_loss"] - penalty
+    return corrected
 
 
 def write_fit_json(report: FitReport, path: str | Path) -> None:

@@ -95,3 +95,25 @@ def simulated_design_sweep(seed: int) -> pd.DataFrame:
     return realistic_sweep(
         SIMULATED_LAW, SIMULATED_COMPUTE_LAW, list(SIMULATED_BUDGETS), seed=seed, **SIMULATED_GUESS
     )
+
+
+def data_constrained_sweep(
+    law,  # a DataConstrainedFit
+    compute_law: ComputeLaw,
+    budgets: list[float],
+    *,
+    unique_tokens: float,
+    **design,
+) -> pd.DataFrame:
+    """`realistic_sweep` on one corpus of `unique_tokens`: every run's loss comes from the
+    data-constrained law at its own passes over that corpus, and the table has the
+    unique_tokens column a real sweep records."""
+
+    class OneCorpus:
+        @staticmethod
+        def loss(n, d):
+            return law.loss(n, d, unique_tokens)
+
+    table = realistic_sweep(OneCorpus, compute_law, budgets, **design)
+    table["unique_tokens"] = float(unique_tokens)
+    return table

@@ -16,6 +16,10 @@ from moescale.published.constants import (  # noqa: F401  (re-exported)
     HUNYUAN_N_OPT,
     HUNYUAN_REF,
     HUNYUAN_TARGET,
+    MUENNIGHOFF_BASE,
+    MUENNIGHOFF_FREE_EPOCHS,
+    MUENNIGHOFF_R_STAR_D,
+    MUENNIGHOFF_R_STAR_N,
 )
 
 HERE = Path(__file__).parent

@@ -30,3 +30,19 @@ EPOCH_CHINCHILLA = {
 }
 # Hoffmann et al. (2022), "Training Compute-Optimal Large Language Models", Approach 3.
 HOFFMANN_APPROACH3 = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
+
+# Muennighoff et al. (2023), "Scaling Data-Constrained Language Models", arXiv 2305.16264,
+# §4 and their repository's plotstables/return.ipynb: the decay constants of repeated data
+# and excess parameters, and the fresh-data law they were fitted with (α = β there).
+MUENNIGHOFF_FREE_EPOCHS = (
+    4.0  # up to ~4 passes, repeated tokens are worth almost as much as fresh (§5)
+)
+MUENNIGHOFF_R_STAR_D = 15.387756
+MUENNIGHOFF_R_STAR_N = 5.309743
+MUENNIGHOFF_BASE = {
+    "log_A": 6.255414,
+    "log_B": 7.3049974,
+    "log_E": 0.6254804,
+    "alpha": 0.3526596,
+    "beta": 0.3526596,
+}

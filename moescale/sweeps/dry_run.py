@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from moescale.sweeps.plan import Plan
+from moescale.sweeps.plan import Plan, Repetition
 from moescale.sweeps.spec import SweepSpec
 
 PROBE_MAX_PARAMS = 20e6  # larger models are not probed on this machine
@@ -57,11 +57,16 @@ def probe_throughput(
 
 
 def plan_table(
-    spec: SweepSpec, plan: Plan, flops_per_s: Callable[[float], float], how: str
+    spec: SweepSpec,
+    plan: Plan,
+    flops_per_s: Callable[[float], float],
+    how: str,
+    repeats: Repetition | None = None,
 ) -> tuple[Table, pd.DataFrame]:
     frame = plan.table()
     rates = frame["n_active"].map(flops_per_s)
     frame["est_wall_s"] = frame["tokens"] * frame["flops_per_token"] / rates
+    frame["epochs"] = frame["run_id"].map(repeats.epochs) if repeats else np.nan
     table = Table(title=f"sweep '{spec.name}': {len(frame)} runs over {len(spec.budgets)} budgets")
     for column in (
         "budget",
@@ -69,14 +74,17 @@ def plan_table(
         "n_total",
         "D (tokens)",
         "tokens/param",
+        "passes",
         "steps",
         "est. wall",
     ):
         table.add_column(column, justify="right")
     for row in frame.itertuples():
+        over = repeats is not None and row.epochs > repeats.threshold
         table.add_row(
             f"{row.budget_flops:.3g}", f"{row.n_active:,}", f"{row.n_total:,}", f"{row.tokens:,}",
-            f"{row.tokens_per_param:.1f}", f"{row.steps:,}", f"{row.est_wall_s:,.0f} s",
+            f"{row.tokens_per_param:.1f}", "?" if np.isnan(row.epochs) else f"{row.epochs:.2f}",
+            f"{row.steps:,}", f"{row.est_wall_s:,.0f} s", style="yellow" if over else None,
         )  # fmt: skip
     parallel = (
         max(1, int((os.cpu_count() or 1) // spec.resources.cpus)) if spec.resources.gpus == 0 else 1
@@ -87,4 +95,10 @@ def plan_table(
         f"total {total_flops:.3g} FLOPs, {frame['tokens'].sum():,} tokens; est. {serial / 60:.1f} min of trial time, "
         f"~{serial / parallel / 60:.1f} min with {parallel} trials at a time here ({how}: {rates.min() / 1e9:.1f}-{rates.max() / 1e9:.1f} GFLOP/s per trial)"
     )
+    if repeats is not None:
+        table.caption += (
+            f"\npasses = tokens ÷ the corpus's {repeats.unique_tokens:,} unique training tokens; "
+            f"{len(repeats.over(plan))} run(s) beyond {repeats.threshold:g} (yellow); every planned "
+            f"size stays within {repeats.threshold:g} passes up to {repeats.largest_budget(plan):.3g} FLOPs"
+        )
     return table, frame

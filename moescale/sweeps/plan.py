@@ -204,3 +204,37 @@ def bracket_extensions(
                 continue
             added.append(run)
     return added
+
+
+@dataclass(frozen=True)
+class Repetition:
+    """How often the planned runs read a corpus of `unique_tokens` training tokens."""
+
+    unique_tokens: int
+    threshold: float
+    epochs: dict[str, float]  # run id → passes over the data
+
+    def over(self, plan: Plan) -> list[PlannedRun]:
+        return [r for r in plan.runs if self.epochs[r.run_id] > self.threshold]
+
+    def notes(self, plan: Plan) -> list[str]:
+        """One line per planned run past the threshold, naming it."""
+        return [
+            f"run {r.run_id} (budget {r.budget_flops:.3g} FLOPs, n_active {r.n_active:,}) reads "
+            f"its {self.unique_tokens:,} unique tokens {self.epochs[r.run_id]:.1f} times "
+            f"(more than {self.threshold:g} passes: repeated data is worth less than fresh)"
+            for r in self.over(plan)
+        ]
+
+    def largest_budget(self, plan: Plan) -> float:
+        """The largest budget at which every planned size stays within the threshold:
+        D ≤ threshold·U_D for the size with the fewest FLOPs per token."""
+        return self.threshold * self.unique_tokens * min(r.flops_per_token for r in plan.runs)
+
+
+def repetition(plan: Plan, unique_tokens: int, threshold: float) -> Repetition:
+    return Repetition(
+        unique_tokens=int(unique_tokens),
+        threshold=threshold,
+        epochs={r.run_id: r.tokens / unique_tokens for r in plan.runs},
+    )

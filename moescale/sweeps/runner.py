@@ -21,7 +21,14 @@ import yaml
 
 from moescale.results import atomic_write_bytes, atomic_write_json
 from moescale.sweeps.lock import SweepLock
-from moescale.sweeps.plan import Plan, PlannedRun, bracket_extensions, plan_sweep
+from moescale.sweeps.plan import (
+    Plan,
+    PlannedRun,
+    Repetition,
+    bracket_extensions,
+    plan_sweep,
+    repetition,
+)
 from moescale.sweeps.progress import SweepProgress
 from moescale.sweeps.spec import SweepSpec
 from moescale.sweeps.store import consolidate, finished_status
@@ -180,6 +187,32 @@ def _run_round(
     tuner.fit()
 
 
+def corpus_repetition(spec: SweepSpec, plan: Plan) -> Repetition | None:
+    """The plan's passes over its corpus, or None where this machine cannot read the corpus
+    (the trials will say so themselves if theirs cannot either)."""
+    from moescale.errors import UserError
+    from moescale.training.data import load_tokens
+
+    try:
+        unique = len(load_tokens(spec.data).train)  # cached after the first tokenization
+    except UserError:
+        return None
+    return repetition(plan, unique, spec.max_epochs)
+
+
+def repetition_notes(spec: SweepSpec, plan: Plan) -> list[str]:
+    found = corpus_repetition(spec, plan)
+    if found is None:
+        return ["the corpus cannot be read here: passes over the data not checked"]
+    lines = found.notes(plan)
+    if lines:
+        lines.append(
+            f"every planned size stays within {spec.max_epochs:g} passes up to "
+            f"{found.largest_budget(plan):.3g} FLOPs on this corpus"
+        )
+    return lines
+
+
 def run_sweep(
     spec: SweepSpec,
     results_root: str | Path = "results",
@@ -192,6 +225,7 @@ def run_sweep(
     results_dir = (Path(results_root) / spec.name).resolve()
     plan = plan_sweep(spec)  # validates the whole plan before anything is written
     outcome = SweepOutcome(results_dir, plan, notes=list(plan.dropped))
+    outcome.notes.extend(repetition_notes(spec, plan))
     with SweepLock(results_dir):
         atomic_write_bytes(
             results_dir / "sweep.yaml",

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from moescale.models.family import ShapeRules
+from moescale.published.constants import MUENNIGHOFF_FREE_EPOCHS
 from moescale.training.data import DataSpec
 from moescale.training.recipe import Recipe, resolve_recipe
 from moescale.yamlio import load_yaml, validate
@@ -78,6 +79,8 @@ class SweepSpec(BaseModel):
     max_failures: int = Field(2, ge=0)
     min_steps: int = Field(100, ge=1)
     tokens_per_param: tuple[float, float] = (1.0, 10_000.0)  # the window a run must fall in
+    # warn about runs that read their training data more often than this (passes)
+    max_epochs: float = Field(MUENNIGHOFF_FREE_EPOCHS, gt=0)
     bracket: Bracket = Field(default_factory=Bracket)
     device: str = "auto"
 

@@ -17,7 +17,14 @@ from moescale.results import (
 )
 from moescale.sweeps.plan import Plan, PlannedRun
 
-EXTRA_COLUMNS = ("budget_index", "steps", "extension", "tokens_per_param")
+EXTRA_COLUMNS = (
+    "budget_index",
+    "steps",
+    "extension",
+    "tokens_per_param",
+    "unique_tokens",
+    "epochs",
+)
 
 
 def run_record(results_dir: Path, run_id: str) -> dict | None:
@@ -75,6 +82,9 @@ def _row(planned: PlannedRun, sweep: str, record: dict | None, running: bool) ->
         "steps": planned.steps,
         "extension": planned.extension,
         "tokens_per_param": planned.tokens_per_param,
+        # NaN until the run has trained (and for runs recorded before moescale kept it)
+        "unique_tokens": float(result.get("unique_tokens") or math.nan),
+        "epochs": float(result.get("epochs", math.nan)),
     }
 
 

@@ -50,6 +50,10 @@ class RunResult:
     train_s: float  # training steps only: no eval, logging or checkpoints
     peak_flops: float  # the device's measured matmul peak, FLOP/s
     error: str = ""
+    unique_tokens: int = 0  # tokens of the training split: what one pass over the data reads
+    epochs: float = (
+        math.nan
+    )  # tokens ÷ unique_tokens: passes over the data (windows drawn at random)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -334,6 +338,8 @@ def _train(spec: RunSpec, out_dir: Path, progress, wall_start: float) -> RunResu
         train_s=train_s,
         peak_flops=peak,
         error=error,
+        unique_tokens=len(data.train),
+        epochs=tokens_done / len(data.train),
     )
     _write_run_json(out_dir, spec, result)
     # the final weights, for whoever wants the model; run.json above already marks it finished
