@@ -288,6 +288,60 @@ def report(
 
 
 @app.command()
+def validate(
+    results_dir: Path = typer.Argument(..., help="A sweep's results folder."),
+    budget: float = typer.Option(..., help="The budget to validate at (FLOPs, past the sweep)."),
+    sizes: int = typer.Option(5, help="How many sizes to train around the predicted N_opt."),
+    address: str | None = typer.Option(
+        None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)."
+    ),
+) -> None:
+    """Train K sizes at a budget past the sweep and score every method's prediction there:
+    realised N_opt and loss against the predicted intervals, and the regret of following it."""
+    from moescale.sweeps.validate import run_validation
+
+    console = Console()
+    record, scores, notes = run_validation(results_dir, budget, sizes, address=address)
+    for line in notes:
+        console.print(f"[yellow]note:[/yellow] {line}")
+    if not scores:
+        raise typer.Exit(1)
+    table = Table(
+        title=f"validation at C = {record['budget']:.3g} FLOPs ({len(record['sizes'])} sizes; "
+        f"headline method: {record['headline_method']})",
+        title_justify="left",
+    )
+    for column in (
+        "method",
+        "N_opt predicted [95%]",
+        "realised",
+        "inside",
+        "loss predicted",
+        "realised ",
+        "regret (nats)",
+        "compute ×",
+    ):
+        table.add_column(column, justify="left" if column == "method" else "right")
+    for s in scores:
+        interval = s.n_opt_interval
+        table.add_row(
+            s.method,
+            f"{s.n_opt_predicted:.3g}"
+            + (f" [{interval[0]:.3g}, {interval[1]:.3g}]" if interval else ""),
+            f"{s.n_opt_realised:.3g}",
+            {True: "yes", False: "NO", None: "-"}[s.n_opt_inside],
+            "" if s.loss_predicted is None else f"{s.loss_predicted:.4f}",
+            f"{s.loss_realised:.4f}",
+            f"{s.regret:.4f}",
+            f"{s.regret_compute_factor:.3g}",
+        )
+    console.print(table)
+    for s in scores:
+        console.print(s.words())
+    console.print(f"scores written to {Path(results_dir) / 'validations.json'}")
+
+
+@app.command()
 def quickstart(
     out: Path = typer.Option(Path("results"), help="Results root (the sweep writes <out>/quick/)."),
     target_flops: float | None = typer.Option(

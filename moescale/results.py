@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from moescale.errors import UserError
 
 STATUSES = ("planned", "running", "completed", "failed", "diverged")
+VALIDATIONS = "validations.json"  # what `moescale validate` planned, predicted and scored
 
 # column → pandas dtype family: "str", "int", "float", "bool"
 RUNS_SCHEMA: dict[str, str] = {

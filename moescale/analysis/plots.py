@@ -329,3 +329,35 @@ def lr_schedules(curves: pd.DataFrame, runs: pd.DataFrame) -> Figure:
     ax.set_ylabel("learning rate")
     ax.set_title("learning-rate schedules")
     return fig
+
+
+def validation(record: dict) -> Figure:
+    """The realised isoFLOP curve at a validation budget (points and the per-budget fit)
+    drawn over each method's extrapolated prediction: N_opt with its interval, and the loss."""
+    fig, (ax,) = _figure()
+    realised = record["realised"]
+    ax.scatter(
+        realised["n_active"], realised["loss"], color="k", s=22, zorder=5, label="validation runs"
+    )
+    ax.plot(np.exp(realised["curve_log_n"]), realised["curve_loss"], color="k", lw=1)
+    for i, score in enumerate(record["scores"]):
+        colour = f"C{i}"
+        interval = score.get("n_opt_interval")
+        if interval:
+            ax.axvspan(*interval, color=colour, alpha=0.12, lw=0)
+        ax.axvline(score["n_opt_predicted"], color=colour, ls="--", lw=1.2,
+                   label=f"{score['method']}: N_opt {score['n_opt_predicted']:.3g}")  # fmt: skip
+        if score.get("loss_predicted") is not None:
+            ax.axhline(score["loss_predicted"], color=colour, ls=":", lw=1)
+    best = record["scores"][0]
+    ax.scatter([best["n_opt_realised"]], [best["loss_realised"]], marker="*", s=160, color="C3",
+               zorder=6, label=f"realised optimum {best['n_opt_realised']:.3g}")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("activated parameters N")
+    ax.set_ylabel("final held-out loss (nats/token)")
+    ax.set_title(
+        f"validation at C = {record['budget']:.3g} FLOPs: predicted (dashed, band = 95%) vs realised",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7)
+    return fig

@@ -25,12 +25,13 @@ from moescale.fitting.pipeline import (
     DEFAULT_BOOTSTRAP,
     FitReport,
     fit_all,
+    fit_inputs,
     load_fit,
     runs_hash,
     write_fit_json,
 )
 from moescale.fitting.prediction import headline_line
-from moescale.results import atomic_write_bytes, load_curves, load_runs
+from moescale.results import VALIDATIONS, atomic_write_bytes, load_curves, load_runs, read_json
 
 STEP_LIMITED_RATIO = 1.5  # optimal runs whose step counts all lie within this factor
 
@@ -123,6 +124,8 @@ def _sweep_section(runs: pd.DataFrame) -> Section:
         "tokens",
         "steps",
         "final_loss",
+        "epochs",
+        "validation",
         "wall_s",
     ]
     table = runs[[c for c in columns if c in runs]].sort_values(["budget_flops", "n_active"])
@@ -137,9 +140,11 @@ def build_sections(
     routing: tuple[str, pd.DataFrame] | None,
     hunyuan_reference: bool,
     fit_note: str = "",
+    validations: list[dict] | None = None,
 ) -> list[Section]:
     sections = [_headline_section(fit, fit_note), _sweep_section(runs)]
-    done = runs[runs["status"] == "completed"]
+    swept = fit_inputs(runs)  # validation runs are shown, never fitted or drawn as the sweep
+    done = swept[swept["status"] == "completed"]
 
     law = Section("The compute law")
     if fit.compute_law is not None:
@@ -234,6 +239,35 @@ def build_sections(
         if routing is not None:
             curve_section.figures.append(("routing", plots.routing_health(routing[1], routing[0])))
         sections.append(curve_section)
+
+    validations = [r for r in (validations or []) if r.get("scores")]
+    if validations:
+        check = Section("Validation past the sweep")
+        check.paragraphs.append(
+            "Runs trained by `moescale validate` at budgets past the sweep (never part of the "
+            "fit), each method's extrapolated prediction scored against them; regret is the "
+            "loss the predicted N_opt really reached above the realised optimum."
+        )
+        rows = []
+        for record in validations:
+            for score in record["scores"]:
+                check.paragraphs.append(f"At C = {record['budget']:.3g} FLOPs — {score['words']}.")
+                rows.append(
+                    {
+                        "budget": record["budget"],
+                        "method": score["method"],
+                        "N_opt predicted": score["n_opt_predicted"],
+                        "N_opt realised": score["n_opt_realised"],
+                        "inside interval": score["n_opt_inside"],
+                        "loss predicted": score["loss_predicted"],
+                        "loss realised": score["loss_realised"],
+                        "regret (nats)": score["regret"],
+                        "compute to make up": score["regret_compute_factor"],
+                    }
+                )
+        check.table = pd.DataFrame(rows)
+        check.figures.append(("validation", plots.validation(validations[-1])))
+        sections.append(check)
 
     diagnostics = Section("Diagnostics")
     for status in ("failed", "diverged"):
@@ -431,8 +465,17 @@ def build_report(
         raise UserError(f"{results_dir}: no completed runs yet; nothing to report")
     curves = load_curves(results_dir) if (results_dir / "curves.parquet").exists() else None
     fit, fit_note = fit_for_report(results_dir, runs, curves, target_flops, bootstrap)
+    validations = (
+        read_json(results_dir / VALIDATIONS) if (results_dir / VALIDATIONS).exists() else []
+    )
     sections = build_sections(
-        runs, curves, fit, _routing_of_a_run(results_dir, runs), hunyuan_reference, fit_note
+        runs,
+        curves,
+        fit,
+        _routing_of_a_run(results_dir, runs),
+        hunyuan_reference,
+        fit_note,
+        validations,
     )
     name = str(runs["sweep"].iloc[0]) if "sweep" in runs and len(runs) else results_dir.name
     return write_html(results_dir, sections, f"moescale report: {name}"), fit

@@ -45,8 +45,17 @@ FLOPS_CONVENTION = (
 )
 
 
+def fit_inputs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs a fit is made from: all but the validation runs (`moescale validate`), which
+    test the fit and never feed it."""
+    if "validation" not in runs:
+        return runs
+    return runs[~runs["validation"].fillna(False).astype(bool)]
+
+
 def runs_hash(runs: pd.DataFrame) -> str:
-    """A hash of the runs table's content (row order and column order do not matter)."""
+    """A hash of the fit's inputs in a runs table (row and column order do not matter)."""
+    runs = fit_inputs(runs)
     table = runs.sort_values("run_id") if "run_id" in runs else runs
     table = table[sorted(table.columns)].reset_index(drop=True)
     digest = hashlib.sha256(",".join(table.columns).encode())
@@ -188,11 +197,13 @@ def fit_all(
     n_nearest: int | None = None,
 ) -> FitReport:
     """Every law the data supports, each method's prediction at the target and the headline.
-    With `strict`, a method asked for by name that cannot be fitted is an error (and so is
-    the isoFLOP fit under "all"); without, it is recorded in `skipped` and the rest goes on
-    (the report's choice: show what there is)."""
+    With `strict`, a method asked for by name that cannot be fitted is an error, and so is
+    "all" when neither the isoFLOP nor the parametric law could be fitted; otherwise what
+    could not be fitted is recorded in `skipped`, with the reason, and the rest goes on."""
     if method not in METHODS:
         raise UserError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
+    validations = len(runs) - len(fit_inputs(runs))
+    runs = fit_inputs(runs)
     if target_flops is not None and not (np.isfinite(target_flops) and target_flops > 0):
         raise UserError(f"--target-flops must be a positive number, got {target_flops}")
     if isoflop_method not in ISOFLOP_METHODS:
@@ -216,7 +227,8 @@ def fit_all(
         runs_hash=runs_hash(runs),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         conventions=_conventions(completed),
-        run_counts={k: int(v) for k, v in statuses.items()},
+        run_counts={k: int(v) for k, v in statuses.items()}
+        | ({"validation (not fitted)": validations} if validations else {}),
     )
 
     if runs.attrs.get(ASSUMED_LAW_ATTR):
@@ -246,7 +258,7 @@ def fit_all(
                         "budgets): it falls without limit and extrapolates low"
                     )
             except UserError as err:
-                if strict:
+                if strict and method == "isoflop":
                     raise
                 report.skipped["isoflop"] = str(err)
         if method in ("parametric", "all"):
@@ -284,6 +296,11 @@ def fit_all(
                 raise
             report.skipped["envelope"] = str(err)
 
+    if strict and method == "all" and not report.predictions:
+        raise UserError(
+            "no law could be fitted: "
+            + "; ".join(f"{name}: {why}" for name, why in report.skipped.items())
+        )
     check = report.extrapolation
     largest = (
         float(report.isoflop.interior["budget"].max()) if report.isoflop is not None else budget_max

@@ -30,6 +30,7 @@ class PlannedRun:
     extension: int = (
         0  # 0: a planned size; -k / +k: the k-th size added below / above by bracketing
     )
+    validation: bool = False  # trained by `moescale validate` past the sweep; never fitted
 
     @property
     def run_id(self) -> str:
@@ -54,6 +55,7 @@ class PlannedRun:
             "batch_tokens": self.spec.recipe.batch_tokens,
             "seed": self.spec.seed,
             "extension": self.extension,
+            "validation": self.validation,
             "d_model": config.d_model,
             "n_layers": config.n_layers,
             "n_experts": config.n_experts,
@@ -93,15 +95,26 @@ def size_step(grid: list[float]) -> float:
 
 
 def plan_run(
-    spec: SweepSpec, budget_index: int, target: float, seed: int, extension: int = 0
+    spec: SweepSpec,
+    budget_index: int,
+    target: float,
+    seed: int,
+    extension: int = 0,
+    *,
+    validation_budget: float | None = None,
 ) -> PlannedRun | str:
-    """One run, or the reason it cannot be planned."""
-    budget = spec.budgets[budget_index]
+    """One run, or the reason it cannot be planned. A validation run (`validation_budget`)
+    trains at that budget with the largest budget's batch; its budget_index is -1."""
+    if validation_budget is not None:
+        budget, budget_index = validation_budget, -1
+        batch_tokens = spec.batch_tokens(len(spec.budgets) - 1)
+    else:
+        budget = spec.budgets[budget_index]
+        batch_tokens = spec.batch_tokens(budget_index)
     try:
         config = family(target, spec.shape_rules)
     except UserError as err:
         return f"budget {budget:.3g}, size {target:.3g}: {err}"
-    batch_tokens = spec.batch_tokens(budget_index)
     recipe = spec.recipe.model_copy(
         update={"batch_tokens": batch_tokens, "micro_batch_tokens": None}
     )
@@ -134,6 +147,7 @@ def plan_run(
         tokens=tokens,
         steps=steps,
         extension=extension,
+        validation=validation_budget is not None,
     )
 
 

@@ -9,6 +9,7 @@ its sizes or its extensions are spent.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -213,6 +214,31 @@ def repetition_notes(spec: SweepSpec, plan: Plan) -> list[str]:
     return lines
 
 
+@contextlib.contextmanager
+def ray_session(results_dir: Path, address: str | None, dashboard: bool):
+    """Ray, started on first use (`ensure()`); a local instance this started is shut down
+    (and its session folder outside the results removed) on the way out, however it ends."""
+    started = {"ready": False, "owned": False}
+
+    def ensure() -> None:
+        if not started["ready"]:
+            started["owned"] = start_ray(results_dir, address, dashboard)
+            started["ready"] = True
+
+    try:
+        yield ensure
+    finally:
+        if started["owned"]:  # a local instance stops; a cluster is only disconnected from
+            import ray
+
+            ray.shutdown()
+            temp = ray_temp_dir(results_dir)
+            if not (address or os.environ.get("RAY_ADDRESS")) and temp.parent == Path(
+                tempfile.gettempdir()
+            ):
+                shutil.rmtree(temp, ignore_errors=True)  # our own session outside the results
+
+
 def run_sweep(
     spec: SweepSpec,
     results_root: str | Path = "results",
@@ -221,59 +247,79 @@ def run_sweep(
     show_progress: bool = True,
 ) -> SweepOutcome:
     """Plan, run what is missing, bracket, and consolidate; safe to call again after any stop."""
+    from moescale.sweeps.validate import planned_validations
+
     # absolute: Ray Tune runs each trial in a working directory of its own
     results_dir = (Path(results_root) / spec.name).resolve()
     plan = plan_sweep(spec)  # validates the whole plan before anything is written
     outcome = SweepOutcome(results_dir, plan, notes=list(plan.dropped))
     outcome.notes.extend(repetition_notes(spec, plan))
-    with SweepLock(results_dir):
+    with SweepLock(results_dir), ray_session(results_dir, address, dashboard) as ensure_ray:
+        plan.runs.extend(planned_validations(spec, results_dir))  # kept, and resumed if cut
         atomic_write_bytes(
             results_dir / "sweep.yaml",
             yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).encode(),
         )
-        ray_ready = shutdown_ray = False
         progress = SweepProgress(results_dir, plan, enabled=show_progress)
-        try:
-            while True:
-                pending = [
-                    r for r in plan.runs if finished_status(results_dir, r.run_id) not in DONE
-                ]
-                consolidate(results_dir, spec.name, plan)
-                if pending:
-                    if not ray_ready:
-                        shutdown_ray, ray_ready = start_ray(results_dir, address, dashboard), True
-                    with progress.live():
-                        _run_round(spec, results_dir, plan, pending, progress)
-                    outcome.trained.extend(r.run_id for r in pending)
-                runs = consolidate(results_dir, spec.name, plan)
-                # a run with no record after its round was interrupted (Ctrl-C) or given up on
-                # after max_failures: stop here; running the same command again resumes it
-                outcome.unfinished = [
-                    r.run_id for r in pending if finished_status(results_dir, r.run_id) is None
-                ]
-                if outcome.unfinished:
-                    break
-                finished = runs[runs["status"] == "completed"][["run_id", "final_loss"]]
-                added = bracket_extensions(spec, plan, finished)
-                new = [r for r in added if isinstance(r, PlannedRun)]
-                outcome.notes.extend(r for r in added if isinstance(r, str))
-                if not new:
-                    break
-                for run in new:
-                    outcome.notes.append(
-                        f"bracketing: budget {run.budget_flops:.3g} adds n_active {run.n_active:,} (extension {run.extension:+d})"
-                    )
-                plan.runs.extend(new)
-        finally:
-            if shutdown_ray:  # a local instance stops; a cluster is only disconnected from
-                import ray
-
-                ray.shutdown()
-                temp = ray_temp_dir(results_dir)
-                if not (address or os.environ.get("RAY_ADDRESS")) and temp.parent == Path(
-                    tempfile.gettempdir()
-                ):
-                    shutil.rmtree(temp, ignore_errors=True)  # our own session outside the results
+        while True:
+            pending = [r for r in plan.runs if finished_status(results_dir, r.run_id) not in DONE]
+            consolidate(results_dir, spec.name, plan)
+            if pending:
+                ensure_ray()
+                with progress.live():
+                    _run_round(spec, results_dir, plan, pending, progress)
+                outcome.trained.extend(r.run_id for r in pending)
+            runs = consolidate(results_dir, spec.name, plan)
+            # a run with no record after its round was interrupted (Ctrl-C) or given up on
+            # after max_failures: stop here; running the same command again resumes it
+            outcome.unfinished = [
+                r.run_id for r in pending if finished_status(results_dir, r.run_id) is None
+            ]
+            if outcome.unfinished:
+                break
+            finished = runs[runs["status"] == "completed"][["run_id", "final_loss"]]
+            added = bracket_extensions(spec, plan, finished)
+            new = [r for r in added if isinstance(r, PlannedRun)]
+            outcome.notes.extend(r for r in added if isinstance(r, str))
+            if not new:
+                break
+            for run in new:
+                outcome.notes.append(
+                    f"bracketing: budget {run.budget_flops:.3g} adds n_active {run.n_active:,} (extension {run.extension:+d})"
+                )
+            plan.runs.extend(new)
         failed = runs[runs["status"] == "failed"]
+        outcome.notes.extend(f"run {r.run_id} failed: {r.error}" for r in failed.itertuples())
+    return outcome
+
+
+def train_planned(
+    spec: SweepSpec,
+    results_dir: Path,
+    plan: Plan,
+    runs: list[PlannedRun],
+    address: str | None = None,
+    dashboard: bool = False,
+    show_progress: bool = True,
+) -> SweepOutcome:
+    """Train those of `runs` not yet finished (they must be in `plan`) under the folder's
+    lock, on the same Ray runner as a sweep; runs.parquet is rewritten from `plan`."""
+    outcome = SweepOutcome(results_dir, plan)
+    with SweepLock(results_dir), ray_session(results_dir, address, dashboard) as ensure_ray:
+        pending = [r for r in runs if finished_status(results_dir, r.run_id) not in DONE]
+        consolidate(results_dir, spec.name, plan)
+        if pending:
+            ensure_ray()
+            progress = SweepProgress(results_dir, plan, enabled=show_progress)
+            with progress.live():
+                _run_round(spec, results_dir, plan, pending, progress)
+            outcome.trained.extend(r.run_id for r in pending)
+        runs_table = consolidate(results_dir, spec.name, plan)
+        outcome.unfinished = [
+            r.run_id for r in pending if finished_status(results_dir, r.run_id) is None
+        ]
+        failed = runs_table[
+            runs_table["run_id"].isin([r.run_id for r in runs]) & (runs_table["status"] == "failed")
+        ]
         outcome.notes.extend(f"run {r.run_id} failed: {r.error}" for r in failed.itertuples())
     return outcome

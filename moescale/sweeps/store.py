@@ -22,6 +22,7 @@ EXTRA_COLUMNS = (
     "steps",
     "extension",
     "tokens_per_param",
+    "validation",
     "unique_tokens",
     "epochs",
 )
@@ -82,6 +83,7 @@ def _row(planned: PlannedRun, sweep: str, record: dict | None, running: bool) ->
         "steps": planned.steps,
         "extension": planned.extension,
         "tokens_per_param": planned.tokens_per_param,
+        "validation": planned.validation,
         # NaN until the run has trained (and for runs recorded before moescale kept it)
         "unique_tokens": float(result.get("unique_tokens") or math.nan),
         "epochs": float(result.get("epochs", math.nan)),

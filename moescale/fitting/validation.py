@@ -1,0 +1,186 @@
+"""Scoring a prediction against what really happened at a budget past the sweep: the realised
+optimum at C (the same per-budget fit as the sweep's, with its own interval), and the regret
+of following the prediction — the loss the predicted N_opt really reached above the best, in
+nats and as the extra compute that size would need to make it up."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import brentq
+
+from moescale.errors import UserError
+from moescale.fitting.compute_law import ComputeLaw
+from moescale.fitting.isoflop import DEFAULT_METHOD, _budget_optimum, budget_curve
+from moescale.fitting.parametric import ParametricFit
+from moescale.fitting.powerlaw import percentile_interval
+
+
+@dataclass(frozen=True)
+class ValidationScore:
+    """One prediction scored against one validation budget."""
+
+    method: str  # whose prediction: parametric, isoflop, naive, ...
+    budget: float
+    n_opt_predicted: float
+    n_opt_interval: tuple[float, float] | None
+    n_opt_realised: float
+    n_opt_realised_interval: tuple[float, float] | None
+    n_opt_inside: bool | None  # realised N_opt inside the predicted interval
+    loss_predicted: float | None
+    loss_interval: tuple[float, float] | None
+    loss_realised: float  # the realised curve's minimum
+    loss_inside: bool | None
+    loss_at_prediction: float  # the realised curve at the predicted N_opt
+    regret: float  # loss_at_prediction − loss_realised (nats/token, ≥ 0)
+    regret_compute_factor: float  # compute the predicted size needs to make up the regret ÷ C
+    regret_how: str
+    realised_at_edge: str  # '' when the realised optimum is inside the validation sizes
+
+    def words(self) -> str:
+        """The score in a sentence, as the report shows it."""
+
+        def span(interval) -> str:
+            return "" if not interval else f" ({interval[0]:.3g}–{interval[1]:.3g})"
+
+        inside = {True: "inside", False: "OUTSIDE", None: "no interval to judge by"}
+        text = (
+            f"{self.method}: N_opt predicted {self.n_opt_predicted:.3g}{span(self.n_opt_interval)}, "
+            f"realised {self.n_opt_realised:.3g}{span(self.n_opt_realised_interval)}: "
+            f"{inside[self.n_opt_inside]}"
+        )
+        if self.loss_predicted is not None:
+            text += (
+                f"; loss predicted {self.loss_predicted:.4f}{span(self.loss_interval)}, realised "
+                f"{self.loss_realised:.4f}: {inside[self.loss_inside]}"
+            )
+        text += (
+            f"; following the prediction costs {self.regret:.4f} nats/token, "
+            f"{self.regret_compute_factor:.3g}× the compute to make up"
+        )
+        if self.realised_at_edge:
+            text += f" (realised optimum at an edge: {self.realised_at_edge})"
+        return text
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"words": self.words()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ValidationScore:
+        fields = cls.__dataclass_fields__
+        values = {k: v for k, v in data.items() if k in fields}
+        for key in ("n_opt_interval", "n_opt_realised_interval", "loss_interval"):
+            values[key] = None if values.get(key) is None else tuple(values[key])
+        return cls(**values)
+
+
+def _inside(value: float, interval) -> bool | None:
+    return None if not interval else bool(interval[0] <= value <= interval[1])
+
+
+def realised_optimum(
+    n_active: np.ndarray,
+    loss: np.ndarray,
+    method: str = DEFAULT_METHOD,
+    bootstrap: int = 200,
+    seed: int = 0,
+) -> tuple[float, float, tuple[float, float] | None, str, tuple[np.ndarray, np.ndarray]]:
+    """(N_opt, loss_opt, N_opt interval, edge reason, fitted curve) of one budget's runs:
+    the sweep's per-budget method, and a bootstrap that redraws the losses about that fit
+    with the residuals of a smooth (cubic or quadratic) curve through them."""
+    order = np.argsort(n_active)
+    x, y = np.log(np.asarray(n_active, float)[order]), np.asarray(loss, float)[order]
+    if len(x) < 3:
+        raise UserError(f"validation: {len(x)} completed run(s) at this budget; needs 3")
+    log_n, loss_opt, reason = _budget_optimum(x, y, method)
+    interval = None
+    if len(x) >= 4:
+        degree = 3 if len(x) >= 5 else 2
+        residual = (y - np.polyval(np.polyfit(x, y, degree), x)) * np.sqrt(
+            len(x) / (len(x) - degree - 1)
+        )
+        centre = y if method == "akima" else np.polyval(np.polyfit(x, y, 2), x)
+        rng = np.random.default_rng(seed)
+        draws = []
+        for _ in range(bootstrap):
+            found, _, why = _budget_optimum(x, centre + rng.choice(residual, len(x)), method)
+            draws.append(np.nan if why else np.exp(found))
+        interval = percentile_interval(np.array(draws))
+    return float(np.exp(log_n)), float(loss_opt), interval, reason, budget_curve(x, y, method)
+
+
+def _loss_on_curve(curve: tuple[np.ndarray, np.ndarray], n: float) -> float:
+    """The realised curve at N (extended flat beyond its ends: no extrapolation)."""
+    x, y = curve
+    return float(np.interp(np.log(n), x, y))
+
+
+def regret_compute_factor(
+    regret: float,
+    n_opt: float,
+    budget: float,
+    compute_law: ComputeLaw,
+    parametric: ParametricFit | None,
+) -> tuple[float, str]:
+    """How much more compute N_opt-predicted needs, by the fitted parametric law, to lower its
+    loss by `regret` (more tokens at the same size): C'/C. Without a parametric law, nan."""
+    if regret <= 0:
+        return 1.0, "no regret"
+    if parametric is None:
+        return float("nan"), "no parametric law to convert the regret into compute"
+    d = float(compute_law.tokens(budget, n_opt))
+    target = float(parametric.loss(n_opt, d)) - regret
+    if target <= parametric.E + parametric.A / n_opt**parametric.alpha:
+        return float("inf"), "more than any amount of data can give this size, by the law"
+    d_more = brentq(lambda t: float(parametric.loss(n_opt, t)) - target, d, d * 1e12)
+    return d_more / d, "extra tokens at the predicted size, by the fitted parametric law"
+
+
+def score_prediction(
+    method: str,
+    prediction: dict,
+    n_active: np.ndarray,
+    loss: np.ndarray,
+    *,
+    compute_law: ComputeLaw,
+    parametric: ParametricFit | None = None,
+    per_budget_method: str = DEFAULT_METHOD,
+    bootstrap: int = 200,
+) -> ValidationScore:
+    """Score one method's prediction at a budget against the validation runs there."""
+    budget = float(prediction["flops"])
+    n_real, loss_real, n_interval, reason, curve = realised_optimum(
+        n_active, loss, per_budget_method, bootstrap
+    )
+    at_prediction = _loss_on_curve(curve, prediction["n_opt"])
+    regret = max(0.0, at_prediction - loss_real)
+    factor, how = regret_compute_factor(
+        regret, prediction["n_opt"], budget, compute_law, parametric
+    )
+    interval = prediction.get("n_opt_interval")
+    loss_interval = prediction.get("loss_opt_interval")
+    loss_predicted = prediction.get("loss_opt")
+    return ValidationScore(
+        method=method,
+        budget=budget,
+        n_opt_predicted=float(prediction["n_opt"]),
+        n_opt_interval=None if not interval else tuple(interval),
+        n_opt_realised=n_real,
+        n_opt_realised_interval=n_interval,
+        n_opt_inside=_inside(n_real, interval),
+        loss_predicted=None if loss_predicted is None else float(loss_predicted),
+        loss_interval=None if not loss_interval else tuple(loss_interval),
+        loss_realised=loss_real,
+        loss_inside=_inside(loss_real, loss_interval),
+        loss_at_prediction=at_prediction,
+        regret=regret,
+        regret_compute_factor=factor,
+        regret_how=how,
+        realised_at_edge=reason,
+    )
+
+
+def validation_table(scores: list[ValidationScore]) -> pd.DataFrame:
+    return pd.DataFrame([s.to_dict() for s in scores])

@@ -1,0 +1,265 @@
+"""`moescale validate`: train K sizes at a budget past the sweep, around the predicted N_opt,
+with the sweep's own recipe and data through the same Ray runner, and score every method's
+prediction there (fitting/validation.py). The runs live in the same results folder, marked
+`validation` in runs.parquet and never fitted; validations.json keeps each validation's plan,
+the predictions it tested and their scores. Idempotent: a validation already trained is
+scored again, not trained again."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from moescale.errors import UserError
+from moescale.results import VALIDATIONS, atomic_write_json, load_runs, read_json
+from moescale.sweeps.plan import Plan, PlannedRun, plan_run
+from moescale.sweeps.spec import SweepSpec
+
+MARGIN = 1.3  # the grid reaches this factor beyond the interval's ends (sizes are rounded)
+DEFAULT_SIZES = 5
+
+
+def load_validations(results_dir: Path) -> list[dict]:
+    path = results_dir / VALIDATIONS
+    return read_json(path) if path.exists() else []
+
+
+def validation_sizes(prediction: dict, k: int) -> list[float]:
+    """K sizes, log-spaced, so that the predicted N_opt and both ends of its interval lie
+    inside the grid (a factor 3 either side where there is no interval)."""
+    if k < 3:
+        raise UserError(f"--sizes must be at least 3, got {k}")
+    n = prediction["n_opt"]
+    low, high = prediction.get("n_opt_interval") or (n / 3, n * 3)
+    low, high = min(low, n / 1.5) / MARGIN, max(high, n * 1.5) * MARGIN
+    return list(np.exp(np.linspace(np.log(low), np.log(high), k)))
+
+
+def validation_runs(
+    spec: SweepSpec, budget: float, sizes: list[float]
+) -> tuple[list[PlannedRun], list[str]]:
+    """The runs of a validation, and a line for each size that cannot be planned (a size the
+    family cannot build, too few steps, ...)."""
+    runs, dropped = [], []
+    for target in sizes:
+        for seed in spec.seeds:
+            run = plan_run(spec, -1, target, seed, validation_budget=budget)
+            if isinstance(run, str):
+                dropped.append(run)
+            else:
+                runs.append(run)
+    return runs, dropped
+
+
+def planned_validations(spec: SweepSpec, results_dir: Path) -> list[PlannedRun]:
+    """Every validation run recorded in validations.json, planned again (deterministic)."""
+    runs, seen = [], set()
+    for record in load_validations(results_dir):
+        for run in validation_runs(spec, record["budget"], record["sizes"])[0]:
+            if run.run_id not in seen:
+                seen.add(run.run_id)
+                runs.append(run)
+    return runs
+
+
+def predictions_at(fit, runs: pd.DataFrame, budget: float) -> dict[str, dict]:
+    """Every method's prediction at `budget` from a fit (FitReport), and the old naive one —
+    the report's parabola per budget with N_opt and D_opt as two independent power laws."""
+    import warnings
+
+    from moescale.fitting.compute_law import DEFAULT_LAW
+    from moescale.fitting.isoflop import EdgeOptimumWarning, fit_isoflop
+
+    law = fit.compute_law or DEFAULT_LAW
+    out = {}
+    if fit.parametric is not None:
+        out["parametric"] = fit.parametric.predict(budget, law)
+    if fit.isoflop is not None:
+        out["isoflop"] = fit.isoflop.predict(budget, law)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", EdgeOptimumWarning)
+            naive = fit_isoflop(runs, method="parabola", bootstrap=200)
+        out["naive"] = naive.predict(budget)
+    except UserError:
+        pass
+    if not out:
+        raise UserError("validation: the fit has no law to predict with")
+    return out
+
+
+def record_validation(
+    results_dir: Path, budget: float, sizes: list[float], predictions: dict, headline: str
+) -> dict:
+    """Add a validation to validations.json, or return the one already there for `budget`
+    (same sizes, so nothing is trained twice)."""
+    records = load_validations(results_dir)
+    for record in records:
+        if math.isclose(record["budget"], budget, rel_tol=1e-9):
+            return record
+    record = {
+        "budget": float(budget),
+        "sizes": [float(s) for s in sizes],
+        "headline_method": headline,
+        "predictions": predictions,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "scores": [],
+    }
+    atomic_write_json(results_dir / VALIDATIONS, records + [record])
+    return record
+
+
+def score_validation(results_dir: Path, record: dict, fit) -> list:
+    """Score every recorded prediction against the validation runs at its budget; the
+    scores are written back into validations.json."""
+    from moescale.fitting.compute_law import DEFAULT_LAW
+    from moescale.fitting.isoflop import budget_curve
+    from moescale.fitting.validation import score_prediction
+
+    runs = load_runs(results_dir)
+    at = runs[
+        runs["validation"].astype(bool)
+        & np.isclose(runs["budget_flops"], record["budget"], rtol=1e-9)
+        & (runs["status"] == "completed")
+    ]
+    per_size = at.groupby("n_active")["final_loss"].mean()
+    method = (fit.isoflop.method if fit.isoflop is not None else None) or "akima"
+    scores = [
+        score_prediction(
+            name,
+            prediction,
+            per_size.index.to_numpy(float),
+            per_size.to_numpy(float),
+            compute_law=fit.compute_law or DEFAULT_LAW,
+            parametric=fit.parametric,
+            per_budget_method=method,
+        )
+        for name, prediction in record["predictions"].items()
+    ]
+    x = np.log(per_size.index.to_numpy(float))
+    grid, values = budget_curve(x, per_size.to_numpy(float), method)
+    records = load_validations(results_dir)
+    for stored in records:
+        if math.isclose(stored["budget"], record["budget"], rel_tol=1e-9):
+            stored["scores"] = [s.to_dict() for s in scores]
+            stored["realised"] = {
+                "n_active": per_size.index.tolist(),
+                "loss": per_size.tolist(),
+                "curve_log_n": grid.tolist(),
+                "curve_loss": values.tolist(),
+                "per_budget_method": method,
+            }
+    atomic_write_json(results_dir / VALIDATIONS, records)
+    return scores
+
+
+def full_plan(spec: SweepSpec, results_dir: Path) -> Plan:
+    """The sweep's plan as it stands on disk: planned runs, the bracketing extensions that
+    were trained, and the validations — so that rewriting runs.parquet keeps every row."""
+    from moescale.sweeps.plan import bracket_extensions, plan_sweep
+    from moescale.sweeps.store import run_record
+
+    plan = plan_sweep(spec)
+    while True:
+        records = {r.run_id: run_record(results_dir, r.run_id) for r in plan.runs}
+        finished = pd.DataFrame(
+            [
+                {"run_id": i, "final_loss": r["result"]["final_loss"]}
+                for i, r in records.items()
+                if r and r.get("result", {}).get("status") == "completed"
+            ],
+            columns=["run_id", "final_loss"],
+        )
+        added = [
+            r
+            for r in bracket_extensions(spec, plan, finished)
+            if isinstance(r, PlannedRun) and run_record(results_dir, r.run_id) is not None
+        ]
+        if not added:
+            break
+        plan.runs.extend(added)
+    plan.runs.extend(planned_validations(spec, results_dir))
+    return plan
+
+
+def sweep_fit(results_dir: Path):
+    """fit.json when it matches the sweep's runs (validations are never its inputs), else a
+    fresh fit with the defaults, written over it."""
+    from moescale.fitting.pipeline import (
+        DEFAULT_BOOTSTRAP,
+        fit_all,
+        load_fit,
+        runs_hash,
+        write_fit_json,
+    )
+    from moescale.results import load_curves
+
+    runs = load_runs(results_dir)
+    path = results_dir / "fit.json"
+    if path.exists():
+        fit = load_fit(path)
+        if fit.runs_hash == runs_hash(runs) and fit.options.get("method") == "all":
+            return fit, runs
+    curves = load_curves(results_dir) if (results_dir / "curves.parquet").exists() else None
+    fit = fit_all(runs, curves, str(results_dir), "all", None, DEFAULT_BOOTSTRAP, strict=False)
+    write_fit_json(fit, path)
+    return fit, runs
+
+
+def run_validation(
+    results_dir: str | Path,
+    budget: float,
+    k: int = DEFAULT_SIZES,
+    address: str | None = None,
+    dashboard: bool = False,
+    show_progress: bool = True,
+) -> tuple[dict, list, list[str]]:
+    """Plan (or find), train and score a validation at `budget`: (its record, the scores,
+    notes). The sweep's fit and its inputs are left as they were."""
+    from moescale.fitting.pipeline import fit_inputs
+    from moescale.sweeps import load_sweep_spec
+    from moescale.sweeps.runner import train_planned
+
+    results_dir = Path(results_dir).resolve()
+    if not (results_dir / "sweep.yaml").is_file():
+        raise UserError(f"{results_dir}: not a sweep's results folder (no sweep.yaml)")
+    if not (math.isfinite(budget) and budget > 0):
+        raise UserError(f"--budget must be a positive number of FLOPs, got {budget}")
+    spec = load_sweep_spec(results_dir / "sweep.yaml")
+    fit, runs = sweep_fit(results_dir)
+    if not fit.prediction:
+        raise UserError(f"{results_dir}: the fit has no prediction to validate")
+    swept = fit_inputs(runs)
+    largest = float(swept.loc[swept["status"] == "completed", "budget_flops"].max())
+    if budget <= largest * 1.01:
+        raise UserError(
+            f"--budget {budget:.3g} is not past the sweep's largest budget ({largest:.3g})"
+        )
+    existing = [r for r in load_validations(results_dir) if math.isclose(r["budget"], budget)]
+    if existing:
+        record = existing[0]
+    else:
+        predictions = predictions_at(fit, swept, budget)
+        headline = fit.prediction["method"]
+        sizes = validation_sizes(predictions[headline], k)
+        planned, dropped = validation_runs(spec, budget, sizes)
+        if len({r.n_active for r in planned}) < 3:
+            raise UserError(
+                f"validation: only {len(planned)} of the {k} sizes can be planned at "
+                f"{budget:.3g} FLOPs ({dropped[0] if dropped else 'no sizes'})"
+            )
+        record = record_validation(results_dir, budget, sizes, predictions, headline)
+    plan = full_plan(spec, results_dir)
+    mine, dropped = validation_runs(spec, record["budget"], record["sizes"])
+    outcome = train_planned(spec, results_dir, plan, mine, address, dashboard, show_progress)
+    notes = [f"size left out: {line}" for line in dropped] + list(outcome.notes)
+    if outcome.unfinished:
+        notes.append(
+            f"{len(outcome.unfinished)} validation run(s) unfinished: run the same command again"
+        )
+        return record, [], notes
+    return record, score_validation(results_dir, record, fit), notes

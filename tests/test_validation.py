@@ -1,0 +1,122 @@
+"""`moescale validate`: scoring checked against a known truth (no training), and a real
+validation of a tiny sweep on local Ray that trains exactly K runs and leaves the fit alone."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import yaml
+from cli_helpers import assert_one_line_error, moescale
+
+from moescale.fitting import fit_all
+from moescale.fitting.synthetic import (
+    SIMULATED_COMPUTE_LAW,
+    SIMULATED_LAW,
+    simulated_design_sweep,
+)
+from moescale.fitting.validation import regret_compute_factor, score_prediction
+from moescale.sweeps.validate import validation_sizes
+
+
+def test_scores_match_the_truth_on_a_simulated_sweep():
+    """A simulated sweep is fitted; at 30× its largest budget the 'validation runs' are the
+    true law's own losses, so the realised optimum, the coverage verdict and the regret
+    can be checked against what the truth says they must be."""
+    table = simulated_design_sweep(3)
+    budget = 30 * table["budget_flops"].max()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = fit_all(table, None, "sim", "all", budget, 200, strict=False)
+    truth = SIMULATED_LAW.optimal(budget, SIMULATED_COMPUTE_LAW)
+    for method, prediction in fit.predictions.items():
+        sizes = np.array(validation_sizes(prediction, 9))
+        low, high = prediction["n_opt_interval"]
+        assert sizes[0] < low and high < sizes[-1]  # the interval's ends inside the grid
+        tokens = SIMULATED_COMPUTE_LAW.tokens(budget, sizes)
+        losses = SIMULATED_LAW.loss(sizes, tokens)
+        score = score_prediction(
+            method, prediction, sizes, losses, compute_law=SIMULATED_COMPUTE_LAW,
+            parametric=SIMULATED_LAW,
+        )  # fmt: skip
+        assert score.n_opt_realised == pytest.approx(truth["n_opt"], rel=0.08)
+        assert score.loss_realised == pytest.approx(truth["loss_opt"], rel=2e-3)
+        assert score.n_opt_inside == (low <= score.n_opt_realised <= high)
+        # regret: the truth's loss at the predicted size above its optimum
+        n_pred = prediction["n_opt"]
+        exact = SIMULATED_LAW.loss(n_pred, SIMULATED_COMPUTE_LAW.tokens(budget, n_pred))
+        assert score.regret == pytest.approx(exact - truth["loss_opt"], abs=2e-3)
+        assert score.regret >= 0
+        assert method in score.words()
+    # the compute that makes up a regret: more tokens at that size, by the law, exactly
+    n = truth["n_opt"] * 2
+    d = SIMULATED_COMPUTE_LAW.tokens(budget, n)
+    factor, _ = regret_compute_factor(0.01, n, budget, SIMULATED_COMPUTE_LAW, SIMULATED_LAW)
+    assert SIMULATED_LAW.loss(n, d) - SIMULATED_LAW.loss(n, d * factor) == pytest.approx(0.01)
+    assert regret_compute_factor(0.0, n, budget, SIMULATED_COMPUTE_LAW, SIMULATED_LAW)[0] == 1.0
+
+
+SWEEP = {
+    "name": "tinyval",
+    "budgets": [4.0e9, 8.0e9, 1.6e10],
+    "family": {"n_layers": 2, "n_experts": 4, "cla_share": 1, "gqa_ratio": 1, "qk_norm": False},
+    "sizes": {"n_active": [4000, 8000, 16000]},
+    "recipe": {"base": "tiny-cpu", "seq_len": 64, "batch_tokens": 1024, "eval_every": 50,
+               "eval_tokens": 4096, "log_every": 10},
+    "resources": {"cpus": 1},
+    "min_steps": 10,
+    "tokens_per_param": [1, 100000],
+    "bracket": {"enabled": False},
+}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_validate_trains_exactly_k_runs_and_leaves_the_fit_alone(tmp_path):
+    from moescale.fitting.pipeline import fit_inputs
+    from moescale.results import load_runs
+
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump(SWEEP))
+    result = moescale("sweep", str(config), "--results", str(tmp_path / "results"))
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "results" / "tinyval"
+    assert moescale("fit", str(folder), "--bootstrap", "50").returncode == 0
+    fit_before = json.loads((folder / "fit.json").read_text())
+    runs_before = fit_inputs(load_runs(folder))
+
+    result = moescale("validate", str(folder), "--budget", "8e10", "--sizes", "3")
+    assert result.returncode == 0, result.stderr + result.stdout
+    runs = load_runs(folder)
+    validation = runs[runs["validation"]]
+    assert len(validation) == 3 and (validation["status"] == "completed").all()
+    assert (validation["budget_flops"] == 8e10).all()
+    # the fit's inputs are unchanged, and so is fit.json
+    assert (
+        fit_inputs(runs)
+        .drop(columns=["validation"])
+        .equals(runs_before.drop(columns=["validation"]))
+    )
+    assert json.loads((folder / "fit.json").read_text()) == fit_before
+    scores = json.loads((folder / "validations.json").read_text())[0]["scores"]
+    assert {s["method"] for s in scores} >= {fit_before["prediction"]["method"]}
+    assert all(s["regret"] >= 0 and s["n_opt_realised"] > 0 for s in scores)
+    assert "following the prediction costs" in " ".join(result.stdout.split())
+
+    # idempotent: the same validation again trains nothing and scores the same
+    mtimes = {p: p.stat().st_mtime for p in folder.glob("runs/*/run.json")}
+    again = moescale("validate", str(folder), "--budget", "8e10", "--sizes", "3")
+    assert again.returncode == 0, again.stderr
+    assert {p: p.stat().st_mtime for p in folder.glob("runs/*/run.json")} == mtimes
+    assert json.loads((folder / "validations.json").read_text())[0]["scores"] == scores
+    # the report has a validation section
+    assert moescale("report", str(folder)).returncode == 0
+    assert "Validation past the sweep" in (folder / "report" / "index.html").read_text()
+
+
+def test_validate_bad_input_is_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(
+        moescale("validate", str(tmp_path / "empty"), "--budget", "1e13"), "no sweep.yaml"
+    )
