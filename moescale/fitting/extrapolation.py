@@ -113,20 +113,7 @@ def extrapolation_check(
         common = {"held_out": k, "n_budgets_used": len(interior) - k}
         partial = fit_isoflop(below, **{**isoflop_args, "min_budgets": 2})
         largest = float(partial.interior["budget"].max())
-        for row in held.itertuples():
-            p = partial.predict(row.budget)
-            rows.append(
-                HeldOut(
-                    method="isoflop",
-                    budget=float(row.budget),
-                    factor=float(row.budget) / largest,
-                    n_opt_fitted=float(row.n_opt),
-                    n_opt_predicted=p["n_opt"],
-                    loss_fitted=float(row.loss_opt),
-                    loss_predicted=p.get("loss_opt", np.nan),
-                    **common,
-                )
-            )
+        rows += _scored("isoflop", held, partial.predict, largest, common)
         if parametric is None:
             continue
         try:
@@ -138,18 +125,29 @@ def extrapolation_check(
             (refit, fit_parametric(below, grid=grid_at(parametric))),
             key=lambda f: f.objective,
         )
-        for row in held.itertuples():
-            p = refit.optimal(row.budget, compute_law)
-            rows.append(
-                HeldOut(
-                    method="parametric",
-                    budget=float(row.budget),
-                    factor=float(row.budget) / largest,
-                    n_opt_fitted=float(row.n_opt),
-                    n_opt_predicted=p["n_opt"],
-                    loss_fitted=float(row.loss_opt),
-                    loss_predicted=p["loss_opt"],
-                    **common,
-                )
-            )
+        rows += _scored(
+            "parametric", held, lambda c, f=refit: f.optimal(c, compute_law), largest, common
+        )
     return ExtrapolationCheck(rows=tuple(rows), skipped=tuple(skipped))
+
+
+def _scored(
+    method: str, held: pd.DataFrame, predict, largest: float, common: dict
+) -> list[HeldOut]:
+    """Each held-out budget's own optimum against `predict(budget)` of a partial fit."""
+    rows = []
+    for row in held.itertuples():
+        p = predict(row.budget)
+        rows.append(
+            HeldOut(
+                method=method,
+                budget=float(row.budget),
+                factor=float(row.budget) / largest,
+                n_opt_fitted=float(row.n_opt),
+                n_opt_predicted=p["n_opt"],
+                loss_fitted=float(row.loss_opt),
+                loss_predicted=p.get("loss_opt", np.nan),
+                **common,
+            )
+        )
+    return rows

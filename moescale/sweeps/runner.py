@@ -214,6 +214,31 @@ def repetition_notes(spec: SweepSpec, plan: Plan) -> list[str]:
     return lines
 
 
+def _train_round(
+    spec: SweepSpec,
+    results_dir: Path,
+    plan: Plan,
+    runs: list[PlannedRun],
+    progress: SweepProgress,
+    ensure_ray,
+    outcome: SweepOutcome,
+):
+    """Train those of `runs` without a finished record (one Ray Tune round), then rewrite
+    runs.parquet; records what was trained and what was left unfinished in `outcome`."""
+    pending = [r for r in runs if finished_status(results_dir, r.run_id) not in DONE]
+    consolidate(results_dir, spec.name, plan)
+    if pending:
+        ensure_ray()
+        with progress.live():
+            _run_round(spec, results_dir, plan, pending, progress)
+        outcome.trained.extend(r.run_id for r in pending)
+    table = consolidate(results_dir, spec.name, plan)
+    outcome.unfinished = [
+        r.run_id for r in pending if finished_status(results_dir, r.run_id) is None
+    ]
+    return table
+
+
 @contextlib.contextmanager
 def ray_session(results_dir: Path, address: str | None, dashboard: bool):
     """Ray, started on first use (`ensure()`); a local instance this started is shut down
@@ -262,19 +287,9 @@ def run_sweep(
         )
         progress = SweepProgress(results_dir, plan, enabled=show_progress)
         while True:
-            pending = [r for r in plan.runs if finished_status(results_dir, r.run_id) not in DONE]
-            consolidate(results_dir, spec.name, plan)
-            if pending:
-                ensure_ray()
-                with progress.live():
-                    _run_round(spec, results_dir, plan, pending, progress)
-                outcome.trained.extend(r.run_id for r in pending)
-            runs = consolidate(results_dir, spec.name, plan)
+            runs = _train_round(spec, results_dir, plan, plan.runs, progress, ensure_ray, outcome)
             # a run with no record after its round was interrupted (Ctrl-C) or given up on
             # after max_failures: stop here; running the same command again resumes it
-            outcome.unfinished = [
-                r.run_id for r in pending if finished_status(results_dir, r.run_id) is None
-            ]
             if outcome.unfinished:
                 break
             finished = runs[runs["status"] == "completed"][["run_id", "final_loss"]]
@@ -306,18 +321,8 @@ def train_planned(
     lock, on the same Ray runner as a sweep; runs.parquet is rewritten from `plan`."""
     outcome = SweepOutcome(results_dir, plan)
     with SweepLock(results_dir), ray_session(results_dir, address, dashboard) as ensure_ray:
-        pending = [r for r in runs if finished_status(results_dir, r.run_id) not in DONE]
-        consolidate(results_dir, spec.name, plan)
-        if pending:
-            ensure_ray()
-            progress = SweepProgress(results_dir, plan, enabled=show_progress)
-            with progress.live():
-                _run_round(spec, results_dir, plan, pending, progress)
-            outcome.trained.extend(r.run_id for r in pending)
-        runs_table = consolidate(results_dir, spec.name, plan)
-        outcome.unfinished = [
-            r.run_id for r in pending if finished_status(results_dir, r.run_id) is None
-        ]
+        progress = SweepProgress(results_dir, plan, enabled=show_progress)
+        runs_table = _train_round(spec, results_dir, plan, runs, progress, ensure_ray, outcome)
         failed = runs_table[
             runs_table["run_id"].isin([r.run_id for r in runs]) & (runs_table["status"] == "failed")
         ]
