@@ -50,6 +50,8 @@ def flops(
     from moescale.models.config import load_model_yaml
 
     model, file_seq_len = load_model_yaml(config)
+    if seq_len is not None and seq_len < 1:
+        raise UserError(f"--seq-len must be a positive number of tokens, got {seq_len}")
     seq_len = seq_len or file_seq_len
     if seq_len > model.max_seq_len:
         raise UserError(f"--seq-len {seq_len} exceeds the model's max_seq_len {model.max_seq_len}")
@@ -227,6 +229,8 @@ def sweep(
     from moescale.sweeps.dry_run import plan_table, probe_throughput
     from moescale.sweeps.runner import corpus_repetition
 
+    if plan_csv is not None and not dry_run:
+        raise UserError("--plan-csv needs --dry-run (it saves the plan of a dry run)")
     spec = load_sweep_spec(config)
     console = Console()
     if dry_run:

@@ -98,6 +98,13 @@ def test_report_uses_a_matching_fit_json_and_refits_when_a_run_lands(example):
     assert refit.runs_hash != first.runs_hash
 
 
+def test_report_refits_over_a_fit_json_it_cannot_read(example):
+    (example / "fit.json").write_text(json.dumps({"source": "an older moescale"}))
+    index, fit = build_report(example, bootstrap=20)
+    assert "Refitted" in index.read_text() and "not a moescale fit.json" in index.read_text()
+    assert json.loads((example / "fit.json").read_text())["runs_hash"] == fit.runs_hash
+
+
 def test_step_limited_optima_are_called_out(example):
     runs = load_runs(example)
     fit = fit_all(runs, None, "example", "isoflop", None, 0, strict=False)

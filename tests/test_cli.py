@@ -175,3 +175,36 @@ def test_train_bad_input_is_one_line(tmp_path, content, expected):
     config.write_text(content)
     result = moescale("train", str(config), "--out", str(tmp_path / "run"))
     assert_one_line_error(result, expected)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["flops", "configs/hunyuan-large.yaml", "--seq-len", "-5"],
+            "--seq-len must be a positive",
+        ),
+        (["flops", "configs/hunyuan-large.yaml", "--seq-len", "0"], "--seq-len must be a positive"),
+        (["sweep", "configs/quick.yaml", "--plan-csv", "PLAN"], "--plan-csv needs --dry-run"),
+        (
+            ["fit", "results/example", "--target-flops", "0", "--out", "OUT"],
+            "--target-flops must be a positive",
+        ),
+        (
+            ["fit", "results/example", "--n-nearest", "2", "--out", "OUT"],
+            "--n-nearest must be at least 3",
+        ),
+    ],
+)
+def test_impossible_numbers_and_flag_combinations_are_one_line_errors(tmp_path, args, expected):
+    args = [
+        str(tmp_path / "out.csv")
+        if a == "PLAN"
+        else str(tmp_path / "fit.json")
+        if a == "OUT"
+        else a
+        for a in args
+    ]
+    result = moescale(*args)
+    assert_one_line_error(result, expected)
+    assert list(tmp_path.iterdir()) == []  # nothing written

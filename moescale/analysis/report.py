@@ -416,7 +416,12 @@ def fit_for_report(
     """fit.json when it was made from exactly these runs (and the target and bootstrap asked
     for, if asked), else a new fit written over it; and a sentence saying which."""
     path = results_dir / "fit.json"
-    existing = load_fit(path) if path.exists() else None
+    existing, unreadable = None, ""
+    if path.exists():
+        try:
+            existing = load_fit(path)
+        except UserError as err:  # an older or damaged fit.json: refit rather than fail
+            unreadable = str(err)
     if existing is not None:
         same_runs = existing.runs_hash == runs_hash(runs)
         options = existing.options
@@ -446,6 +451,8 @@ def fit_for_report(
             n_nearest=keep.get("n_nearest"),
         )
     write_fit_json(fit, path)
+    if unreadable:
+        return fit, f"Refitted: {unreadable}; rewritten."
     if existing is None:
         return fit, f"Fitted now (there was no {path.name}) and written to {path.name}."
     return fit, f"Refitted: {path.name} had been made from {why}; rewritten."

@@ -201,8 +201,11 @@ def sweep_fit(results_dir: Path):
     runs = load_runs(results_dir)
     path = results_dir / "fit.json"
     if path.exists():
-        fit = load_fit(path)
-        if fit.runs_hash == runs_hash(runs) and fit.options.get("method") == "all":
+        try:
+            fit = load_fit(path)
+        except UserError:  # an older or damaged fit.json: refit
+            fit = None
+        if fit and fit.runs_hash == runs_hash(runs) and fit.options.get("method") == "all":
             return fit, runs
     curves = load_curves(results_dir) if (results_dir / "curves.parquet").exists() else None
     fit = fit_all(runs, curves, str(results_dir), "all", None, DEFAULT_BOOTSTRAP, strict=False)
