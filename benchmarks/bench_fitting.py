@@ -1,7 +1,8 @@
 """The full parametric fit (Epoch's 4,500-start grid, Huber δ = 1e-3 on log-loss) on the
 240 Chinchilla points, by moescale and by the `chinchilla` package (PyPI, 0.2.0: scipy BFGS
 per start, 128-bit floats, a process pool), given the same objective and starts; and a
-1,000-sample bootstrap of an isoFLOP fit (chinchilla has no isoFLOP method: timed alone).
+1,000-sample bootstrap of an isoFLOP fit (chinchilla has no isoFLOP method: timed alone); and
+`moescale fit`'s whole default work on a simulated sweep of 99 runs (the goal: under a minute).
 
     python -m benchmarks.bench_fitting                 # both, side by side
     python -m benchmarks.bench_fitting --only moescale # one side (for whole-process timers)
@@ -108,6 +109,25 @@ def run_bootstrap() -> float:
     return time.perf_counter() - start
 
 
+def run_fit_defaults(budgets: int = 11, sizes: int = 9) -> tuple[float, int]:
+    """`moescale fit`'s work with its defaults (every method, 200 bootstrap samples, the
+    hold-out check) on a simulated sweep of budgets × sizes runs: (wall s, runs)."""
+    import warnings
+
+    from moescale.fitting.pipeline import fit_all
+    from moescale.fitting.synthetic import SIMULATED_GUESS, SIMULATED_LAW, realistic_sweep
+
+    table = realistic_sweep(
+        SIMULATED_LAW, ComputeLaw(9.59, 2.3e8, 1.0), list(np.geomspace(5e18, 2e20, budgets)),
+        sizes_per_budget=sizes, **SIMULATED_GUESS,
+    )  # fmt: skip
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit_all(table, None, "bench", "all", None, 200)
+    return time.perf_counter() - start, len(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["moescale", "chinchilla"])
@@ -133,6 +153,10 @@ def main() -> None:
     if args.only != "chinchilla":
         print(
             f"isoFLOP fit, 9 budgets x 9 sizes, 1,000 bootstrap samples: {run_bootstrap():.2f} s (moescale)"
+        )
+        seconds, n = run_fit_defaults()
+        print(
+            f"moescale fit with its defaults (all methods, intervals, hold-out check), {n} runs: {seconds:.1f} s"
         )
 
 
