@@ -18,6 +18,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # click's own help: flags without a '<bool>' and option texts wrapped, never cut off
+    rich_markup_mode=None,
 )
 
 
@@ -107,6 +109,9 @@ def fit(
     flops_col: str | None = typer.Option(None, help="Table column of training FLOPs C."),
     loss_col: str | None = typer.Option(None, help="Table column of the loss."),
     budget_col: str | None = typer.Option(None, help="Table column of the isoFLOP budget."),
+    unique_col: str | None = typer.Option(
+        None, help="Table column of unique training tokens U_D (for repeated data)."
+    ),
     out: Path | None = typer.Option(
         None, help="Where to write fit.json (default: in the results folder)."
     ),
@@ -122,6 +127,7 @@ def fit(
         "flops": flops_col,
         "final_loss": loss_col,
         "budget_flops": budget_col,
+        "unique_tokens": unique_col,
     }
     runs, curves, default_out = load_source(source, columns)
     console = Console()

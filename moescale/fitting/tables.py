@@ -54,7 +54,7 @@ def map_columns(
             )
     if "tokens" not in out and "flops" not in out:
         raise UserError(f"{source}: needs a token column (--d-col) or a FLOP column (--flops-col)")
-    for name in ("n_active", "final_loss", "tokens", "flops"):
+    for name in ("n_active", "final_loss", "tokens", "flops", "unique_tokens"):
         if name in out:
             values = pd.to_numeric(out[name], errors="coerce").to_numpy(float)
             if not np.all(np.isfinite(values)) or np.any(values <= 0):
