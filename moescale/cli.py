@@ -264,12 +264,22 @@ def sweep(
 
 
 @app.command()
-def status(results_dir: Path = typer.Argument(..., help="A sweep's results folder.")) -> None:
-    """Print a sweep's progress from disk, whether or not it is running."""
+def status(
+    results_dir: Path = typer.Argument(..., help="A sweep's results folder, or a folder of them."),
+) -> None:
+    """Print a sweep's progress from disk, whether or not it is running (every sweep's, for
+    a folder of sweeps), with the trial time left at the finished runs' pace."""
     from moescale.results import load_runs
-    from moescale.sweeps.progress import status_tables
+    from moescale.sweeps.progress import status_tables, sweeps_in
 
-    Console().print(status_tables(load_runs(results_dir)))
+    console = Console()
+    inside = sweeps_in(results_dir) if not (results_dir / "runs.parquet").exists() else []
+    if not inside:
+        console.print(status_tables(load_runs(results_dir)))
+        return
+    for folder in inside:  # a folder of sweeps: each one's progress
+        console.rule(str(folder))
+        console.print(status_tables(load_runs(folder)))
 
 
 @app.command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cli_helpers import assert_one_line_error, moescale
+from cli_helpers import ROOT, assert_one_line_error, moescale
 
 from moescale import __version__
 
@@ -208,3 +208,21 @@ def test_impossible_numbers_and_flag_combinations_are_one_line_errors(tmp_path, 
     result = moescale(*args)
     assert_one_line_error(result, expected)
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_status_of_a_folder_of_sweeps_lists_each_with_the_time_left(tmp_path):
+    import shutil
+
+    from moescale.results import atomic_write_parquet, load_runs
+
+    for name in ("done", "half"):
+        shutil.copytree(ROOT / "results" / "example", tmp_path / name)
+    runs = load_runs(tmp_path / "half")
+    runs.loc[runs.index[:3], ["status", "wall_s"]] = ["planned", float("nan")]
+    atomic_write_parquet(tmp_path / "half" / "runs.parquet", runs)
+    result = moescale("status", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert str(tmp_path / "done") in result.stdout and str(tmp_path / "half") in result.stdout
+    assert "runs 14/14" in text and "runs 11/14" in text
+    assert text.count("trial time left") == 1  # only the unfinished sweep has time left

@@ -23,6 +23,23 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def trial_time_left(runs: pd.DataFrame) -> str:
+    """From disk alone: the FLOPs still to train at the finished runs' own FLOP/s, as trial
+    time (divide by the trials that run at once for wall time)."""
+    done = runs[(runs["status"] == "completed") & (runs["wall_s"] > 0)]
+    left = runs[~runs["status"].isin(["completed", "diverged", "failed"])]
+    if done.empty or left.empty:
+        return ""
+    rate = float(done["flops"].sum() / done["wall_s"].sum())  # FLOP/s of one trial, wall
+    seconds = float((left["tokens"] * left["flops_per_token"]).sum()) / rate
+    return f"about {_duration(seconds)} of trial time left at the finished runs' pace"
+
+
+def sweeps_in(folder: Path) -> list[Path]:
+    """The sweep folders (holding runs.parquet) directly inside `folder`."""
+    return sorted(p.parent for p in folder.glob("*/runs.parquet"))
+
+
 def status_tables(
     runs: pd.DataFrame, elapsed: float | None = None, live_flops: dict | None = None
 ) -> Group:
@@ -46,6 +63,8 @@ def status_tables(
     eta = ""
     if elapsed is not None and flops_done > 0:
         eta = f"elapsed {_duration(elapsed)}, ETA {_duration(elapsed * (flops_total - flops_done) / flops_done)}"
+    elif elapsed is None:
+        eta = trial_time_left(runs)
     head.add_row(line, flops, eta)
 
     budgets = Table(title=None, show_edge=False)
