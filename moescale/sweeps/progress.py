@@ -63,9 +63,9 @@ def status_tables(
     eta = ""
     if elapsed is not None and flops_done > 0:
         eta = f"elapsed {_duration(elapsed)}, ETA {_duration(elapsed * (flops_total - flops_done) / flops_done)}"
-    elif elapsed is None:
-        eta = trial_time_left(runs)
     head.add_row(line, flops, eta)
+    if elapsed is None and trial_time_left(runs):  # from disk: on a line of its own
+        head.add_row(trial_time_left(runs), "", "")
 
     budgets = Table(title=None, show_edge=False)
     for column in ("budget", "runs done", "best loss", "at n_active", "bracketing"):
