@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,18 +34,43 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def validation_message(err: pydantic.ValidationError, prefix: str = "") -> str:
-    """The first problem of a pydantic error as 'key.path: message' on one line."""
-    first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"])
-    message = first["msg"]
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif first["type"] == "value_error":
-        message = str(first.get("ctx", {}).get("error", message))
-    if not key:  # a rule of the model itself (e.g. from __post_init__) names its own field
-        return message
-    return f"{prefix}.{key}: {message}" if prefix else f"{key}: {message}"
+def _field_names(model: Any, seen: set | None = None) -> set[str]:
+    """Every key a config model (and the models inside it) accepts, for 'did you mean'."""
+    seen = set() if seen is None else seen
+    if model in seen or not isinstance(model, type):
+        return set()
+    seen.add(model)
+    fields = getattr(model, "model_fields", None) or getattr(model, "__dataclass_fields__", None)
+    if not fields:
+        return set()
+    names = set(fields)
+    for field in fields.values():
+        annotation = getattr(field, "annotation", None) or getattr(field, "type", None)
+        for inner in (annotation, *getattr(annotation, "__args__", ())):
+            names |= _field_names(inner, seen)
+    return names
+
+
+def validation_message(err: pydantic.ValidationError, prefix: str = "", model: Any = None) -> str:
+    """Every problem of a pydantic error as 'key.path: message', on one line ('; ' between
+    them), with the nearest known key suggested for an unknown one."""
+    known = _field_names(model) if model is not None else set()
+    problems = []
+    for problem in err.errors():
+        key = ".".join(str(p) for p in problem["loc"])
+        message = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+            near = difflib.get_close_matches(str(problem["loc"][-1]), sorted(known), n=1)
+            if near:
+                message += f" (did you mean '{near[0]}'?)"
+        elif problem["type"] == "value_error":
+            message = str(problem.get("ctx", {}).get("error", message))
+        if not key:  # a rule of the model itself (e.g. from __post_init__) names its own field
+            problems.append(message)
+        else:
+            problems.append(f"{prefix}.{key}: {message}" if prefix else f"{key}: {message}")
+    return "; ".join(dict.fromkeys(problems))
 
 
 def validate(model: type[T], data: Any, source: str = "", prefix: str = "") -> T:
@@ -53,5 +79,5 @@ def validate(model: type[T], data: Any, source: str = "", prefix: str = "") -> T
     try:
         return pydantic.TypeAdapter(model).validate_python(data)
     except pydantic.ValidationError as err:
-        message = validation_message(err, prefix)
+        message = validation_message(err, prefix, model)
         raise UserError(f"{source}: {message}" if source else message) from None

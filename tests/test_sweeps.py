@@ -266,3 +266,17 @@ def test_a_sweep_across_a_two_node_cluster_uses_both_nodes(tmp_path):
         for r in runs["run_id"]
     }
     assert len(nodes) == 2
+
+
+def test_a_spec_with_several_problems_names_them_all_on_one_line(tmp_path):
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        "name: x\nbudgets: [1.0e+10, 2.0e+10]\nsizez: {n_active: [1000]}\n"
+        "recipe: {base: tiny-cpu, seq_lenn: 64}\nmin_steps: -3\n"
+    )
+    result = moescale("sweep", str(config), "--dry-run")
+    assert_one_line_error(result, "sizes: Field required")
+    line = result.stderr.strip()
+    assert "sizez: unknown key (did you mean 'sizes'?)" in line
+    assert "recipe.seq_lenn: unknown key (did you mean 'seq_len'?)" in line
+    assert "min_steps: Input should be greater than or equal to 1" in line
