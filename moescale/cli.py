@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -41,19 +42,32 @@ def _root(
 @app.command()
 def flops(
     config: Path = typer.Argument(
-        ..., help="Model config YAML (MoEConfig keys, or under `model:`)."
+        ..., help="A model YAML (MoEConfig keys, or under `model:`), a run YAML or a sweep YAML."
     ),
     seq_len: int | None = typer.Option(
         None, help="Sequence length (default: the file's, else max_seq_len)."
     ),
 ) -> None:
-    """Print the exact parameter, FLOP and KV-cache accounting of a model config."""
+    """Print the exact parameter, FLOP and KV-cache accounting of a model config (of a run's
+    model, or of every size a sweep plans)."""
     from moescale.models import count, kv_cache_bytes
     from moescale.models.config import load_model_yaml
+    from moescale.yamlio import load_yaml
 
-    model, file_seq_len = load_model_yaml(config)
     if seq_len is not None and seq_len < 1:
         raise UserError(f"--seq-len must be a positive number of tokens, got {seq_len}")
+    data = load_yaml(config)
+    if "budgets" in data:  # a sweep: the family at every planned size
+        _sweep_accounting(config)
+        return
+    if "model" in data and set(data) - {"model", "seq_len"}:  # a run
+        from moescale.training import RunSpec
+        from moescale.yamlio import validate
+
+        spec = validate(RunSpec, data, source=str(config))
+        model, file_seq_len = spec.model, spec.recipe.seq_len
+    else:
+        model, file_seq_len = load_model_yaml(config)
     seq_len = seq_len or file_seq_len
     if seq_len > model.max_seq_len:
         raise UserError(f"--seq-len {seq_len} exceeds the model's max_seq_len {model.max_seq_len}")
@@ -88,6 +102,56 @@ def flops(
     for row in rows:
         summary.add_row(*row)
     console.print(summary)
+
+
+def _sweep_accounting(config: Path) -> None:
+    """`flops` on a sweep YAML: each planned size as asked and as built, with its shape,
+    exact FLOPs per token and the memory of its weights and AdamW states."""
+    from moescale.sweeps import load_sweep_spec, plan_sweep
+    from moescale.sweeps.plan import size_grid
+
+    spec = load_sweep_spec(config)
+    plan = plan_sweep(spec)
+    table = Table(
+        title=f"{config}: the family at every planned size (seq_len {spec.recipe.seq_len})",
+        caption="N = n_active (activated parameters, input embedding excluded); memory: fp32 "
+        "weights, gradients and AdamW's two moments, 16 bytes per parameter",
+    )
+    for column in (
+        "asked N",
+        "built N",
+        "n_total",
+        "d_model",
+        "layers",
+        "experts (top-k)",
+        "FLOPs/token",
+        "FLOPs/token ÷ N",
+        "memory",
+    ):
+        table.add_column(column, justify="right")
+    seen = set()
+    for index in range(len(spec.budgets)):
+        for asked in size_grid(spec, index):
+            run = next(
+                (
+                    r
+                    for r in plan.runs
+                    if r.budget_index == index and abs(np.log(r.n_active / asked)) < 0.11
+                ),
+                None,
+            )
+            if run is None or run.n_active in seen:
+                continue
+            seen.add(run.n_active)
+            c = run.spec.model
+            table.add_row(
+                f"{asked:,.0f}", f"{run.n_active:,}", f"{run.n_total:,}", str(c.d_model),
+                str(c.n_layers), f"{c.n_experts} ({c.top_k})", f"{run.flops_per_token:.4g} FLOPs",
+                f"{run.flops_per_token / run.n_active:.3f}", f"{16 * run.n_total / 2**30:.3g} GiB",
+            )  # fmt: skip
+    Console().print(table)
+    for line in plan.dropped:
+        Console().print(f"[yellow]not planned:[/yellow] {line}")
 
 
 @app.command()

@@ -227,3 +227,17 @@ def test_status_of_a_folder_of_sweeps_lists_each_with_the_time_left(tmp_path):
     n = len(runs)
     assert f"runs {n}/{n}" in text and f"runs {n - 3}/{n}" in text
     assert text.count("trial time left") == 1  # only the unfinished sweep has time left
+
+
+def test_flops_takes_a_run_or_a_sweep_yaml_as_well_as_a_model():
+    run = moescale("flops", "configs/run-tiny.yaml")
+    assert run.returncode == 0, run.stderr
+    assert "n_active (N)" in run.stdout
+    import os
+
+    sweep = moescale("flops", "configs/quick.yaml", env={**os.environ, "COLUMNS": "200"})
+    assert sweep.returncode == 0, sweep.stderr
+    text = " ".join(sweep.stdout.split())
+    # every planned size, as asked and as the family built it
+    for asked, built in (("11,000", "10,822"), ("248,000", "250,000"), ("500,000", "496,608")):
+        assert f"{asked} │ {built}" in text
