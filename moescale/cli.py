@@ -179,11 +179,17 @@ def fit(
     out: Path | None = typer.Option(
         None, help="Where to write fit.json (default: in the results folder)."
     ),
+    format: str = typer.Option(
+        "rich", help="rich (the summary) | csv | markdown | latex (the budgets and predictions)."
+    ),
 ) -> None:
     """Refit every law from saved results or a published table; write fit.json and print a
     summary that ends with the headline prediction."""
-    from moescale.analysis.summary import fit_summary
+    from moescale.analysis.summary import FORMATS, fit_summary, fit_tables, render_table
     from moescale.fitting.pipeline import fit_all, load_source, write_fit_json
+
+    if format not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got '{format}'")
 
     columns = {
         "n_active": n_col,
@@ -208,6 +214,11 @@ def fit(
         )
     path = out or default_out
     write_fit_json(report, path)
+    if format != "rich":  # plain tables for a paper or a spreadsheet, on stdout
+        for name, table in fit_tables(report).items():
+            typer.echo(f"# {name}" if format != "latex" else f"% {name}")
+            typer.echo(render_table(table, format))
+        return
     console.print(f"wrote {path}")
     for part in fit_summary(report):
         console.print(part)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -241,3 +242,35 @@ def test_flops_takes_a_run_or_a_sweep_yaml_as_well_as_a_model():
     # every planned size, as asked and as the family built it
     for asked, built in (("11,000", "10,822"), ("248,000", "250,000"), ("500,000", "496,608")):
         assert f"{asked} │ {built}" in text
+
+
+@pytest.mark.parametrize("fmt", ["csv", "markdown", "latex"])
+def test_fit_prints_its_tables_for_a_paper_or_a_spreadsheet(tmp_path, fmt):
+    import io
+
+    import pandas as pd
+
+    result = moescale(
+        "fit",
+        "results/example",
+        "--bootstrap",
+        "20",
+        "--format",
+        fmt,
+        "--out",
+        str(tmp_path / "f.json"),
+    )
+    assert result.returncode == 0, result.stderr
+    fit = json.loads((tmp_path / "f.json").read_text())
+    headline = f"{fit['prediction']['n_opt']:.4g}"
+    if fmt == "csv":
+        blocks = result.stdout.split("# predictions\n")
+        table = pd.read_csv(io.StringIO(blocks[1]))
+        row = table[table["headline"]].iloc[0]
+        assert row["method"] == fit["prediction"]["method"]
+        assert row["n_opt"] == pytest.approx(fit["prediction"]["n_opt"])
+    elif fmt == "markdown":
+        assert "| method | headline | n_opt |" in result.stdout and headline in result.stdout
+    else:
+        assert result.stdout.count(r"\begin{tabular}") == 2 and r"n\_opt" in result.stdout
+        assert headline in result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 from rich.table import Table
 
 from moescale.fitting.envelope import BIAS_NOTE
@@ -215,3 +216,45 @@ def headline_lines(report: FitReport) -> list[str]:
         lines.extend(f"[yellow]warning:[/yellow] {w}" for w in p.get("warnings", []))
     lines.append(f"[bold]{headline_line(p)}[/bold]")
     return lines
+
+
+FORMATS = ("rich", "csv", "markdown", "latex")
+
+
+def fit_tables(report: FitReport) -> dict[str, pd.DataFrame]:
+    """The fit's tables as data frames (for --format): the isoFLOP budgets and every
+    method's prediction at the target."""
+
+    tables = {}
+    if report.isoflop is not None:
+        tables["budgets"] = report.isoflop.budgets[
+            ["budget", "n_runs", "n_opt", "d_opt", "loss_opt", "at_edge", "reason"]
+        ]
+    rows = []
+    for method, p in report.predictions.items():
+        row = {"method": method, "headline": method == report.prediction.get("method")}
+        for key in ("n_opt", "d_opt", "loss_opt"):
+            interval = p.get(f"{key}_interval") or (None, None)
+            row |= {key: p.get(key), f"{key}_low": interval[0], f"{key}_high": interval[1]}
+        rows.append(row)
+    tables["predictions"] = pd.DataFrame(rows)
+    return tables
+
+
+def render_table(table: pd.DataFrame, fmt: str) -> str:
+    """A table as CSV, Markdown or LaTeX text, numbers to 4 significant digits."""
+    if fmt == "csv":
+        return table.to_csv(index=False)
+    shown = table.map(lambda v: ("" if v != v else f"{v:.4g}") if isinstance(v, float) else v)
+    if fmt == "markdown":
+        header = "| " + " | ".join(map(str, shown.columns)) + " |"
+        rule = "|" + "---|" * len(shown.columns)
+        body = ["| " + " | ".join(map(str, row)) + " |" for row in shown.itertuples(index=False)]
+        return "\n".join([header, rule, *body]) + "\n"
+    escape = str.maketrans({"_": r"\_", "%": r"\%", "&": r"\&"})
+    lines = [r"\begin{tabular}{" + "l" + "r" * (len(shown.columns) - 1) + "}", r"\hline"]
+    lines.append(" & ".join(str(c).translate(escape) for c in shown.columns) + r" \\ \hline")
+    for row in shown.itertuples(index=False):
+        lines.append(" & ".join(str(v).translate(escape) for v in row) + r" \\")
+    lines += [r"\hline", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
