@@ -299,7 +299,12 @@ def sweep(
     address: str | None = typer.Option(
         None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)."
     ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and write nothing."),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Print the plan and train nothing: a few probe steps measure throughput in a "
+        "throwaway folder, and the corpus's token cache is built if missing.",
+    ),
     plan_csv: Path | None = typer.Option(
         None, help="With --dry-run, also save the plan table as CSV."
     ),
@@ -316,7 +321,12 @@ def sweep(
     console = Console()
     if dry_run:
         plan = plan_sweep(spec)
-        with console.status("measuring throughput…"):
+        from moescale.training.data import cache_root
+
+        with console.status(
+            "measuring throughput: 12 steps of the smallest, median and largest size in a "
+            f"throwaway folder (the corpus's tokens are cached in {cache_root(spec.data)})…"
+        ):
             flops_per_s, how = probe_throughput(spec, plan)
         table, frame = plan_table(spec, plan, flops_per_s, how, corpus_repetition(spec, plan))
         console.print(table)

@@ -69,8 +69,8 @@ def plan_table(
     frame["epochs"] = frame["run_id"].map(repeats.epochs) if repeats else np.nan
     table = Table(title=f"sweep '{spec.name}': {len(frame)} runs over {len(spec.budgets)} budgets")
     for column in (
-        "budget",
-        "n_active",
+        "budget (FLOPs)",
+        "N asked → built",
         "n_total",
         "D (tokens)",
         "tokens/param",
@@ -82,7 +82,7 @@ def plan_table(
     for row in frame.itertuples():
         over = repeats is not None and row.epochs > repeats.threshold
         table.add_row(
-            f"{row.budget_flops:.3g}", f"{row.n_active:,}", f"{row.n_total:,}", f"{row.tokens:,}",
+            f"{row.budget_flops:.3g}", f"{row.asked:,.0f} → {row.n_active:,}", f"{row.n_total:,}", f"{row.tokens:,}",
             f"{row.tokens_per_param:.1f}", "?" if np.isnan(row.epochs) else f"{row.epochs:.2f}",
             f"{row.steps:,}", f"{row.est_wall_s:,.0f} s", style="yellow" if over else None,
         )  # fmt: skip

@@ -31,6 +31,7 @@ class PlannedRun:
         0  # 0: a planned size; -k / +k: the k-th size added below / above by bracketing
     )
     validation: bool = False  # trained by `moescale validate` past the sweep; never fitted
+    asked: float = math.nan  # the size asked for, before the family rounded it to a shape
 
     @property
     def run_id(self) -> str:
@@ -56,6 +57,7 @@ class PlannedRun:
             "seed": self.spec.seed,
             "extension": self.extension,
             "validation": self.validation,
+            "asked": self.asked,
             "d_model": config.d_model,
             "n_layers": config.n_layers,
             "n_experts": config.n_experts,
@@ -148,6 +150,7 @@ def plan_run(
         steps=steps,
         extension=extension,
         validation=validation_budget is not None,
+        asked=float(target),
     )
 
 
