@@ -447,6 +447,35 @@ def validate(
 
 
 @app.command()
+def compare(
+    results_dirs: list[Path] = typer.Argument(..., help="Two or more sweeps' results folders."),
+    out: Path = typer.Option(Path("compare"), help="Folder for compare.png, .svg and .csv."),
+    target_flops: float | None = typer.Option(
+        None, help="The common budget to compare predictions at (default: the largest target)."
+    ),
+) -> None:
+    """Several sweeps side by side: isoFLOP optima, N_opt laws and the headline prediction at
+    one common budget, on one figure and one table."""
+    from moescale.analysis.compare import compare as run_compare
+
+    if target_flops is not None and not target_flops > 0:
+        raise UserError(f"--target-flops must be a positive number, got {target_flops}")
+    console = Console()
+    with console.status("fitting (where fit.json does not match) and drawing…"):
+        frame = run_compare(results_dirs, out, target_flops)
+    table = Table(title="sweeps compared", title_justify="left")
+    for column in frame.columns:
+        table.add_column(
+            column,
+            justify="left" if column in ("sweep", "headline method", "agreement") else "right",
+        )
+    for row in frame.itertuples(index=False):
+        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
+    console.print(f"wrote {out / 'compare.png'}, compare.svg and compare.csv")
+
+
+@app.command()
 def quickstart(
     out: Path = typer.Option(Path("results"), help="Results root (the sweep writes <out>/quick/)."),
     target_flops: float | None = typer.Option(

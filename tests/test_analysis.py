@@ -137,3 +137,22 @@ def test_report_in_a_real_browser(example, tmp_path):
     keep = ROOT / ".pytest_cache"
     if keep.is_dir():  # left for a person to look at after the run
         shutil.copy(screenshot, keep / "report-screenshot.png")
+
+
+def test_compare_draws_every_sweep_on_one_figure_and_one_table(tmp_path):
+    from moescale.analysis.compare import compare
+
+    for name, scale in (("baseline", 0.0), ("changed", 0.02)):
+        folder = tmp_path / name
+        shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("report", "fit.json"))
+        runs = load_runs(folder)
+        runs["final_loss"] *= 1 + scale * runs["n_active"] / runs["n_active"].max()
+        atomic_write_parquet(folder / "runs.parquet", runs)
+    table = compare([tmp_path / "baseline", tmp_path / "changed"], tmp_path / "out")
+    assert table["sweep"].tolist() == ["baseline", "changed"]
+    # the change penalises large models: the optimum it predicts is smaller
+    assert table.loc[1, "N_opt at C"] < table.loc[0, "N_opt at C"]
+    svg = (tmp_path / "out" / "compare.svg").read_text()
+    assert "baseline" in svg and "changed" in svg  # both drawn and named
+    assert (tmp_path / "out" / "compare.png").stat().st_size > 10_000
+    assert len((tmp_path / "out" / "compare.csv").read_text().splitlines()) == 3

@@ -67,7 +67,8 @@ class ParametricFit:
 
     def loss(self, n: float | np.ndarray, d: float | np.ndarray) -> float | np.ndarray:
         n, d = np.asarray(n, float), np.asarray(d, float)
-        return self.E + self.A / n**self.alpha + self.B / d**self.beta
+        with np.errstate(over="ignore"):  # a bootstrap fit's extreme exponent: an inf, not noise
+            return self.E + self.A / n**self.alpha + self.B / d**self.beta
 
     @property
     def allocation_exponent(self) -> float:

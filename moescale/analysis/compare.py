@@ -1,0 +1,116 @@
+"""`moescale compare`: several sweeps (or variants) side by side — their isoFLOP optima, N_opt
+laws and predictions at one common budget, on one figure and one table — for the everyday
+question "did this change help"."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from moescale.analysis.report import fit_for_report
+from moescale.errors import UserError
+from moescale.fitting.compute_law import DEFAULT_LAW
+from moescale.fitting.pipeline import FitReport
+from moescale.results import atomic_write_bytes, load_curves, load_runs
+
+
+def load_fits(folders: list[Path]) -> dict[str, FitReport]:
+    """Each folder's fit (fit.json when it matches its runs, else a fresh fit written there),
+    named by the folder."""
+    if len(folders) < 2:
+        raise UserError("compare: give at least two results folders")
+    fits = {}
+    for folder in folders:
+        runs = load_runs(folder)
+        curves = load_curves(folder) if (folder / "curves.parquet").exists() else None
+        name = folder.name if folder.name not in fits else str(folder)
+        fits[name] = fit_for_report(folder, runs, curves, None, None)[0]
+    return fits
+
+
+def at_budget(fit: FitReport, flops: float) -> dict[str, dict]:
+    """Every method's prediction of a fit at `flops`."""
+    law = fit.compute_law or DEFAULT_LAW
+    out = {}
+    if fit.parametric is not None:
+        out["parametric"] = fit.parametric.predict(flops, law)
+    if fit.isoflop is not None:
+        out["isoflop"] = fit.isoflop.predict(flops, law)
+    return out
+
+
+def comparison_table(fits: dict[str, FitReport], flops: float) -> pd.DataFrame:
+    rows = []
+    for name, fit in fits.items():
+        predictions = at_budget(fit, flops)
+        lead = fit.prediction.get("method")
+        p = predictions.get(lead, {})
+        interval = p.get("n_opt_interval") or (np.nan, np.nan)
+        exponent = fit.isoflop.n_law if fit.isoflop is not None else None
+        rows.append(
+            {
+                "sweep": name,
+                "runs fitted": fit.run_counts.get("completed", 0),
+                "headline method": lead,
+                "N_opt exponent (isoFLOP)": np.nan if exponent is None else exponent.exponent,
+                "N_opt at C": p.get("n_opt", np.nan),
+                "N_opt 95% low": interval[0],
+                "N_opt 95% high": interval[1],
+                "loss at C": p.get("loss_opt", np.nan),
+                "agreement": fit.prediction.get("agreement", {}).get("verdict", ""),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def comparison_figure(fits: dict[str, FitReport], flops: float) -> Figure:
+    """Left: every sweep's isoFLOP optima and N_opt law; right: the headline N_opt at the
+    common budget with its interval, one marker per sweep."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 4.2), constrained_layout=True)
+    for i, (name, fit) in enumerate(fits.items()):
+        colour = f"C{i}"
+        if fit.isoflop is not None:
+            usable = fit.isoflop.interior
+            left.scatter(usable["budget"], usable["n_opt"], color=colour, s=22, label=name)
+            grid = np.geomspace(usable["budget"].min() / 1.5, flops * 1.5, 100)
+            left.plot(grid, fit.isoflop.n_law(grid), color=colour, lw=1)
+        p = at_budget(fit, flops).get(fit.prediction.get("method"), {})
+        if p:
+            interval = p.get("n_opt_interval")
+            error = (
+                None if not interval else [[p["n_opt"] - interval[0]], [interval[1] - p["n_opt"]]]
+            )
+            right.errorbar([i], [p["n_opt"]], yerr=error, fmt="D", color=colour, capsize=4)
+    for ax in (left,):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training compute C (FLOPs)")
+        ax.set_ylabel("N_opt (activated parameters)")
+        ax.legend(fontsize=8)
+        ax.set_title("isoFLOP optima and N_opt power laws", fontsize=10)
+    right.set_yscale("log")
+    right.set_xticks(range(len(fits)), list(fits), rotation=20)
+    right.set_xlim(-0.5, len(fits) - 0.5)
+    right.set_ylabel("N_opt (activated parameters)")
+    right.set_title(f"headline N_opt at C = {flops:.3g} FLOPs (95% interval)", fontsize=10)
+    return fig
+
+
+def compare(folders: list[Path], out: Path, target_flops: float | None = None) -> pd.DataFrame:
+    """Write compare.png, compare.svg and compare.csv into `out`; return the table."""
+    fits = load_fits(folders)
+    flops = target_flops or max(f.target_flops for f in fits.values())
+    table = comparison_table(fits, flops)
+    fig = comparison_figure(fits, flops)
+    for suffix in ("png", "svg"):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=suffix, dpi=200)
+        atomic_write_bytes(out / f"compare.{suffix}", buffer.getvalue())
+    plt.close(fig)
+    atomic_write_bytes(out / "compare.csv", table.to_csv(index=False).encode())
+    return table
