@@ -195,6 +195,7 @@ def test_train_bad_input_is_one_line(tmp_path, content, expected):
             ["fit", "results/example", "--n-nearest", "2", "--out", "OUT"],
             "--n-nearest must be at least 3",
         ),
+        (["compare", "results/example", "--out", "OUT"], "give at least two results folders"),
     ],
 )
 def test_impossible_numbers_and_flag_combinations_are_one_line_errors(tmp_path, args, expected):
