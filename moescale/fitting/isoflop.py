@@ -46,6 +46,11 @@ class EdgeOptimumWarning(UserWarning):
     """A budget's lowest loss is at the edge of its sizes: its optimum is not bracketed."""
 
 
+def interior_of(budgets: pd.DataFrame) -> pd.DataFrame:
+    """The budgets whose optimum is bracketed by their sizes: the ones the laws use."""
+    return budgets[~budgets["at_edge"] & budgets["n_opt"].notna()]
+
+
 @dataclass(frozen=True)
 class IsoflopFit:
     """Per-budget optima and the power laws n_opt = n_coef·C^n_exponent (and d_opt, loss_opt)."""
@@ -67,7 +72,7 @@ class IsoflopFit:
     @property
     def interior(self) -> pd.DataFrame:
         """The budgets whose optimum is bracketed by their sizes: the ones the laws use."""
-        return self.budgets[~self.budgets["at_edge"] & self.budgets["n_opt"].notna()]
+        return interior_of(self.budgets)
 
     @property
     def n_coef(self) -> float:
@@ -315,7 +320,7 @@ def fit_isoflop(
         rows.append(row)
 
     budgets = pd.DataFrame(rows)
-    usable = budgets[~budgets["at_edge"] & budgets["n_opt"].notna()]
+    usable = interior_of(budgets)
     if len(usable) < min_budgets:
         raise UserError(
             f"isoFLOP fit: {len(usable)} budget(s) with an interior optimum; needs at least {min_budgets}"
