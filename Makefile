@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_CPU_PIN   ?= torch==2.13.0
 
-.PHONY: venv torch install dev quickstart test lint format bench clean
+.PHONY: venv torch install dev quickstart test lint format bench notebooks clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,10 @@ format: dev
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# re-execute the notebooks in place, so they are committed with their outputs
+notebooks: dev
+	$(BIN)/python notebooks/execute.py
 
 bench: install
 	$(BIN)/python -m benchmarks.bench_moe_layer

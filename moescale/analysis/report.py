@@ -394,7 +394,8 @@ def write_html(results_dir: Path, sections: list[Section], title: str) -> Path:
 
 def _routing_of_a_run(results_dir: Path, runs: pd.DataFrame) -> tuple[str, pd.DataFrame] | None:
     """The routing log of the completed run nearest the middle of the sizes of the largest budget."""
-    done = runs[runs["status"] == "completed"]
+    swept = fit_inputs(runs)
+    done = swept[swept["status"] == "completed"]
     if done.empty:
         return None
     largest = done[done["budget_flops"] == done["budget_flops"].max()].sort_values("n_active")
