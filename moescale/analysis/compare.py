@@ -12,10 +12,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from moescale.analysis.report import fit_for_report
 from moescale.errors import UserError
-from moescale.fitting.compute_law import DEFAULT_LAW
-from moescale.fitting.pipeline import FitReport
+from moescale.fitting.pipeline import FitReport, current_fit
 from moescale.results import atomic_write_bytes, load_curves, load_runs
 
 
@@ -29,25 +27,14 @@ def load_fits(folders: list[Path]) -> dict[str, FitReport]:
         runs = load_runs(folder)
         curves = load_curves(folder) if (folder / "curves.parquet").exists() else None
         name = folder.name if folder.name not in fits else str(folder)
-        fits[name] = fit_for_report(folder, runs, curves, None, None)[0]
+        fits[name] = current_fit(folder, runs, curves)[0]
     return fits
-
-
-def at_budget(fit: FitReport, flops: float) -> dict[str, dict]:
-    """Every method's prediction of a fit at `flops`."""
-    law = fit.compute_law or DEFAULT_LAW
-    out = {}
-    if fit.parametric is not None:
-        out["parametric"] = fit.parametric.predict(flops, law)
-    if fit.isoflop is not None:
-        out["isoflop"] = fit.isoflop.predict(flops, law)
-    return out
 
 
 def comparison_table(fits: dict[str, FitReport], flops: float) -> pd.DataFrame:
     rows = []
     for name, fit in fits.items():
-        predictions = at_budget(fit, flops)
+        predictions = fit.predict_at(flops)
         lead = fit.prediction.get("method")
         p = predictions.get(lead, {})
         interval = p.get("n_opt_interval") or (np.nan, np.nan)
@@ -79,7 +66,7 @@ def comparison_figure(fits: dict[str, FitReport], flops: float) -> Figure:
             left.scatter(usable["budget"], usable["n_opt"], color=colour, s=22, label=name)
             grid = np.geomspace(usable["budget"].min() / 1.5, flops * 1.5, 100)
             left.plot(grid, fit.isoflop.n_law(grid), color=colour, lw=1)
-        p = at_budget(fit, flops).get(fit.prediction.get("method"), {})
+        p = fit.predict_at(flops).get(fit.prediction.get("method"), {})
         if p:
             interval = p.get("n_opt_interval")
             error = (

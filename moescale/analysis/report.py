@@ -7,7 +7,6 @@ import base64
 import datetime as dt
 import html
 import io
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,16 +19,7 @@ from moescale.analysis import plots
 from moescale.analysis.summary import loss_law_text
 from moescale.errors import UserError
 from moescale.fitting.envelope import BIAS_NOTE
-from moescale.fitting.isoflop import EdgeOptimumWarning
-from moescale.fitting.pipeline import (
-    DEFAULT_BOOTSTRAP,
-    FitReport,
-    fit_all,
-    fit_inputs,
-    load_fit,
-    runs_hash,
-    write_fit_json,
-)
+from moescale.fitting.pipeline import FitReport, current_fit, fit_inputs
 from moescale.fitting.prediction import headline_line
 from moescale.results import VALIDATIONS, atomic_write_bytes, load_curves, load_runs, read_json
 
@@ -407,58 +397,6 @@ def _routing_of_a_run(results_dir: Path, runs: pd.DataFrame) -> tuple[str, pd.Da
     return (run_id, table) if len(table) else None
 
 
-def fit_for_report(
-    results_dir: Path,
-    runs: pd.DataFrame,
-    curves: pd.DataFrame | None,
-    target_flops: float | None,
-    bootstrap: int | None,
-) -> tuple[FitReport, str]:
-    """fit.json when it was made from exactly these runs (and the target and bootstrap asked
-    for, if asked), else a new fit written over it; and a sentence saying which."""
-    path = results_dir / "fit.json"
-    existing, unreadable = None, ""
-    if path.exists():
-        try:
-            existing = load_fit(path)
-        except UserError as err:  # an older or damaged fit.json: refit rather than fail
-            unreadable = str(err)
-    if existing is not None:
-        same_runs = existing.runs_hash == runs_hash(runs)
-        options = existing.options
-        same_options = (
-            options.get("method") == "all"
-            and (target_flops is None or options.get("target_flops") == float(target_flops))
-            and (bootstrap is None or options.get("bootstrap") == bootstrap)
-        )
-        if same_runs and same_options:
-            return (
-                existing,
-                f"Numbers from {path.name} as written ({existing.created}), which matches these runs.",
-            )
-        why = "other runs" if not same_runs else "other options"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", EdgeOptimumWarning)
-        keep = existing.options if existing is not None else {}
-        fit = fit_all(
-            runs,
-            curves,
-            str(results_dir),
-            "all",
-            target_flops,
-            DEFAULT_BOOTSTRAP if bootstrap is None else bootstrap,
-            keep.get("isoflop_method") or "akima",
-            strict=False,
-            n_nearest=keep.get("n_nearest"),
-        )
-    write_fit_json(fit, path)
-    if unreadable:
-        return fit, f"Refitted: {unreadable}; rewritten."
-    if existing is None:
-        return fit, f"Fitted now (there was no {path.name}) and written to {path.name}."
-    return fit, f"Refitted: {path.name} had been made from {why}; rewritten."
-
-
 def build_report(
     results_dir: str | Path,
     target_flops: float | None = None,
@@ -472,7 +410,7 @@ def build_report(
     if not (runs["status"] == "completed").any():
         raise UserError(f"{results_dir}: no completed runs yet; nothing to report")
     curves = load_curves(results_dir) if (results_dir / "curves.parquet").exists() else None
-    fit, fit_note = fit_for_report(results_dir, runs, curves, target_flops, bootstrap)
+    fit, fit_note = current_fit(results_dir, runs, curves, target_flops, bootstrap)
     validations = (
         read_json(results_dir / VALIDATIONS) if (results_dir / VALIDATIONS).exists() else []
     )

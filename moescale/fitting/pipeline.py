@@ -140,9 +140,11 @@ class FitReport:
             skipped=data.get("skipped", {}),
         )
 
-    def matches(self, runs: pd.DataFrame, options: dict) -> bool:
-        """Was this fit made from exactly these runs, with these options?"""
-        return self.runs_hash == runs_hash(runs) and self.options == options
+    def predict_at(self, flops: float) -> dict[str, dict]:
+        """Every fitted method's prediction at `flops`, under the fit's compute law."""
+        law = self.compute_law or DEFAULT_LAW
+        fitted = {"parametric": self.parametric, "isoflop": self.isoflop}
+        return {m: f.predict(flops, law) for m, f in fitted.items() if f is not None}
 
 
 def load_source(
@@ -393,3 +395,53 @@ def load_fit(path: str | Path) -> FitReport:
         return FitReport.from_dict(data)
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"{path}: not a moescale fit.json ({type(err).__name__}: {err})") from None
+
+
+def current_fit(
+    results_dir: Path,
+    runs: pd.DataFrame,
+    curves: pd.DataFrame | None,
+    target_flops: float | None = None,
+    bootstrap: int | None = None,
+) -> tuple[FitReport, str]:
+    """A results folder's fit.json when it was made from exactly these runs with every
+    method (and the target and bootstrap asked for, if asked), else a new fit — with
+    fit.json's own per-budget options — written over it; and a sentence saying which."""
+    path = Path(results_dir) / "fit.json"
+    existing, why = None, f"there was no {path.name}"
+    if path.exists():
+        try:
+            existing = load_fit(path)
+        except UserError as err:  # an older or damaged fit.json: refit rather than fail
+            why = str(err)
+    if existing is not None:
+        options = existing.options
+        if existing.runs_hash != runs_hash(runs):
+            why = f"{path.name} had been made from other runs"
+        elif (
+            options.get("method") != "all"
+            or (target_flops is not None and options.get("target_flops") != float(target_flops))
+            or (bootstrap is not None and options.get("bootstrap") != bootstrap)
+        ):
+            why = f"{path.name} had been made with other options"
+        else:
+            return (
+                existing,
+                f"Numbers from {path.name} as written ({existing.created}), which matches these runs.",
+            )
+    keep = existing.options if existing is not None else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EdgeOptimumWarning)
+        fit = fit_all(
+            runs,
+            curves,
+            str(results_dir),
+            "all",
+            target_flops,
+            DEFAULT_BOOTSTRAP if bootstrap is None else bootstrap,
+            keep.get("isoflop_method") or DEFAULT_METHOD,
+            strict=False,
+            n_nearest=keep.get("n_nearest"),
+        )
+    write_fit_json(fit, path)
+    return fit, f"Refitted ({why}); written to {path.name}."

@@ -25,7 +25,6 @@ import numpy as np
 from moescale.fitting.compute_law import ComputeLaw
 from moescale.fitting.powerlaw import percentile_interval
 
-HEADLINE_ORDER = ("parametric", "isoflop")  # the first one fitted leads
 LABELS = {
     "parametric": "Approach 3: L = E + A/N^α + B/D^β, minimised under the fitted compute law",
     "isoflop": "Approach 2: per-budget optima, N_opt power law in C, D_opt = C/(a·N_opt + b)",

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import pandas as pd
 from scipy.optimize import brentq
 
 from moescale.errors import UserError
@@ -180,7 +179,3 @@ def score_prediction(
         regret_how=how,
         realised_at_edge=reason,
     )
-
-
-def validation_table(scores: list[ValidationScore]) -> pd.DataFrame:
-    return pd.DataFrame([s.to_dict() for s in scores])

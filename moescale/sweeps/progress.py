@@ -64,8 +64,9 @@ def status_tables(
     if elapsed is not None and flops_done > 0:
         eta = f"elapsed {_duration(elapsed)}, ETA {_duration(elapsed * (flops_total - flops_done) / flops_done)}"
     head.add_row(line, flops, eta)
-    if elapsed is None and trial_time_left(runs):  # from disk: on a line of its own
-        head.add_row(trial_time_left(runs), "", "")
+    left = trial_time_left(runs) if elapsed is None else ""
+    if left:  # from disk: on a line of its own
+        head.add_row(left, "", "")
 
     budgets = Table(title=None, show_edge=False)
     for column in ("budget", "runs done", "best loss", "at n_active", "bracketing"):

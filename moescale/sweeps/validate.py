@@ -71,15 +71,9 @@ def predictions_at(fit, runs: pd.DataFrame, budget: float) -> dict[str, dict]:
     the report's parabola per budget with N_opt and D_opt as two independent power laws."""
     import warnings
 
-    from moescale.fitting.compute_law import DEFAULT_LAW
     from moescale.fitting.isoflop import EdgeOptimumWarning, fit_isoflop
 
-    law = fit.compute_law or DEFAULT_LAW
-    out = {}
-    if fit.parametric is not None:
-        out["parametric"] = fit.parametric.predict(budget, law)
-    if fit.isoflop is not None:
-        out["isoflop"] = fit.isoflop.predict(budget, law)
+    out = fit.predict_at(budget)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", EdgeOptimumWarning)
@@ -187,30 +181,14 @@ def full_plan(spec: SweepSpec, results_dir: Path) -> Plan:
 
 
 def sweep_fit(results_dir: Path):
-    """fit.json when it matches the sweep's runs (validations are never its inputs), else a
-    fresh fit with the defaults, written over it."""
-    from moescale.fitting.pipeline import (
-        DEFAULT_BOOTSTRAP,
-        fit_all,
-        load_fit,
-        runs_hash,
-        write_fit_json,
-    )
+    """The sweep's fit (fit.json when it matches the runs; validations are never its inputs)
+    and its runs."""
+    from moescale.fitting.pipeline import current_fit
     from moescale.results import load_curves
 
     runs = load_runs(results_dir)
-    path = results_dir / "fit.json"
-    if path.exists():
-        try:
-            fit = load_fit(path)
-        except UserError:  # an older or damaged fit.json: refit
-            fit = None
-        if fit and fit.runs_hash == runs_hash(runs) and fit.options.get("method") == "all":
-            return fit, runs
     curves = load_curves(results_dir) if (results_dir / "curves.parquet").exists() else None
-    fit = fit_all(runs, curves, str(results_dir), "all", None, DEFAULT_BOOTSTRAP, strict=False)
-    write_fit_json(fit, path)
-    return fit, runs
+    return current_fit(results_dir, runs, curves)[0], runs
 
 
 def run_validation(
