@@ -449,7 +449,7 @@ def validate(
 @app.command()
 def compare(
     results_dirs: list[Path] = typer.Argument(..., help="Two or more sweeps' results folders."),
-    out: Path = typer.Option(Path("compare"), help="Folder for compare.png, .svg and .csv."),
+    out: Path = typer.Option(Path("compare"), help="Folder for compare.pdf, .svg, .png and .csv."),
     target_flops: float | None = typer.Option(
         None, help="The common budget to compare predictions at (default: the largest target)."
     ),
@@ -472,7 +472,7 @@ def compare(
     for row in frame.itertuples(index=False):
         table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
     console.print(table)
-    console.print(f"wrote {out / 'compare.png'}, compare.svg and compare.csv")
+    console.print(f"wrote {out / 'compare.pdf'}, .svg, .png and compare.csv")
 
 
 @app.command()

@@ -64,9 +64,10 @@ class Browser:
             page["webSocketDebuggerUrl"], timeout=30, suppress_origin=True
         )
 
-    def open(self, url: str, screenshot: Path | None = None) -> dict:
+    def open(self, url: str, screenshot: Path | None = None, probe=None) -> dict:
         """Navigate, wait for the load event, and report console errors, exceptions and the
-        state of every image; optionally save a full-page screenshot."""
+        state of every image; optionally save a full-page screenshot, and run `probe(call)`
+        (call: send one DevTools command, get its result) with its answer under "probe"."""
         ws = self._page_socket()
         counter = iter(range(1, 10_000))
         events: list[dict] = []
@@ -98,7 +99,9 @@ class Browser:
         title = call("Runtime.evaluate", expression="document.title", returnByValue=True)["result"][
             "value"
         ]
+        probed = probe(call) if probe is not None else None
         if screenshot is not None:
+            call("Runtime.evaluate", expression="window.scrollTo(0, 0)")
             metrics = call("Page.getLayoutMetrics")
             size = metrics.get("cssContentSize") or metrics["contentSize"]
             shot = call(
@@ -130,7 +133,7 @@ class Browser:
             for e in events
             if e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error"
         ]
-        return {"title": title, "images": json.loads(images), "errors": errors}
+        return {"title": title, "images": json.loads(images), "errors": errors, "probe": probed}
 
     def close(self) -> None:
         self.process.kill()

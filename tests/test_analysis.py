@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from browser import Browser, find_chromium
+from PIL import Image
 
 from moescale.analysis.report import build_report, step_limited_warning
 from moescale.fitting.pipeline import fit_all
@@ -47,10 +48,16 @@ def test_report_fits_first_and_writes_a_self_contained_page(example):
     assert headline_line(fit.prediction) in html.unescape(page)
     for title in SECTIONS:
         assert title in page
-    # self-contained: every image is a data URI, nothing is fetched from anywhere
-    sources = re.findall(r"src=['\"]([^'\"]+)", page)
-    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
-    assert "http://" not in page and "https://" not in page
+    # self-contained: the figures are inline SVG, every link points inside the page, and the
+    # only URLs are the SVG namespaces (names, never fetched)
+    assert page.count('<svg class="figure"') >= 7
+    links = re.findall(r"(?:src|href)=['\"]([^'\"]+)", page)
+    inside = [link for link in links if link.startswith(("#", "data:image/png;base64,"))]
+    assert links and inside == links, set(links) - set(inside)
+    ids = re.findall(r"\bid=['\"]([^'\"]+)", page)
+    assert len(ids) == len(set(ids))  # one page, several SVGs: no id twice
+    urls = set(re.findall(r"https?://[^\s'\"<>]+", page))
+    assert urls <= {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}, urls
     markdown = (example / "report" / "report.md").read_text()
     for stem in (
         "isoflop",
@@ -61,8 +68,15 @@ def test_report_fits_first_and_writes_a_self_contained_page(example):
         "lr_schedules",
         "routing",
     ):
-        assert (example / "report" / f"{stem}.png").stat().st_size > 1000
-        assert (example / "report" / f"{stem}.svg").read_text().lstrip().startswith("<?xml")
+        folder = example / "report"
+        with Image.open(folder / f"{stem}.png") as png:
+            assert min(png.info["dpi"]) >= 199.9 and png.width > 1000
+        svg = (folder / f"{stem}.svg").read_text()
+        # text kept as text: <text> elements, not glyphs drawn as paths
+        assert svg.lstrip().startswith("<?xml") and "<text" in svg
+        assert 'id="DejaVuSans-' not in svg
+        pdf = (folder / f"{stem}.pdf").read_bytes()
+        assert pdf.startswith(b"%PDF") and b"/FontFile2" in pdf and b"/Type3" not in pdf
         assert f"({stem}.png)" in markdown
     assert "1e+15" in page  # the prediction at the requested target
 
@@ -126,17 +140,72 @@ def test_report_in_a_real_browser(example, tmp_path):
     browser = Browser(executable)
     try:
         screenshot = tmp_path / "report.png"
-        seen = browser.open(index.as_uri(), screenshot=screenshot)
+        seen = browser.open(index.as_uri(), screenshot=screenshot, probe=_hover_every_figure)
     finally:
         browser.close()
     assert seen["title"].startswith("moescale report")
     assert seen["errors"] == []
-    assert len(seen["images"]) >= 7
-    assert all(image["complete"] and image["width"] > 0 for image in seen["images"]), seen["images"]
+    figures = seen["probe"]
+    assert len(figures) >= 7
+    run_ids = set(load_runs(example)["run_id"])
+    for figure in figures:
+        # the figure's text is text the browser lays out, not glyph outlines
+        assert figure["texts"] > 10 and figure["glyph_paths"] == 0, figure
+        assert figure["width"] > 300, figure  # drawn, not collapsed
+        if figure["name"] == "lr_schedules":  # lines only, no points to hover
+            continue
+        if figure["name"] == "optimal_scaling":  # its points are budgets' optima, not runs
+            assert figure["shown"].startswith("budget C = "), figure
+            continue
+        # hovering a point shows the tooltip that names its run(s), N, D, C and loss
+        assert figure["shown"] == figure["expected"] and not figure["hidden"], figure
+        named = re.findall(r"\b[0-9a-f]{12}\b", figure["shown"])
+        assert named and set(named) <= run_ids, figure
+        for quantity in ("N = ", "D = ", "C = ", "nats/token"):
+            assert quantity in figure["shown"], figure
     assert screenshot.stat().st_size > 50_000
     keep = ROOT / ".pytest_cache"
     if keep.is_dir():  # left for a person to look at after the run
         shutil.copy(screenshot, keep / "report-screenshot.png")
+
+
+def _hover_every_figure(call) -> list[dict]:
+    """For each inline figure: how many <text> elements it has and whether any glyph is drawn
+    as a path; then the pointer moved onto its first point that is not covered by another
+    mark, and what the page's tooltip said."""
+
+    def evaluate(expression: str):
+        result = call("Runtime.evaluate", expression=expression, returnByValue=True)["result"]
+        return json.loads(result["value"]) if result.get("value") else None
+
+    count = evaluate("JSON.stringify(document.querySelectorAll('svg.figure').length)")
+    figures = []
+    for i in range(count):
+        figure = evaluate(f"""JSON.stringify((() => {{
+            const f = document.querySelectorAll('svg.figure')[{i}];
+            const out = {{name: f.getAttribute('aria-label'), texts: f.querySelectorAll('text').length,
+                         glyph_paths: f.querySelectorAll('path[id^="DejaVu"]').length,
+                         width: f.getBoundingClientRect().width}};
+            for (const p of f.querySelectorAll('[data-tip]')) {{
+                p.scrollIntoView({{block: 'center'}});
+                const r = p.getBoundingClientRect(), x = r.x + r.width / 2, y = r.y + r.height / 2;
+                const hit = document.elementFromPoint(x, y);
+                if (hit && hit.closest('[data-tip]') === p) {{
+                    return Object.assign(out, {{x: x, y: y, expected: p.getAttribute('data-tip')}});
+                }}
+            }}
+            return out;
+        }})())""")
+        if "x" in figure:
+            call("Input.dispatchMouseEvent", type="mouseMoved", x=figure["x"], y=figure["y"])
+            figure.update(
+                evaluate(
+                    "JSON.stringify({hidden: document.getElementById('tip').hidden, shown: document.getElementById('tip').textContent})"
+                )
+            )
+            call("Input.dispatchMouseEvent", type="mouseMoved", x=1, y=1)
+        figures.append(figure)
+    return figures
 
 
 def test_compare_draws_every_sweep_on_one_figure_and_one_table(tmp_path):
@@ -156,3 +225,13 @@ def test_compare_draws_every_sweep_on_one_figure_and_one_table(tmp_path):
     assert "baseline" in svg and "changed" in svg  # both drawn and named
     assert (tmp_path / "out" / "compare.png").stat().st_size > 10_000
     assert len((tmp_path / "out" / "compare.csv").read_text().splitlines()) == 3
+
+
+def test_numbers_on_figures_are_written_with_real_superscripts():
+    from moescale.analysis.style import sci
+
+    assert sci(3e14) == r"$3\times10^{14}$"
+    assert sci(1e13) == "$10^{13}$"
+    assert sci(9.9996e4) == "$10^{5}$"  # rounding carries into the exponent
+    assert sci(5.92e-3) == r"$5.92\times10^{-3}$"
+    assert sci(1500) == "1500" and sci(0.0123) == "0.0123" and sci(6.49) == "6.49"

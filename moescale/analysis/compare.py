@@ -4,7 +4,6 @@ question "did this change help"."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -12,6 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from moescale.analysis.style import C_LABEL, OKABE_ITO, figure, hover, save_figure, sci, styled
 from moescale.errors import UserError
 from moescale.fitting.pipeline import FitReport, current_fit
 from moescale.results import atomic_write_bytes, load_curves, load_runs
@@ -55,15 +55,20 @@ def comparison_table(fits: dict[str, FitReport], flops: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@styled
 def comparison_figure(fits: dict[str, FitReport], flops: float) -> Figure:
     """Left: every sweep's isoFLOP optima and N_opt law; right: the headline N_opt at the
     common budget with its interval, one marker per sweep."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11.5, 4.2), constrained_layout=True)
+    fig, (left, right) = figure(1, 2, width=5.4, height=3.8)
     for i, (name, fit) in enumerate(fits.items()):
-        colour = f"C{i}"
+        colour = OKABE_ITO[i % len(OKABE_ITO)]
         if fit.isoflop is not None:
             usable = fit.isoflop.interior
-            left.scatter(usable["budget"], usable["n_opt"], color=colour, s=22, label=name)
+            dots = left.scatter(usable["budget"], usable["n_opt"], color=colour, s=22, label=name)
+            hover(fig, dots, [
+                f"{name}: budget C = {r.budget:.4g} FLOPs · optimal N = {r.n_opt:.4g} activated · loss {r.loss_opt:.4g} nats/token"
+                for r in usable.itertuples()
+            ])  # fmt: skip
             grid = np.geomspace(usable["budget"].min() / 1.5, flops * 1.5, 100)
             left.plot(grid, fit.isoflop.n_law(grid), color=colour, lw=1)
         p = fit.predict_at(flops).get(fit.prediction.get("method"), {})
@@ -73,31 +78,27 @@ def comparison_figure(fits: dict[str, FitReport], flops: float) -> Figure:
                 None if not interval else [[p["n_opt"] - interval[0]], [interval[1] - p["n_opt"]]]
             )
             right.errorbar([i], [p["n_opt"]], yerr=error, fmt="D", color=colour, capsize=4)
-    for ax in (left,):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("training compute C (FLOPs)")
-        ax.set_ylabel("N_opt (activated parameters)")
-        ax.legend(fontsize=8)
-        ax.set_title("isoFLOP optima and N_opt power laws", fontsize=10)
+    left.set_xscale("log")
+    left.set_yscale("log")
+    left.set_xlabel(C_LABEL)
+    left.set_ylabel("optimal N (activated parameters)")
+    left.legend()
+    left.set_title("isoFLOP optima and N_opt power laws")
     right.set_yscale("log")
     right.set_xticks(range(len(fits)), list(fits), rotation=20)
     right.set_xlim(-0.5, len(fits) - 0.5)
-    right.set_ylabel("N_opt (activated parameters)")
-    right.set_title(f"headline N_opt at C = {flops:.3g} FLOPs (95% interval)", fontsize=10)
+    right.set_ylabel("optimal N (activated parameters)")
+    right.set_title(f"headline N_opt at C = {sci(flops)} FLOPs (95% interval)")
     return fig
 
 
 def compare(folders: list[Path], out: Path, target_flops: float | None = None) -> pd.DataFrame:
-    """Write compare.png, compare.svg and compare.csv into `out`; return the table."""
+    """Write compare.pdf, .svg, .png and compare.csv into `out`; return the table."""
     fits = load_fits(folders)
     flops = target_flops or max(f.target_flops for f in fits.values())
     table = comparison_table(fits, flops)
     fig = comparison_figure(fits, flops)
-    for suffix in ("png", "svg"):
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format=suffix, dpi=200)
-        atomic_write_bytes(out / f"compare.{suffix}", buffer.getvalue())
+    save_figure(fig, out, "compare")
     plt.close(fig)
     atomic_write_bytes(out / "compare.csv", table.to_csv(index=False).encode())
     return table

@@ -3,19 +3,19 @@ Markdown twin, from a results folder — fitted first if `moescale fit` has not 
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import html
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jinja2
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+import moescale
 from moescale.analysis import plots
+from moescale.analysis.style import inline_svg, save_figure
 from moescale.analysis.summary import loss_law_text
 from moescale.errors import UserError
 from moescale.fitting.envelope import BIAS_NOTE
@@ -31,7 +31,8 @@ class Section:
     title: str
     paragraphs: list[str] = field(default_factory=list)
     table: pd.DataFrame | None = None
-    figures: list[tuple[str, Figure]] = field(default_factory=list)  # (file stem, figure)
+    # (file stem, figure, caption)
+    figures: list[tuple[str, Figure, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -147,7 +148,12 @@ def build_sections(
                 "routing, small matrices and everything that is not a matmul at this scale."
             )
         law.figures.append(
-            ("compute_law", plots.compute_law(done, fit.compute_law, fit.compute_law_time))
+            (
+                "compute_law",
+                plots.compute_law(done, fit.compute_law, fit.compute_law_time),
+                "Training FLOPs per token (forward and backward, attention over the sequence "
+                "included) against activated parameters N (embeddings excluded).",
+            )
         )
     else:
         law.paragraphs.append("Not fitted: fewer than two sizes with exact FLOP counts.")
@@ -171,11 +177,20 @@ def build_sections(
         iso.table = f.budgets[
             ["budget", "n_runs", "n_opt", "d_opt", "loss_opt", "at_edge", "reason"]
         ]
-        iso.figures.append(("isoflop", plots.isoflop_curves(f)))
+        iso.figures.append(
+            (
+                "isoflop",
+                plots.isoflop_curves(f, runs),
+                "Final held-out loss against activated parameters N at each training budget C "
+                "(counted training FLOPs); error bars: standard deviation over seeds.",
+            )
+        )
         iso.figures.append(
             (
                 "optimal_scaling",
                 plots.optimal_scaling(f, fit.target_flops, hunyuan_reference, fit.predictions),
+                "Compute-optimal N (activated) and D (tokens) against counted training FLOPs; "
+                "the right-hand panels extrapolate to the target, each method with its 95% interval.",
             )
         )
     else:
@@ -213,21 +228,42 @@ def build_sections(
             f"over {p.n_points} runs; it puts N_opt ∝ C^{p.allocation_exponent:.3f}."
         )
         para.paragraphs.append(f"Intervals: {p.interval_note}.")
-        para.figures.append(("parametric", plots.parametric(p, done, compute_law=fit.compute_law)))
+        para.figures.append(
+            (
+                "parametric",
+                plots.parametric(p, done, compute_law=fit.compute_law),
+                "The fitted L(N, D) (N activated parameters, D training tokens) with the runs "
+                "it was fitted on; residuals against counted training FLOPs.",
+            )
+        )
     else:
         para.warnings.append(f"Not fitted: {fit.skipped.get('parametric', 'not asked for')}")
     sections.append(para)
 
     if curves is not None and len(curves):
         curve_section = Section("Loss curves and schedules")
-        curve_section.figures.append(("loss_curves", plots.loss_curves(curves, runs, fit.envelope)))
-        curve_section.figures.append(("lr_schedules", plots.lr_schedules(curves, runs)))
+        curve_section.figures.append(
+            (
+                "loss_curves",
+                plots.loss_curves(curves, runs, fit.envelope),
+                "Loss against the training FLOPs spent so far; the point at each curve's end names its run.",
+            )
+        )
+        curve_section.figures.append(
+            ("lr_schedules", plots.lr_schedules(curves, runs), "The learning rate of every run.")
+        )
         if fit.envelope is not None:
             curve_section.paragraphs.append(
                 f"Approach 1 (the envelope): N ∝ C^{fit.envelope.n_exponent:.3f} — {BIAS_NOTE}."
             )
         if routing is not None:
-            curve_section.figures.append(("routing", plots.routing_health(routing[1], routing[0])))
+            curve_section.figures.append(
+                (
+                    "routing",
+                    plots.routing_health(routing[1], routing[0], runs, curves),
+                    "Expert load as a multiple of a perfectly balanced load (1 = balanced).",
+                )
+            )
         sections.append(curve_section)
 
     validations = [r for r in (validations or []) if r.get("scores")]
@@ -256,7 +292,14 @@ def build_sections(
                     }
                 )
         check.table = pd.DataFrame(rows)
-        check.figures.append(("validation", plots.validation(validations[-1])))
+        check.figures.append(
+            (
+                "validation",
+                plots.validation(validations[-1], runs),
+                "The runs at the validation budget against each method's prediction, made "
+                "before they were trained.",
+            )
+        )
         sections.append(check)
 
     diagnostics = Section("Diagnostics")
@@ -289,96 +332,73 @@ def build_sections(
     return sections
 
 
-def _png(fig: Figure) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    return buffer.getvalue()
+def _cell(value, markdown: bool = False) -> str:
+    """One table cell as text: floats to 4 significant digits, integers with separators."""
+    if isinstance(value, bool | np.bool_):
+        return "yes" if value else "no"
+    if isinstance(value, float | np.floating):
+        return "" if np.isnan(value) else f"{value:.4g}"
+    if isinstance(value, int | np.integer) and not markdown:
+        return f"{value:,}"
+    text = "" if value is None else str(value)
+    return text.replace("|", "\\|") if markdown else text
 
 
-def _svg(fig: Figure) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="svg")
-    return buffer.getvalue()
-
-
-def _html_table(table: pd.DataFrame) -> str:
-    def cell(value) -> str:
-        if isinstance(value, bool | np.bool_):
-            return "yes" if value else "no"
-        if isinstance(value, float | np.floating):
-            return "" if np.isnan(value) else f"{value:.4g}"
-        if isinstance(value, int | np.integer):
-            return f"{value:,}"
-        return html.escape(str(value))
-
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
-        for row in table.itertuples(index=False)
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _md_table(table: pd.DataFrame) -> str:
-    def cell(value) -> str:
-        if isinstance(value, float | np.floating):
-            return "" if np.isnan(value) else f"{value:.4g}"
-        return str(value)
-
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
-    lines += [
-        "| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)
-    ]
-    return "\n".join(lines)
-
-
-STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
-h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
-table { border-collapse: collapse; font-size: .85em; margin: 1em 0; }
-th, td { border: 1px solid #ddd; padding: .25em .6em; text-align: right; } th { background: #f4f4f4; }
-.warning { background: #fff4e0; border-left: 4px solid #e0a000; padding: .5em .8em; margin: .5em 0; }
-figure { margin: 1em 0; } img { max-width: 100%; height: auto; }
-"""
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("moescale.analysis", "templates"),
+    autoescape=jinja2.select_autoescape(["html.j2"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    undefined=jinja2.StrictUndefined,
+)
 
 
 def write_html(results_dir: Path, sections: list[Section], title: str) -> Path:
-    """report/index.html (PNG figures embedded as data URIs) and report/report.md (beside PNG and SVG files)."""
+    """report/index.html — self-contained: each figure inline as SVG with its text as text and
+    hover labels naming runs — and report/report.md beside each figure's PDF, SVG and PNG."""
     folder = results_dir / "report"
-    folder.mkdir(parents=True, exist_ok=True)
     created = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
-    ]
-    parts.append(
-        f"<h1>{html.escape(title)}</h1><p>Generated by moescale on {created} from <code>{html.escape(str(results_dir))}</code>.</p>"
-    )
-    markdown = [f"# {title}", "", f"Generated by moescale on {created} from `{results_dir}`.", ""]
+    pages = {"html": [], "md": []}
     for section in sections:
-        parts.append(f"<h2>{html.escape(section.title)}</h2>")
-        markdown += [f"## {section.title}", ""]
-        for text in section.paragraphs:
-            parts.append(f"<p>{html.escape(text)}</p>")
-            markdown += [text, ""]
-        for text in section.warnings:
-            parts.append(f"<div class='warning'>{html.escape(text)}</div>")
-            markdown += [f"> **Warning:** {text}", ""]
-        if section.table is not None and len(section.table):
-            parts.append(_html_table(section.table))
-            markdown += [_md_table(section.table), ""]
-        for stem, fig in section.figures:
-            png = _png(fig)
-            atomic_write_bytes(folder / f"{stem}.png", png)
-            atomic_write_bytes(folder / f"{stem}.svg", _svg(fig))
-            encoded = base64.b64encode(png).decode()
-            parts.append(
-                f"<figure><img alt='{stem}' src='data:image/png;base64,{encoded}'></figure>"
-            )
-            markdown += [f"![{stem}]({stem}.png)", ""]
+        figures = []
+        for stem, fig, caption in section.figures:
+            save_figure(fig, folder, stem)
+            figures.append({"stem": stem, "caption": caption, "svg": inline_svg(fig, stem)})
             plt.close(fig)
-    parts.append("</body></html>")
-    atomic_write_bytes(folder / "index.html", "\n".join(parts).encode())
-    atomic_write_bytes(folder / "report.md", "\n".join(markdown).encode())
+        table = section.table if section.table is not None and len(section.table) else None
+        for kind, markdown in (("html", False), ("md", True)):
+            pages[kind].append(
+                {
+                    "title": section.title,
+                    "paragraphs": section.paragraphs,
+                    "warnings": section.warnings,
+                    "columns": [] if table is None else [str(c) for c in table.columns],
+                    # long words (notes, reasons) wrap; numbers and ids stay on one line
+                    "wrap": []
+                    if table is None
+                    else [
+                        not pd.api.types.is_numeric_dtype(table[c])
+                        and table[c].astype(str).str.len().max() > 30
+                        for c in table.columns
+                    ],
+                    "rows": []
+                    if table is None
+                    else [
+                        [_cell(v, markdown) for v in row] for row in table.itertuples(index=False)
+                    ],
+                    "figures": figures,
+                }
+            )
+    context = {
+        "title": title,
+        "created": created,
+        "source": str(results_dir),
+        "version": moescale.__version__,
+    }
+    for kind, name in (("html", "index.html"), ("md", "report.md")):
+        text = _TEMPLATES.get_template(f"report.{kind}.j2").render(sections=pages[kind], **context)
+        atomic_write_bytes(folder / name, text.encode())
     return folder / "index.html"
 
 
