@@ -12,6 +12,7 @@ from rich.table import Table
 
 from moescale import __version__
 from moescale.errors import UserError
+from moescale.results import RunStatus
 
 app = typer.Typer(
     name="moescale",
@@ -284,7 +285,7 @@ def train(
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    if result.status != "completed":
+    if result.status != RunStatus.COMPLETED:
         raise typer.Exit(1)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,25 @@ import pyarrow.parquet as pq
 
 from moescale.errors import UserError
 
-STATUSES = ("planned", "running", "completed", "failed", "diverged")
+
+class RunStatus(str, Enum):
+    """Where a planned run stands; runs.parquet's `status` column holds its value."""
+
+    PLANNED = "planned"  # no record yet
+    RUNNING = "running"  # a trial is training it now
+    COMPLETED = "completed"
+    FAILED = "failed"  # crashed (its reason in `error`); trained again by the next sweep
+    DIVERGED = "diverged"  # its loss blew up: a result, kept with its curve
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.DIVERGED})  # never trained again
+ENDED = FINISHED | {RunStatus.FAILED}  # no trial is working on it
+STATUSES = tuple(status.value for status in RunStatus)
 VALIDATIONS = "validations.json"  # what `moescale validate` planned, predicted and scored
 
 # column → pandas dtype family: "str", "int", "float", "bool"

@@ -11,12 +11,13 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from moescale.errors import UserError
 from moescale.training import DataSpec, RunSpec, train_run
 from moescale.training.data import load_tokens
 from moescale.training.schedules import lr_multiplier
-from moescale.training.trainer import plan_steps
+from moescale.training.trainer import plan_steps, state_path, train_branch, train_trunk
 
 TINY_MODEL = dict(d_model=32, n_heads=2, n_layers=2, n_experts=4, expert_hidden=64, max_seq_len=64)
 TINY_RECIPE = dict(
@@ -76,6 +77,55 @@ def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path):
     a = pd.read_parquet(tmp_path / "straight" / "curve.parquet").drop(columns="tokens_per_s")
     b = pd.read_parquet(tmp_path / "resumed" / "curve.parquet").drop(columns="tokens_per_s")
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_branch_off_a_trunk_is_bit_identical_to_a_separate_wsd_run(tmp_path):
+    """The property that makes branching valid: a trunk's plateau state at s_b, cooled down
+    with the run's own schedule, is the separate WSD run, to the bit (CPU, fp32)."""
+    recipe = dict(schedule="wsd", warmup_steps=4, cooldown_frac=0.25, cooldown_shape="sqrt")
+    spec = tiny_spec(recipe=recipe, model=dict(routing="recycle", capacity_factor=1.0))
+    separate = train_run(spec, tmp_path / "separate")
+    branch_step = 40 - spec.recipe.cooldown_steps_of(40)
+    assert branch_step == 30
+    # the trunk goes on past this branch point, as it does for a larger budget's branch
+    trunk = spec.model_copy(update={"tokens": 1024 * 60})
+    assert train_trunk(trunk, [branch_step, 50], tmp_path / "trunk") == 50
+    branch = train_branch(spec, state_path(tmp_path / "trunk", branch_step), tmp_path / "branch")
+    assert branch.status == separate.status == "completed"
+    assert branch.final_loss == separate.final_loss
+    assert branch.final_train_loss == separate.final_train_loss
+    assert branch.tokens == separate.tokens and branch.steps == separate.steps == 40
+    whole = pd.read_parquet(tmp_path / "separate" / "curve.parquet").drop(columns="tokens_per_s")
+    cooldown = pd.read_parquet(tmp_path / "branch" / "curve.parquet").drop(columns="tokens_per_s")
+    assert cooldown["step"].min() > branch_step  # the branch's own curve is its cooldown
+    expected = whole[whole["step"] > branch_step].reset_index(drop=True)
+    pd.testing.assert_frame_equal(cooldown, expected, check_exact=True)
+    assert cooldown["lr"].iloc[-1] == pytest.approx(0.1 * whole["lr"].max())
+    # the trunk's plateau never cooled down, and matches the separate run before s_b
+    plateau = pd.read_parquet(tmp_path / "trunk" / "curve.parquet").drop(columns="tokens_per_s")
+    before = whole[whole["step"] <= branch_step].reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        plateau[plateau["step"] <= branch_step].reset_index(drop=True).drop(columns="run_id"),
+        before.drop(columns="run_id"),
+        check_exact=True,
+    )
+
+
+def test_a_trunk_extended_later_resumes_from_its_last_state(tmp_path):
+    recipe = dict(schedule="wsd", warmup_tokens=4096, checkpoint_every=1000)
+    trunk = tiny_spec(recipe=recipe, tokens=1024 * 50)
+    assert train_trunk(trunk, [20], tmp_path / "trunk") == 20
+    steps = []
+    assert (
+        train_trunk(trunk, [20, 35], tmp_path / "trunk", progress=lambda r: steps.append(r["step"]))
+        == 35
+    )
+    assert min(steps) > 20  # nothing trained twice
+    straight = tiny_spec(recipe=recipe, tokens=1024 * 50)
+    train_trunk(straight, [35], tmp_path / "straight")
+    a = torch.load(state_path(tmp_path / "trunk", 35), weights_only=True)
+    b = torch.load(state_path(tmp_path / "straight", 35), weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
 def test_tokens_meet_the_budget_and_flops_follow(tmp_path):
@@ -220,14 +270,25 @@ def test_bad_data_is_a_one_line_error_naming_the_path(tmp_path, spec, expected):
 def test_schedules_have_their_documented_shapes():
     total, warmup = 1000, 50
     lr = {
-        k: [lr_multiplier(k, s, total, warmup) for s in range(total)]
+        k: [lr_multiplier(k, s, total, warmup, cooldown_steps=200) for s in range(total)]
         for k in ("cosine", "wsd", "hunyuan", "constant")
     }
     for values in lr.values():
         assert values[0] == pytest.approx(1 / warmup) and values[warmup - 1] == pytest.approx(1.0)
     assert lr["cosine"][-1] == pytest.approx(0.1, abs=0.01)
     assert all(v == 1.0 for v in lr["wsd"][warmup : int(0.8 * total)])  # the stable plateau
-    assert lr["wsd"][-1] == pytest.approx(0.1, abs=0.01)
+    assert lr["wsd"][-1] == pytest.approx(0.1)  # the cooldown ends at min_ratio
+    assert lr["wsd"][800] < 1.0  # and starts at once
+    sqrt = [
+        lr_multiplier("wsd", s, total, warmup, cooldown_steps=200, cooldown_shape="sqrt")
+        for s in range(total)
+    ]
+    assert all(
+        a < b for a, b in zip(sqrt[800:-1], lr["wsd"][800:-1], strict=True)
+    )  # 1 − sqrt: faster at first
+    assert sqrt[-1] == pytest.approx(0.1)
+    # a trunk (no total) stays on the plateau forever
+    assert lr_multiplier("wsd", 10**7, None, warmup) == 1.0
     anneal_start = warmup + int(0.95 * (total - warmup))
     assert lr["hunyuan"][anneal_start] == pytest.approx(0.3, abs=0.01)  # end of the gradual decay
     assert lr["hunyuan"][-1] == pytest.approx(0.1, abs=0.01)  # annealed to 1/10 of peak

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from moescale.analysis.style import C_LABEL, OKABE_ITO, figure, hover, save_figure, sci, styled
 from moescale.errors import UserError
 from moescale.fitting.pipeline import FitReport, current_fit
-from moescale.results import atomic_write_bytes, load_curves, load_runs
+from moescale.results import RunStatus, atomic_write_bytes, load_curves, load_runs
 
 
 def load_fits(folders: list[Path]) -> dict[str, FitReport]:
@@ -42,7 +42,7 @@ def comparison_table(fits: dict[str, FitReport], flops: float) -> pd.DataFrame:
         rows.append(
             {
                 "sweep": name,
-                "runs fitted": fit.run_counts.get("completed", 0),
+                "runs fitted": fit.run_counts.get(RunStatus.COMPLETED.value, 0),
                 "headline method": lead,
                 "N_opt exponent (isoFLOP)": np.nan if exponent is None else exponent.exponent,
                 "N_opt at C": p.get("n_opt", np.nan),

@@ -43,6 +43,7 @@ from moescale.published import (
     HUNYUAN_N_OPT,
     HUNYUAN_TARGET,
 )
+from moescale.results import RunStatus
 
 HUNYUAN_N_LAW = PowerLaw(*HUNYUAN_N_OPT)
 HUNYUAN_D_LAW = PowerLaw(*HUNYUAN_D_OPT)
@@ -217,7 +218,7 @@ def loss_curves(
         if curve.empty:
             continue
         colour = SIZE_CMAP(norm(curve["n_active"].iloc[0]))
-        finished = curve["status"].iloc[0] == "completed"
+        finished = curve["status"].iloc[0] == RunStatus.COMPLETED
         ax.plot(curve["flops"], curve[loss], color=colour, lw=0.8, alpha=0.85,
                 ls="-" if finished else ":")  # fmt: skip
         last = curve.iloc[-1]
@@ -437,7 +438,7 @@ def validation(record: dict, runs: pd.DataFrame | None = None) -> Figure:
         at = runs["validation"].astype(bool) & np.isclose(
             runs["budget_flops"], record["budget"], rtol=1e-9
         )
-        mine = runs[at & (runs["status"] == "completed")]
+        mine = runs[at & (runs["status"] == RunStatus.COMPLETED)]
     labels = []
     for n, y in zip(realised["n_active"], realised["loss"], strict=True):
         seeds = mine[mine["n_active"] == n]

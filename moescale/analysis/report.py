@@ -21,7 +21,15 @@ from moescale.errors import UserError
 from moescale.fitting.envelope import BIAS_NOTE
 from moescale.fitting.pipeline import FitReport, current_fit, fit_inputs
 from moescale.fitting.prediction import headline_line
-from moescale.results import VALIDATIONS, atomic_write_bytes, load_curves, load_runs, read_json
+from moescale.results import (
+    ENDED,
+    VALIDATIONS,
+    RunStatus,
+    atomic_write_bytes,
+    load_curves,
+    load_runs,
+    read_json,
+)
 
 STEP_LIMITED_RATIO = 1.5  # optimal runs whose step counts all lie within this factor
 
@@ -101,7 +109,7 @@ def _sweep_section(runs: pd.DataFrame) -> Section:
         + ", ".join(f"{v} {k}" for k, v in counts.items())
         + f". Total wall time of the finished runs: {wall / 60:.1f} min."
     )
-    missing = runs[runs["status"].isin(["planned", "running"])]
+    missing = runs[~runs["status"].isin(ENDED)]
     if len(missing):
         section.warnings.append(
             f"The sweep is not finished: {len(missing)} run(s) still planned or running; the fits below use the completed runs only."
@@ -135,7 +143,7 @@ def build_sections(
 ) -> list[Section]:
     sections = [_headline_section(fit, fit_note), _sweep_section(runs)]
     swept = fit_inputs(runs)  # validation runs are shown, never fitted or drawn as the sweep
-    done = swept[swept["status"] == "completed"]
+    done = swept[swept["status"] == RunStatus.COMPLETED]
 
     law = Section("The compute law")
     if fit.compute_law is not None:
@@ -303,7 +311,7 @@ def build_sections(
         sections.append(check)
 
     diagnostics = Section("Diagnostics")
-    for status in ("failed", "diverged"):
+    for status in (RunStatus.FAILED, RunStatus.DIVERGED):
         for row in runs[runs["status"] == status].itertuples():
             diagnostics.warnings.append(
                 f"run {row.run_id} (budget {row.budget_flops:.3g}, N {row.n_active:,}) {status}: {row.error or 'no reason recorded'}"
@@ -405,7 +413,7 @@ def write_html(results_dir: Path, sections: list[Section], title: str) -> Path:
 def _routing_of_a_run(results_dir: Path, runs: pd.DataFrame) -> tuple[str, pd.DataFrame] | None:
     """The routing log of the completed run nearest the middle of the sizes of the largest budget."""
     swept = fit_inputs(runs)
-    done = swept[swept["status"] == "completed"]
+    done = swept[swept["status"] == RunStatus.COMPLETED]
     if done.empty:
         return None
     largest = done[done["budget_flops"] == done["budget_flops"].max()].sort_values("n_active")
@@ -427,7 +435,7 @@ def build_report(
     not match the runs); returns report/index.html and the fit it shows."""
     results_dir = Path(results_dir)
     runs = load_runs(results_dir)
-    if not (runs["status"] == "completed").any():
+    if not (runs["status"] == RunStatus.COMPLETED).any():
         raise UserError(f"{results_dir}: no completed runs yet; nothing to report")
     curves = load_curves(results_dir) if (results_dir / "curves.parquet").exists() else None
     fit, fit_note = current_fit(results_dir, runs, curves, target_flops, bootstrap)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from moescale.errors import UserError
 from moescale.fitting.powerlaw import PowerLaw, fit_power_law
+from moescale.results import RunStatus
 
 BIAS_NOTE = (
     "read off every logged point of every curve: a point before the end of its run's schedule "
@@ -66,10 +67,10 @@ def fit_envelope(
     excluded: list[str] = []
     if runs is not None:
         if "status" in runs:
-            bad = runs[runs["status"] != "completed"]
+            bad = runs[runs["status"] != RunStatus.COMPLETED]
             if len(bad):
                 excluded.append(f"{len(bad)} run(s) not completed: their curves not used")
-            runs = runs[runs["status"] == "completed"]
+            runs = runs[runs["status"] == RunStatus.COMPLETED]
         curves = curves[curves["run_id"].isin(runs["run_id"])]
         if "n_active" not in curves:
             curves = curves.merge(runs[["run_id", "n_active"]], on="run_id")

@@ -36,6 +36,7 @@ from moescale.fitting.powerlaw import (
     loss_law_from_dict,
 )
 from moescale.fitting.resample import draw_budgets, resamples_budgets, what_is_resampled
+from moescale.results import RunStatus
 
 METHODS = ("akima", "parabola")
 DEFAULT_METHOD = "akima"
@@ -207,7 +208,7 @@ def _clean(
         if column not in table:
             raise UserError(f"isoFLOP fit: missing column '{column}'")
     if status_col in table:
-        bad = table[status_col] != "completed"
+        bad = table[status_col] != RunStatus.COMPLETED
         for status, count in table.loc[bad, status_col].value_counts().items():
             excluded.append(f"{count} run(s) {status}: not used")
         table = table[~bad]

@@ -22,6 +22,7 @@ from moescale.fitting.budgets import group_budgets
 from moescale.fitting.compute_law import DEFAULT_LAW, ComputeLaw
 from moescale.fitting.powerlaw import percentile_interval
 from moescale.fitting.resample import draw_runs, what_is_resampled
+from moescale.results import RunStatus
 
 PARAMS = ("a", "b", "e", "alpha", "beta")
 
@@ -311,7 +312,7 @@ def fit_parametric(
     (resample.py); a table without `budget_col` is one budget — for 95% intervals."""
     excluded: list[str] = []
     if "status" in table:
-        bad = table["status"] != "completed"
+        bad = table["status"] != RunStatus.COMPLETED
         if bad.any():
             excluded.append(
                 f"{int(bad.sum())} runs not completed ({', '.join(sorted(set(table.loc[bad, 'status'])))})"

@@ -29,7 +29,7 @@ from moescale.fitting.parametric import ParametricFit, fit_parametric
 from moescale.fitting.powerlaw import SaturatingLaw
 from moescale.fitting.prediction import allocation_width, headline, method_prediction
 from moescale.fitting.tables import ASSUMED_LAW_ATTR, map_columns, read_table
-from moescale.results import atomic_write_json, load_curves, load_runs, read_json
+from moescale.results import RunStatus, atomic_write_json, load_curves, load_runs, read_json
 
 METHODS = ("isoflop", "parametric", "envelope", "all")
 DEFAULT_TARGET_FACTOR = 100.0  # the default target: 100 × the largest budget
@@ -215,9 +215,11 @@ def fit_all(
     if n_nearest is not None and n_nearest < 3:
         raise UserError(f"--n-nearest must be at least 3, got {n_nearest}")
     statuses = (
-        runs["status"].value_counts().to_dict() if "status" in runs else {"completed": len(runs)}
+        runs["status"].value_counts().to_dict()
+        if "status" in runs
+        else {RunStatus.COMPLETED.value: len(runs)}
     )
-    completed = runs[runs["status"] == "completed"] if "status" in runs else runs
+    completed = runs[runs["status"] == RunStatus.COMPLETED] if "status" in runs else runs
     if completed.empty:
         raise UserError(f"{source}: no completed runs to fit")
     budget_max = float(completed["budget_flops"].max())
@@ -326,7 +328,9 @@ def _account_for_repetition(runs: pd.DataFrame, report: FitReport, bootstrap: in
     the threshold out instead. Either way report.repetition says what was done and why."""
     if "unique_tokens" not in runs:
         return runs
-    done = (runs["status"] == "completed") if "status" in runs else pd.Series(True, runs.index)
+    done = (
+        (runs["status"] == RunStatus.COMPLETED) if "status" in runs else pd.Series(True, runs.index)
+    )
     known = done & runs["unique_tokens"].notna() & (runs["unique_tokens"] > 0)
     if not known.any():
         return runs

@@ -7,6 +7,7 @@ import pandas as pd
 
 from moescale.fitting.compute_law import ComputeLaw
 from moescale.fitting.parametric import ParametricFit
+from moescale.results import RunStatus
 
 
 def _row(law: ParametricFit, compute_law: ComputeLaw, budget: float, n: float, loss: float):
@@ -19,7 +20,7 @@ def _row(law: ParametricFit, compute_law: ComputeLaw, budget: float, n: float, l
         "flops": budget,
         "budget_flops": budget,
         "final_loss": loss,
-        "status": "completed",
+        "status": RunStatus.COMPLETED.value,
     }
 
 

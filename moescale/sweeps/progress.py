@@ -12,6 +12,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from moescale.results import ENDED, RunStatus
 from moescale.sweeps.plan import Plan
 
 
@@ -26,8 +27,8 @@ def _duration(seconds: float) -> str:
 def trial_time_left(runs: pd.DataFrame) -> str:
     """From disk alone: the FLOPs still to train at the finished runs' own FLOP/s, as trial
     time (divide by the trials that run at once for wall time)."""
-    done = runs[(runs["status"] == "completed") & (runs["wall_s"] > 0)]
-    left = runs[~runs["status"].isin(["completed", "diverged", "failed"])]
+    done = runs[(runs["status"] == RunStatus.COMPLETED) & (runs["wall_s"] > 0)]
+    left = runs[~runs["status"].isin(ENDED)]
     if done.empty or left.empty:
         return ""
     rate = float(done["flops"].sum() / done["wall_s"].sum())  # FLOP/s of one trial, wall
@@ -45,7 +46,7 @@ def status_tables(
 ) -> Group:
     """Runs done / total, FLOPs done / total, ETA, and each budget's best loss so far."""
     live_flops = live_flops or {}
-    done = runs["status"].isin(["completed", "diverged", "failed"])
+    done = runs["status"].isin(ENDED)
     flops_done = float(runs.loc[done, "flops"].sum()) + sum(
         v for k, v in live_flops.items() if k not in set(runs.loc[done, "run_id"])
     )
@@ -72,7 +73,7 @@ def status_tables(
     for column in ("budget", "runs done", "best loss", "at n_active", "bracketing"):
         budgets.add_column(column, justify="right")
     for budget, group in runs.groupby("budget_flops", sort=True):
-        completed = group[group["status"] == "completed"]
+        completed = group[group["status"] == RunStatus.COMPLETED]
         best, at = "", ""
         if len(completed):
             row = completed.loc[completed["final_loss"].idxmin()]
@@ -82,7 +83,7 @@ def status_tables(
                 at += " (edge)"
         extensions = group["extension"] if "extension" in group else pd.Series(dtype=int)
         bracket = f"{int((extensions != 0).sum())} added" if (extensions != 0).any() else ""
-        done_here = group["status"].isin(["completed", "diverged", "failed"]).sum()
+        done_here = group["status"].isin(ENDED).sum()
         budgets.add_row(f"{budget:.3g}", f"{done_here}/{len(group)}", best, at, bracket)
     return Group(head, budgets)
 
@@ -102,7 +103,9 @@ class SweepProgress:
         runs = (
             pd.read_parquet(path)
             if path.exists()
-            else self.plan.table().assign(status="planned", final_loss=math.nan, flops=0.0)
+            else self.plan.table().assign(
+                status=RunStatus.PLANNED.value, final_loss=math.nan, flops=0.0
+            )
         )
         return status_tables(runs, time.monotonic() - self.started, self.flops)
 

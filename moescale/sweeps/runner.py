@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from moescale.results import atomic_write_bytes, atomic_write_json
+from moescale.results import FINISHED, RunStatus, atomic_write_bytes, atomic_write_json
 from moescale.sweeps.lock import SweepLock
 from moescale.sweeps.plan import (
     Plan,
@@ -33,8 +33,6 @@ from moescale.sweeps.plan import (
 from moescale.sweeps.progress import SweepProgress
 from moescale.sweeps.spec import SweepSpec
 from moescale.sweeps.store import consolidate, finished_status
-
-DONE = ("completed", "diverged")
 
 
 @dataclass
@@ -74,7 +72,7 @@ def _trial(config: dict, specs: dict, results_dir: str) -> None:
             "done": 1,
             "final_loss": result.final_loss,
             "flops": result.flops,
-            "failed": int(result.status == "failed"),
+            "failed": int(result.status == RunStatus.FAILED),
         }
     )
 
@@ -225,7 +223,7 @@ def _train_round(
 ):
     """Train those of `runs` without a finished record (one Ray Tune round), then rewrite
     runs.parquet; records what was trained and what was left unfinished in `outcome`."""
-    pending = [r for r in runs if finished_status(results_dir, r.run_id) not in DONE]
+    pending = [r for r in runs if finished_status(results_dir, r.run_id) not in FINISHED]
     consolidate(results_dir, spec.name, plan)
     if pending:
         ensure_ray()
@@ -292,7 +290,7 @@ def run_sweep(
             # after max_failures: stop here; running the same command again resumes it
             if outcome.unfinished:
                 break
-            finished = runs[runs["status"] == "completed"][["run_id", "final_loss"]]
+            finished = runs[runs["status"] == RunStatus.COMPLETED][["run_id", "final_loss"]]
             added = bracket_extensions(spec, plan, finished)
             new = [r for r in added if isinstance(r, PlannedRun)]
             outcome.notes.extend(r for r in added if isinstance(r, str))
@@ -303,7 +301,7 @@ def run_sweep(
                     f"bracketing: budget {run.budget_flops:.3g} adds n_active {run.n_active:,} (extension {run.extension:+d})"
                 )
             plan.runs.extend(new)
-        failed = runs[runs["status"] == "failed"]
+        failed = runs[runs["status"] == RunStatus.FAILED]
         outcome.notes.extend(f"run {r.run_id} failed: {r.error}" for r in failed.itertuples())
     return outcome
 
@@ -324,7 +322,8 @@ def train_planned(
         progress = SweepProgress(results_dir, plan, enabled=show_progress)
         runs_table = _train_round(spec, results_dir, plan, runs, progress, ensure_ray, outcome)
         failed = runs_table[
-            runs_table["run_id"].isin([r.run_id for r in runs]) & (runs_table["status"] == "failed")
+            runs_table["run_id"].isin([r.run_id for r in runs])
+            & (runs_table["status"] == RunStatus.FAILED)
         ]
         outcome.notes.extend(f"run {r.run_id} failed: {r.error}" for r in failed.itertuples())
     return outcome

@@ -11,6 +11,7 @@ from moescale.errors import UserError
 from moescale.results import (
     CURVES_SCHEMA,
     RUNS_SCHEMA,
+    RunStatus,
     atomic_write_parquet,
     read_json,
     read_parquet,
@@ -47,7 +48,7 @@ def finished_status(results_dir: Path, run_id: str) -> str | None:
 def _row(planned: PlannedRun, sweep: str, record: dict | None, running: bool) -> dict:
     config, recipe = planned.spec.model, planned.spec.recipe
     result = (record or {}).get("result", {})
-    status = result.get("status") or ("running" if running else "planned")
+    status = result.get("status") or (RunStatus.RUNNING if running else RunStatus.PLANNED).value
     return {
         "run_id": planned.run_id,
         "sweep": sweep,

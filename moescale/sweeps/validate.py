@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from moescale.errors import UserError
-from moescale.results import VALIDATIONS, atomic_write_json, load_runs, read_json
+from moescale.results import VALIDATIONS, RunStatus, atomic_write_json, load_runs, read_json
 from moescale.sweeps.plan import Plan, PlannedRun, plan_run
 from moescale.sweeps.spec import SweepSpec
 
@@ -118,7 +118,7 @@ def score_validation(results_dir: Path, record: dict, fit) -> list:
     at = runs[
         runs["validation"].astype(bool)
         & np.isclose(runs["budget_flops"], record["budget"], rtol=1e-9)
-        & (runs["status"] == "completed")
+        & (runs["status"] == RunStatus.COMPLETED)
     ]
     per_size = at.groupby("n_active")["final_loss"].mean()
     method = (fit.isoflop.method if fit.isoflop is not None else None) or "akima"
@@ -164,7 +164,7 @@ def full_plan(spec: SweepSpec, results_dir: Path) -> Plan:
             [
                 {"run_id": i, "final_loss": r["result"]["final_loss"]}
                 for i, r in records.items()
-                if r and r.get("result", {}).get("status") == "completed"
+                if r and r.get("result", {}).get("status") == RunStatus.COMPLETED
             ],
             columns=["run_id", "final_loss"],
         )
@@ -215,7 +215,7 @@ def run_validation(
     if not fit.prediction:
         raise UserError(f"{results_dir}: the fit has no prediction to validate")
     swept = fit_inputs(runs)
-    largest = float(swept.loc[swept["status"] == "completed", "budget_flops"].max())
+    largest = float(swept.loc[swept["status"] == RunStatus.COMPLETED, "budget_flops"].max())
     if budget <= largest * 1.01:
         raise UserError(
             f"--budget {budget:.3g} is not past the sweep's largest budget ({largest:.3g})"

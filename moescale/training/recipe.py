@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
-from moescale.training.schedules import ScheduleKind
+from moescale.training.schedules import CooldownShape, ScheduleKind, lr_multiplier
+
+# Fields added after run ids were first defined: hashed only when set away from their
+# default, so that every run planned before they existed keeps its id (and is not retrained).
+LATER_FIELDS = ("warmup_steps", "warmup_tokens", "cooldown_tokens", "cooldown_shape")
 
 
 class Recipe(BaseModel):
@@ -20,9 +24,17 @@ class Recipe(BaseModel):
     lr_base_width: int = Field(128, ge=1)  # width rule: lr × lr_base_width / d_model (μP-style)
     routed_lr_scale: float = Field(1.0, gt=0)  # Hunyuan-Large: ~0.31 for 1-of-16 routing
     schedule: ScheduleKind = "cosine"
-    warmup_frac: float = Field(0.05, ge=0, lt=1)
+    warmup_frac: float = Field(0.05, ge=0, lt=1)  # of each run's steps
+    # absolute warmup, the same for runs of every length (what WSD branches of a trunk need)
+    warmup_steps: int | None = Field(None, ge=0)
+    warmup_tokens: int | None = Field(None, ge=0)
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
-    decay_frac: float = Field(0.2, gt=0, le=1)  # wsd
+    # wsd: the last share of a run's steps (`decay_frac` in sweep.yaml files before 0.2)
+    cooldown_frac: float = Field(
+        0.2, gt=0, le=1, validation_alias=AliasChoices("cooldown_frac", "decay_frac")
+    )
+    cooldown_tokens: int | None = Field(None, gt=0)  # wsd: or a fixed cooldown length
+    cooldown_shape: CooldownShape = "linear"
     weight_decay: float = Field(0.1, ge=0)
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.95, ge=0, lt=1)
@@ -46,6 +58,8 @@ class Recipe(BaseModel):
             raise ValueError(
                 f"batch_tokens ({self.batch_tokens}) must be a multiple of seq_len ({self.seq_len})"
             )
+        if self.warmup_steps is not None and self.warmup_tokens is not None:
+            raise ValueError("give warmup_steps or warmup_tokens, not both")
         micro = self.micro_batch_tokens or self.batch_tokens
         if micro % self.seq_len or self.batch_tokens % micro:
             raise ValueError(
@@ -61,6 +75,58 @@ class Recipe(BaseModel):
     @property
     def micro_batch_size(self) -> int:
         return (self.micro_batch_tokens or self.batch_tokens) // self.seq_len
+
+    def warmup_steps_of(self, total_steps: int | None) -> int:
+        """Warmup steps of a run of `total_steps` (None: a WSD trunk, whose warmup must be
+        absolute)."""
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        if self.warmup_tokens is not None:
+            return round(self.warmup_tokens / self.batch_tokens)
+        if total_steps is None:
+            return 0 if self.warmup_frac == 0 else -1  # refused by `branchable`
+        return round(self.warmup_frac * total_steps)
+
+    def cooldown_steps_of(self, total_steps: int) -> int:
+        """WSD: the steps of a run of `total_steps` spent cooling down (at least one)."""
+        if self.cooldown_tokens is not None:
+            steps = round(self.cooldown_tokens / self.batch_tokens)
+        else:
+            steps = round(self.cooldown_frac * total_steps)
+        return min(total_steps, max(1, steps))
+
+    def lr_multiplier(self, step: int, total_steps: int | None) -> float:
+        """The multiplier of the peak LR at `step` of a run of `total_steps` (None: a trunk)."""
+        return lr_multiplier(
+            self.schedule,
+            step,
+            total_steps,
+            self.warmup_steps_of(total_steps),
+            self.min_lr_ratio,
+            cooldown_steps=0 if total_steps is None else self.cooldown_steps_of(total_steps),
+            cooldown_shape=self.cooldown_shape,
+        )
+
+    def branchable(self) -> str:
+        """Why runs of this recipe cannot be branches of a shared trunk ('' when they can)."""
+        if self.schedule != "wsd":
+            return f"branching needs recipe.schedule: wsd (not {self.schedule})"
+        if self.warmup_steps is None and self.warmup_tokens is None and self.warmup_frac > 0:
+            return (
+                "branching needs a warmup that all branches share: set recipe.warmup_steps or "
+                "recipe.warmup_tokens (warmup_frac is a share of each run)"
+            )
+        return ""
+
+    def identity(self) -> dict:
+        """What a run id hashes of the recipe (see LATER_FIELDS)."""
+        data = self.model_dump(mode="json")
+        defaults = type(self)()
+        for name in LATER_FIELDS:
+            if data[name] == getattr(defaults, name):
+                del data[name]
+        data["decay_frac"] = data.pop("cooldown_frac")  # its name when run ids were defined
+        return data
 
     def peak_lr(self, d_model: int) -> float:
         if self.lr_rule == "width":

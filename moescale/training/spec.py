@@ -43,7 +43,9 @@ class RunSpec(BaseModel):
 
     def identity(self) -> dict:
         """What the run's id hashes: the spec less its execution details."""
-        return self.model_dump(mode="json", exclude={"device", "num_threads"})
+        data = self.model_dump(mode="json", exclude={"device", "num_threads"})
+        data["recipe"] = self.recipe.identity()
+        return data
 
     @property
     def run_id(self) -> str:

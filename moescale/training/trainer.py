@@ -24,10 +24,16 @@ import torch
 
 from moescale.errors import UserError
 from moescale.models import MoETransformer, count, param_groups
-from moescale.results import CURVES_SCHEMA, atomic_write_json, atomic_write_parquet, read_json
+from moescale.results import (
+    CURVES_SCHEMA,
+    FINISHED,
+    RunStatus,
+    atomic_write_json,
+    atomic_write_parquet,
+    read_json,
+)
 from moescale.training.data import eval_batches, load_tokens, train_batch
 from moescale.training.hardware import matmul_peak, pick_device
-from moescale.training.schedules import lr_multiplier
 from moescale.training.spec import RunSpec
 
 CHECKPOINT = "checkpoint.pt"
@@ -36,7 +42,7 @@ CHECKPOINT = "checkpoint.pt"
 @dataclass(frozen=True)
 class RunResult:
     run_id: str
-    status: str  # completed, diverged or failed
+    status: RunStatus  # completed, diverged or failed
     tokens: int  # tokens really consumed
     flops: float  # flops_per_token × tokens
     steps: int
@@ -109,19 +115,86 @@ def train_run(
     a folder holding a checkpoint resumes from it. Divergence and crashes end as a recorded
     status, never an exception; bad input (a missing data path, say) raises UserError.
     """
+
+    def train(trainer: Trainer) -> RunResult:
+        trainer.resume(Path(out_dir) / CHECKPOINT)
+        status, error = trainer.run(trainer.plan.total_steps, Path(out_dir), checkpoints=True)
+        return trainer.finish(Path(out_dir), status, error)
+
+    return _recorded(spec, Path(out_dir), progress, train)
+
+
+def train_branch(
+    spec: RunSpec,
+    trunk_state: str | Path,
+    out_dir: str | Path,
+    progress: Callable[[dict], None] | None = None,
+) -> RunResult:
+    """Train `spec` (a WSD run) from its trunk's plateau state: load the state at the branch
+    step, then continue with the run's own schedule, whose cooldown starts there. On the CPU in
+    fp32 the result is bit-identical to `train_run(spec)`. A killed branch starts again from
+    the branch point (it writes no checkpoint of its own); its curve is the cooldown only."""
+
+    def train(trainer: Trainer) -> RunResult:
+        trainer.resume(Path(trunk_state), keep_curve=False)
+        status, error = trainer.run(trainer.plan.total_steps, Path(out_dir), checkpoints=False)
+        return trainer.finish(Path(out_dir), status, error)
+
+    return _recorded(spec, Path(out_dir), progress, train)
+
+
+def train_trunk(
+    spec: RunSpec,
+    branch_steps: list[int],
+    out_dir: str | Path,
+    progress: Callable[[dict], None] | None = None,
+) -> int:
+    """Train a WSD trunk on its plateau (no cooldown) and save its full state at each of
+    `branch_steps` as `state-<step>.pt` in `out_dir`; resumes from the latest checkpoint or
+    state at or before the first step still needed. Returns the step reached."""
     out_dir = Path(out_dir)
+    needed = sorted(s for s in set(branch_steps) if not state_path(out_dir, s).exists())
+    if not needed:
+        return max(branch_steps, default=0)
+    trainer = Trainer(spec, progress)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    starts = [p for p in [out_dir / CHECKPOINT, *out_dir.glob("state-*.pt")] if p.exists()]
+    usable = [p for p in starts if _saved_step(p) <= needed[0]]
+    if usable:
+        trainer.resume(max(usable, key=_saved_step))
+    status, error = trainer.run(needed[-1], out_dir, checkpoints=True, states_at=needed)
+    if status != RunStatus.COMPLETED:
+        raise RuntimeError(f"trunk {out_dir.name} {status}: {error}")
+    _save_checkpoint(out_dir / CHECKPOINT, trainer.state_dict())  # where an extension resumes
+    return trainer.step
+
+
+def state_path(trunk_dir: Path, step: int) -> Path:
+    """Where a trunk keeps its state at `step`, the branch point of one or more branches."""
+    return Path(trunk_dir) / f"state-{step:09d}.pt"
+
+
+def _saved_step(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=True).get("step", -1))
+
+
+def _recorded(spec: RunSpec, out_dir: Path, progress, train) -> RunResult:
+    """Run `train(trainer)` unless the folder already holds a finished result; a crash is
+    recorded as a failed run with its reason."""
     finished = _finished_result(out_dir, spec)
     if finished is not None:
         return finished
     wall_start = time.perf_counter()
     try:
-        return _train(spec, out_dir, progress, wall_start)
+        trainer = Trainer(spec, progress, wall_start)
+        out_dir.mkdir(parents=True, exist_ok=True)  # only once the input has checked out
+        return train(trainer)
     except (UserError, KeyboardInterrupt):
         raise
     except Exception as err:  # a crash is recorded as a failed run, with its reason
         accounting = count(spec.model, spec.recipe.seq_len)
         result = RunResult(
-            run_id=spec.run_id, status="failed", tokens=0, flops=0.0, steps=0,
+            run_id=spec.run_id, status=RunStatus.FAILED, tokens=0, flops=0.0, steps=0,
             final_loss=math.nan, final_train_loss=math.nan, n_active=accounting.n_active,
             n_total=accounting.n_total, n_embedding=accounting.n_embedding,
             flops_per_token=accounting.flops_per_token, wall_s=time.perf_counter() - wall_start,
@@ -137,10 +210,7 @@ def _finished_result(out_dir: Path, spec: RunSpec) -> RunResult | None:
     if not path.exists():
         return None
     record = read_json(path)
-    if (
-        record.get("result", {}).get("status") in ("completed", "diverged")
-        and record.get("run_id") == spec.run_id
-    ):
+    if record.get("result", {}).get("status") in FINISHED and record.get("run_id") == spec.run_id:
         return RunResult(**record["result"])
     return None
 
@@ -163,188 +233,257 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     tmp.replace(path)
 
 
-def _train(spec: RunSpec, out_dir: Path, progress, wall_start: float) -> RunResult:
-    recipe, config = spec.recipe, spec.model
-    if spec.num_threads:
-        torch.set_num_threads(spec.num_threads)
-    device = pick_device(spec.device)
-    data = load_tokens(spec.data)
-    if data.vocab_size != config.vocab_size:
-        raise UserError(
-            f"model.vocab_size {config.vocab_size} differs from the data's vocab_size {data.vocab_size}"
-        )
-    if recipe.seq_len > config.max_seq_len:
-        raise UserError(
-            f"recipe.seq_len {recipe.seq_len} exceeds model.max_seq_len {config.max_seq_len}"
-        )
-    plan = plan_steps(spec.tokens, recipe.batch_tokens, recipe.seq_len)
-    if plan.total_steps == 0:
-        raise UserError(f"tokens {spec.tokens} is less than one sequence of {recipe.seq_len}")
-    accounting = count(config, recipe.seq_len)
-    out_dir.mkdir(parents=True, exist_ok=True)  # only once the input has checked out
-    dtype = torch.bfloat16 if recipe.precision == "bf16" else torch.float32
-    peak = matmul_peak(device, dtype)
+@dataclass
+class StepOutcome:
+    """What one optimizer step produced."""
 
-    torch.manual_seed(spec.seed)
-    model = MoETransformer(config).to(device)
-    groups = param_groups(
-        model, recipe.peak_lr(config.d_model), recipe.routed_lr_scale, recipe.weight_decay
-    )
-    for group in groups:
-        group["initial_lr"] = group["lr"]
-    optimizer = torch.optim.AdamW(groups, betas=(recipe.beta1, recipe.beta2), eps=recipe.eps)
-    forward = torch.compile(model) if recipe.compile else model
+    train_loss: float  # mean cross-entropy over the batch (nats/token)
+    grad_norm: float
+    routing: list  # the last micro-batch's routing stats per layer
+    seconds: float
+    tokens: int
 
-    def autocast():
-        if recipe.precision == "bf16":
-            return torch.autocast(device.type, dtype=torch.bfloat16)
+
+class Trainer:
+    """One run's model, optimizer and data, and the named steps of training it: resume, set
+    the learning rate, train a step, log, check for divergence, checkpoint, finish. A plain
+    run, a WSD trunk and a branch are the same steps in a different order."""
+
+    def __init__(self, spec: RunSpec, progress=None, wall_start: float | None = None):
+        self.spec, self.progress = spec, progress
+        self.wall_start = time.perf_counter() if wall_start is None else wall_start
+        recipe, config = spec.recipe, spec.model
+        if spec.num_threads:
+            torch.set_num_threads(spec.num_threads)
+        self.device = pick_device(spec.device)
+        self.data = load_tokens(spec.data)
+        if self.data.vocab_size != config.vocab_size:
+            raise UserError(
+                f"model.vocab_size {config.vocab_size} differs from the data's vocab_size {self.data.vocab_size}"
+            )
+        if recipe.seq_len > config.max_seq_len:
+            raise UserError(
+                f"recipe.seq_len {recipe.seq_len} exceeds model.max_seq_len {config.max_seq_len}"
+            )
+        self.plan = plan_steps(spec.tokens, recipe.batch_tokens, recipe.seq_len)
+        if self.plan.total_steps == 0:
+            raise UserError(f"tokens {spec.tokens} is less than one sequence of {recipe.seq_len}")
+        self.accounting = count(config, recipe.seq_len)
+        dtype = torch.bfloat16 if recipe.precision == "bf16" else torch.float32
+        self.peak = matmul_peak(self.device, dtype)
+
+        torch.manual_seed(spec.seed)
+        self.model = MoETransformer(config).to(self.device)
+        groups = param_groups(
+            self.model, recipe.peak_lr(config.d_model), recipe.routed_lr_scale, recipe.weight_decay
+        )
+        for group in groups:
+            group["initial_lr"] = group["lr"]
+        self.optimizer = torch.optim.AdamW(
+            groups, betas=(recipe.beta1, recipe.beta2), eps=recipe.eps
+        )
+        self.forward = torch.compile(self.model) if recipe.compile else self.model
+        self.held_out = eval_batches(
+            self.data.val, recipe.eval_tokens, recipe.seq_len, recipe.micro_batch_size
+        )
+        self.step, self.tokens, self.train_s, self.first_loss = 0, 0, 0.0, math.nan
+        self.rows: list[dict] = []
+        self.routing_rows: list[tuple[int, int, int, float]] = []  # (step, layer, expert, share)
+        self.final_train_loss = math.nan
+        self._interval_tokens, self._interval_time = 0, 0.0
+
+    def autocast(self):
+        if self.spec.recipe.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    held_out = eval_batches(data.val, recipe.eval_tokens, recipe.seq_len, recipe.micro_batch_size)
-    warmup = round(recipe.warmup_frac * plan.total_steps)
-    step, tokens_done, train_s, first_loss = 0, 0, 0.0, math.nan
-    rows: list[dict] = []
-    routing_rows: list[tuple[int, int, int, float]] = []  # (step, layer, expert, share of tokens)
-    checkpoint_path = out_dir / CHECKPOINT
-    state = (
-        torch.load(checkpoint_path, map_location=device, weights_only=True)
-        if checkpoint_path.exists()
-        else {}
-    )
-    if "optimizer" in state:  # a mid-run checkpoint (a final one holds only the weights)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+    # -- state ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        columns = list(CURVES_SCHEMA)[1:]
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": torch.get_rng_state(),
+            "step": self.step,
+            "tokens": self.tokens,
+            "train_s": self.train_s,
+            "first_loss": self.first_loss,
+            "curve_columns": columns,
+            "curve": [[row[c] for c in columns] for row in self.rows],
+            "routing": [list(row) for row in self.routing_rows],
+        }
+
+    def resume(self, path: Path, keep_curve: bool = True) -> bool:
+        """Continue from a mid-run checkpoint or a trunk's state (a final checkpoint holds only
+        the weights and is not resumed from). `keep_curve` False starts a fresh curve there."""
+        if not path.exists():
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        if "optimizer" not in state:
+            return False
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
-        step, tokens_done, train_s, first_loss = (
-            state["step"],
-            state["tokens"],
-            state["train_s"],
-            state["first_loss"],
-        )
-        rows = [dict(zip(state["curve_columns"], row, strict=True)) for row in state["curve"]]
-        routing_rows = [tuple(row) for row in state["routing"]]
+        self.step, self.tokens = state["step"], state["tokens"]
+        self.train_s, self.first_loss = state["train_s"], state["first_loss"]
+        if keep_curve:
+            self.rows = [dict(zip(state["curve_columns"], r, strict=True)) for r in state["curve"]]
+            self.routing_rows = [tuple(row) for row in state["routing"]]
+        self.final_train_loss = self.rows[-1]["train_loss"] if self.rows else math.nan
+        return True
 
-    status, error = "completed", ""
-    last_checkpoint = time.monotonic()
-    interval_tokens, interval_time = 0, 0.0
-    final_train_loss = rows[-1]["train_loss"] if rows else math.nan
-    while step < plan.total_steps:
-        multiplier = lr_multiplier(
-            recipe.schedule, step, plan.total_steps, warmup, recipe.min_lr_ratio, recipe.decay_frac
-        )
-        for group in optimizer.param_groups:
+    # -- one step ------------------------------------------------------------------------
+
+    def set_lr(self, total_steps: int | None) -> None:
+        multiplier = self.spec.recipe.lr_multiplier(self.step, total_steps)
+        for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * multiplier
-        n_seq = recipe.batch_size if step < plan.full_steps else plan.tail_sequences
-        inputs, targets = train_batch(data.train, n_seq, recipe.seq_len, spec.seed, step)
 
+    def train_step(self) -> StepOutcome:
+        """One optimizer step over the batch of this step (a pure function of seed and step),
+        accumulated over micro-batches."""
+        recipe = self.spec.recipe
+        n_seq = recipe.batch_size if self.step < self.plan.full_steps else self.plan.tail_sequences
+        inputs, targets = train_batch(
+            self.data.train, n_seq, recipe.seq_len, self.spec.seed, self.step
+        )
         started = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         ce_total, routing = 0.0, []
         for chunk in range(0, n_seq, recipe.micro_batch_size):
-            x = inputs[chunk : chunk + recipe.micro_batch_size].to(device)
-            y = targets[chunk : chunk + recipe.micro_batch_size].to(device)
-            with autocast():
-                out = forward(x, y)
+            x = inputs[chunk : chunk + recipe.micro_batch_size].to(self.device)
+            y = targets[chunk : chunk + recipe.micro_batch_size].to(self.device)
+            with self.autocast():
+                out = self.forward(x, y)
             (out.loss * (len(x) / n_seq)).backward()
             ce_total += float(out.ce_loss.detach()) * len(x) / n_seq
             routing = out.routing
         clip = recipe.grad_clip if recipe.grad_clip > 0 else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
-        optimizer.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        elapsed = time.perf_counter() - started
-        train_s += elapsed
-        interval_time += elapsed
-        step += 1
-        tokens_done += n_seq * recipe.seq_len
-        interval_tokens += n_seq * recipe.seq_len
-        final_train_loss = ce_total
-        if step == 1 and math.isnan(first_loss):
-            first_loss = ce_total
-
-        diverged = not math.isfinite(ce_total) or ce_total > recipe.diverge_factor * first_loss
-        last = step == plan.total_steps or diverged
-        if step % recipe.log_every == 0 or step == 1 or last:
-            eval_loss = math.nan
-            if (step % recipe.eval_every == 0 or last) and not diverged:
-                eval_loss = evaluate(model, held_out, device, autocast)
-            load, dropped, recycled = _routing_stats(routing, config.n_experts)
-            for layer, stats in enumerate(routing):
-                for expert, fraction in enumerate(stats.expert_fraction.tolist()):
-                    routing_rows.append((step, layer, expert, fraction))
-            rows.append(
-                {
-                    "step": step,
-                    "tokens": tokens_done,
-                    "flops": tokens_done * accounting.flops_per_token,
-                    "train_loss": ce_total,
-                    "eval_loss": eval_loss,
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "grad_norm": grad_norm,
-                    "tokens_per_s": interval_tokens / interval_time
-                    if interval_time > 0
-                    else math.nan,
-                    "max_expert_load": load,
-                    "dropped_frac": dropped,
-                    "recycled_frac": recycled,
-                }
-            )
-            interval_tokens, interval_time = 0, 0.0
-            if progress is not None:
-                progress({"step": step, "total_steps": plan.total_steps, **rows[-1]})
-        if diverged:
-            status = "diverged"
-            error = f"train loss {ce_total:.4g} at step {step} (first {first_loss:.4g}, limit × {recipe.diverge_factor})"
-            break
-        due = (
-            step % recipe.checkpoint_every == 0
-            or time.monotonic() - last_checkpoint > 60 * recipe.checkpoint_minutes
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        self.optimizer.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        outcome = StepOutcome(
+            ce_total, grad_norm, routing, time.perf_counter() - started, n_seq * recipe.seq_len
         )
-        if due and step < plan.total_steps:
-            _save_checkpoint(
-                checkpoint_path,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "rng": torch.get_rng_state(),
-                    "step": step,
-                    "tokens": tokens_done,
-                    "train_s": train_s,
-                    "first_loss": first_loss,
-                    "curve_columns": list(CURVES_SCHEMA)[1:],
-                    "curve": [[row[c] for c in list(CURVES_SCHEMA)[1:]] for row in rows],
-                    "routing": [list(row) for row in routing_rows],
-                },
-            )
-            _write_curve(out_dir, spec.run_id, rows, routing_rows)
-            last_checkpoint = time.monotonic()
+        self.step += 1
+        self.tokens += outcome.tokens
+        self.train_s += outcome.seconds
+        self._interval_tokens += outcome.tokens
+        self._interval_time += outcome.seconds
+        self.final_train_loss = ce_total
+        if self.step == 1 and math.isnan(self.first_loss):
+            self.first_loss = ce_total
+        return outcome
 
-    _write_curve(out_dir, spec.run_id, rows, routing_rows)
-    final_loss = rows[-1]["eval_loss"] if status == "completed" else math.nan
-    result = RunResult(
-        run_id=spec.run_id,
-        status=status,
-        tokens=tokens_done,
-        flops=tokens_done * accounting.flops_per_token,
-        steps=step,
-        final_loss=final_loss,
-        final_train_loss=final_train_loss,
-        n_active=accounting.n_active,
-        n_total=accounting.n_total,
-        n_embedding=accounting.n_embedding,
-        flops_per_token=accounting.flops_per_token,
-        wall_s=time.perf_counter() - wall_start,
-        train_s=train_s,
-        peak_flops=peak,
-        error=error,
-        unique_tokens=len(data.train),
-        epochs=tokens_done / len(data.train),
-    )
-    _write_run_json(out_dir, spec, result)
-    # the final weights, for whoever wants the model; run.json above already marks it finished
-    _save_checkpoint(checkpoint_path, {"model": model.state_dict(), "step": step, "final": True})
-    return result
+    def divergence(self, outcome: StepOutcome) -> str:
+        """Why this step counts as diverged ('' if it does not)."""
+        limit = self.spec.recipe.diverge_factor
+        if math.isfinite(outcome.train_loss) and outcome.train_loss <= limit * self.first_loss:
+            return ""
+        return f"train loss {outcome.train_loss:.4g} at step {self.step} (first {self.first_loss:.4g}, limit × {limit})"
+
+    def log(self, outcome: StepOutcome, last: bool, diverged: bool) -> None:
+        """A curve row at the logging cadence (with the held-out loss at the eval cadence and
+        at the end), the routing shares, and the progress callback."""
+        recipe = self.spec.recipe
+        if not (self.step % recipe.log_every == 0 or self.step == 1 or last):
+            return
+        eval_loss = math.nan
+        if (self.step % recipe.eval_every == 0 or last) and not diverged:
+            eval_loss = evaluate(self.model, self.held_out, self.device, self.autocast)
+        load, dropped, recycled = _routing_stats(outcome.routing, self.spec.model.n_experts)
+        for layer, stats in enumerate(outcome.routing):
+            for expert, fraction in enumerate(stats.expert_fraction.tolist()):
+                self.routing_rows.append((self.step, layer, expert, fraction))
+        self.rows.append(
+            {
+                "step": self.step,
+                "tokens": self.tokens,
+                "flops": self.tokens * self.accounting.flops_per_token,
+                "train_loss": outcome.train_loss,
+                "eval_loss": eval_loss,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "grad_norm": outcome.grad_norm,
+                "tokens_per_s": self._interval_tokens / self._interval_time
+                if self._interval_time > 0
+                else math.nan,
+                "max_expert_load": load,
+                "dropped_frac": dropped,
+                "recycled_frac": recycled,
+            }
+        )
+        self._interval_tokens, self._interval_time = 0, 0.0
+        if self.progress is not None:
+            self.progress(
+                {"step": self.step, "total_steps": self.plan.total_steps, **self.rows[-1]}
+            )
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(
+        self,
+        until: int,
+        out_dir: Path,
+        checkpoints: bool,
+        states_at: list[int] | tuple = (),
+    ) -> tuple[RunStatus, str]:
+        """Train to step `until`: the run's own schedule when `until` is its last step, else a
+        WSD plateau (a trunk) that saves its state at each of `states_at`. Returns (status,
+        error)."""
+        total = self.plan.total_steps if until == self.plan.total_steps and not states_at else None
+        recipe = self.spec.recipe
+        last_checkpoint = time.monotonic()
+        while self.step < until:
+            self.set_lr(total)
+            outcome = self.train_step()
+            why = self.divergence(outcome)
+            self.log(outcome, last=self.step == until or bool(why), diverged=bool(why))
+            if why:
+                return RunStatus.DIVERGED, why
+            if self.step in states_at:
+                _save_checkpoint(state_path(out_dir, self.step), self.state_dict())
+                _write_curve(out_dir, self.spec.run_id, self.rows, self.routing_rows)
+            due = (
+                self.step % recipe.checkpoint_every == 0
+                or time.monotonic() - last_checkpoint > 60 * recipe.checkpoint_minutes
+            )
+            if checkpoints and due and self.step < until:
+                _save_checkpoint(out_dir / CHECKPOINT, self.state_dict())
+                _write_curve(out_dir, self.spec.run_id, self.rows, self.routing_rows)
+                last_checkpoint = time.monotonic()
+        return RunStatus.COMPLETED, ""
+
+    def finish(self, out_dir: Path, status: RunStatus, error: str) -> RunResult:
+        """The curve, run.json (which marks the run finished) and the final weights."""
+        _write_curve(out_dir, self.spec.run_id, self.rows, self.routing_rows)
+        result = RunResult(
+            run_id=self.spec.run_id,
+            status=status,
+            tokens=self.tokens,
+            flops=self.tokens * self.accounting.flops_per_token,
+            steps=self.step,
+            final_loss=self.rows[-1]["eval_loss"] if status == RunStatus.COMPLETED else math.nan,
+            final_train_loss=self.final_train_loss,
+            n_active=self.accounting.n_active,
+            n_total=self.accounting.n_total,
+            n_embedding=self.accounting.n_embedding,
+            flops_per_token=self.accounting.flops_per_token,
+            wall_s=time.perf_counter() - self.wall_start,
+            train_s=self.train_s,
+            peak_flops=self.peak,
+            error=error,
+            unique_tokens=len(self.data.train),
+            epochs=self.tokens / len(self.data.train),
+        )
+        _write_run_json(out_dir, self.spec, result)
+        # the final weights, for whoever wants the model; run.json above marks it finished
+        _save_checkpoint(
+            out_dir / CHECKPOINT,
+            {"model": self.model.state_dict(), "step": self.step, "final": True},
+        )
+        return result
 
 
 def _write_curve(out_dir: Path, run_id: str, rows: list[dict], routing_rows: list[tuple]) -> None:
