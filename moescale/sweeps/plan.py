@@ -6,7 +6,7 @@ next size beyond an edge when a budget's lowest loss lands there."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,9 @@ class PlannedRun:
     )
     validation: bool = False  # trained by `moescale validate` past the sweep; never fitted
     asked: float = math.nan  # the size asked for, before the family rounded it to a shape
+    trunk_id: str = ""  # a branch of this WSD trunk ('' for a run trained on its own)
+    branch_step: int = 0  # where the branch leaves its trunk: steps − its cooldown
+    flops_trained: float = math.nan  # FLOPs this row adds to the sweep's real cost
 
     @property
     def run_id(self) -> str:
@@ -58,6 +61,9 @@ class PlannedRun:
             "extension": self.extension,
             "validation": self.validation,
             "asked": self.asked,
+            "trunk_id": self.trunk_id,
+            "branch_step": self.branch_step,
+            "flops_trained": self.flops_trained,
             "d_model": config.d_model,
             "n_layers": config.n_layers,
             "n_experts": config.n_experts,
@@ -75,6 +81,61 @@ class Plan:
 
     def by_id(self) -> dict[str, PlannedRun]:
         return {run.run_id: run for run in self.runs}
+
+    def trunks(self) -> dict[str, Trunk]:
+        """The WSD trunks the plan's branches leave from, each to its last branch point."""
+        groups: dict[str, list[PlannedRun]] = {}
+        for run in self.runs:
+            if run.trunk_id:
+                groups.setdefault(run.trunk_id, []).append(run)
+        trunks = {}
+        for trunk_id, branches in groups.items():
+            branches.sort(key=lambda r: r.branch_step)
+            longest = branches[-1]
+            batch = longest.spec.recipe.batch_tokens
+            spec = longest.spec.model_copy(update={"tokens": longest.branch_step * batch})
+            trunks[trunk_id] = Trunk(trunk_id, spec, tuple(branches))
+        return trunks
+
+
+@dataclass(frozen=True)
+class Trunk:
+    """One WSD trunk: its spec (to its last branch point) and its branches, shortest first."""
+
+    trunk_id: str
+    spec: RunSpec
+    branches: tuple[PlannedRun, ...]
+
+    @property
+    def steps(self) -> int:
+        return self.branches[-1].branch_step
+
+    @property
+    def flops(self) -> float:
+        return self.spec.tokens * self.branches[-1].flops_per_token
+
+
+def branched(runs: list[PlannedRun], all_runs: list[PlannedRun] | None = None) -> list[PlannedRun]:
+    """`runs` as branches of WSD trunks: each gets its trunk, its branch step and the FLOPs it
+    adds — its cooldown plus the stretch of trunk no shorter branch of the trunk needed (so
+    the sum over a sweep is what it really trains). `all_runs` (default `runs`) are the
+    trunks' other branches, for that attribution."""
+    every = {r.run_id: r for r in (all_runs or runs)} | {r.run_id: r for r in runs}
+    steps = {}
+    for run in every.values():
+        recipe = run.spec.recipe
+        steps[run.run_id] = (run.spec.trunk_id, run.steps - recipe.cooldown_steps_of(run.steps))
+    out = []
+    for run in runs:
+        trunk_id, branch_step = steps[run.run_id]
+        before = [
+            s for r, (t, s) in steps.items() if t == trunk_id and (s, r) < (branch_step, run.run_id)
+        ]
+        start = max(before, default=0)
+        batch = run.spec.recipe.batch_tokens
+        added = ((branch_step - start) + (run.steps - branch_step)) * batch * run.flops_per_token
+        out.append(replace(run, trunk_id=trunk_id, branch_step=branch_step, flops_trained=added))
+    return out
 
 
 def size_grid(spec: SweepSpec, budget_index: int) -> list[float]:
@@ -151,6 +212,7 @@ def plan_run(
         extension=extension,
         validation=validation_budget is not None,
         asked=float(target),
+        flops_trained=tokens * accounting.flops_per_token,
     )
 
 
@@ -174,6 +236,8 @@ def plan_sweep(spec: SweepSpec) -> Plan:
             raise UserError(
                 f"budgets: no size fits budget {budget:.3g} ({plan.dropped[-1] if plan.dropped else 'no sizes'})"
             )
+    if spec.branching:
+        plan.runs = branched(plan.runs)
     return plan
 
 
@@ -220,6 +284,10 @@ def bracket_extensions(
             if isinstance(run, PlannedRun) and run.run_id in known:
                 continue
             added.append(run)
+    if spec.branching:
+        new = [r for r in added if isinstance(r, PlannedRun)]
+        mapped = iter(branched(new, plan.runs + new))
+        added = [next(mapped) if isinstance(r, PlannedRun) else r for r in added]
     return added
 
 

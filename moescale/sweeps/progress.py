@@ -41,16 +41,28 @@ def sweeps_in(folder: Path) -> list[Path]:
     return sorted(p.parent for p in folder.glob("*/runs.parquet"))
 
 
+def _flops_done_and_total(runs: pd.DataFrame, done: pd.Series, live: dict) -> tuple[float, float]:
+    """FLOPs trained so far and in all. With WSD branches the total is the real cost (trunks
+    once, each branch's cooldown); live trials report their own FLOPs (a branch: its cooldown
+    only), and a finished row counts its own part (from disk alone, its share of trunk too)."""
+    nominal = runs["tokens"] * runs["flops_per_token"]
+    if "flops_trained" not in runs or runs["flops_trained"].isna().all():
+        own, total = nominal, float(nominal.sum())
+    else:
+        total = float(runs["flops_trained"].sum())
+        start = runs["branch_step"].fillna(0) * runs["batch_tokens"] * runs["flops_per_token"]
+        own = nominal - start if live else runs["flops_trained"]
+    ended = set(runs.loc[done, "run_id"])
+    return float(own[done].sum()) + sum(v for k, v in live.items() if k not in ended), total
+
+
 def status_tables(
     runs: pd.DataFrame, elapsed: float | None = None, live_flops: dict | None = None
 ) -> Group:
     """Runs done / total, FLOPs done / total, ETA, and each budget's best loss so far."""
     live_flops = live_flops or {}
     done = runs["status"].isin(ENDED)
-    flops_done = float(runs.loc[done, "flops"].sum()) + sum(
-        v for k, v in live_flops.items() if k not in set(runs.loc[done, "run_id"])
-    )
-    flops_total = float((runs["tokens"] * runs["flops_per_token"]).sum())
+    flops_done, flops_total = _flops_done_and_total(runs, done, live_flops)
     head = Table.grid(padding=(0, 2))
     counts = runs["status"].value_counts()
     line = (

@@ -31,6 +31,7 @@ from moescale.sweeps.plan import (
     repetition,
 )
 from moescale.sweeps.progress import SweepProgress
+from moescale.sweeps.queue import prune_states
 from moescale.sweeps.spec import SweepSpec
 from moescale.sweeps.store import consolidate, finished_status
 
@@ -44,34 +45,58 @@ class SweepOutcome:
     unfinished: list[str] = field(default_factory=list)  # runs left without a record
 
 
-def _trial(config: dict, specs: dict, results_dir: str) -> None:
-    """A Ray Tune function trainable: one run, its curve rows reported as they are logged."""
+def _trial(config: dict, specs: dict, trunks: dict, results_dir: str) -> None:
+    """A Ray Tune function trainable: one run, trunk or branch (TrialQueue decides which, and
+    when), its curve rows reported as they are logged."""
     import ray
     from ray import tune
 
+    from moescale.sweeps.queue import trunk_dir
     from moescale.training import RunSpec, train_run
+    from moescale.training.trainer import state_path, train_branch, train_trunk
 
-    spec = RunSpec.model_validate(specs[config["run_id"]])
-    run_dir = Path(results_dir) / "runs" / spec.run_id
+    kind, name = config["kind"], config["id"]
+    if kind == "trunk":
+        spec = RunSpec.model_validate(trunks[name]["spec"])
+        folder = trunk_dir(Path(results_dir), name)
+    else:
+        spec = RunSpec.model_validate(specs[name]["spec"])
+        folder = Path(results_dir) / "runs" / name
     # where and when this attempt ran: a retried trial overwrites it with its new node and pid
     attempt = {
         "node_id": ray.get_runtime_context().get_node_id(),
         "pid": os.getpid(),
         "started": time.time(),
+        "kind": kind,
     }
-    atomic_write_json(run_dir / "trial.json", attempt)
+    atomic_write_json(folder / "trial.json", attempt)
+    # a branch reports the FLOPs of its cooldown only: its trunk's were reported by the trunk
+    offset = specs[name].get("trunk_flops", 0.0) if kind == "branch" else 0.0
 
     def report(row: dict) -> None:
-        tune.report(
-            {k: v for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-        )
+        numbers = {
+            k: v for k, v in row.items() if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        if "flops" in numbers:
+            numbers["flops"] -= offset
+        tune.report(numbers)
 
-    result = train_run(spec, run_dir, progress=report)
+    if kind == "trunk":
+        reached = train_trunk(spec, trunks[name]["steps"], folder, progress=report)
+        tune.report({"done": 1, "steps": reached})
+        return
+    if kind == "branch":
+        state = state_path(
+            trunk_dir(Path(results_dir), specs[name]["trunk_id"]), specs[name]["branch_step"]
+        )
+        result = train_branch(spec, state, folder, progress=report)
+    else:
+        result = train_run(spec, folder, progress=report)
     tune.report(
         {
             "done": 1,
             "final_loss": result.final_loss,
-            "flops": result.flops,
+            "flops": result.flops - offset,
             "failed": int(result.status == RunStatus.FAILED),
         }
     )
@@ -133,16 +158,16 @@ class _Consolidate:
 
     def on_trial_start(self, iteration, trials, trial, **info):
         if self.progress:
-            self.progress.running.add(trial.config["run_id"])
+            self.progress.running.add(trial.config["id"])
         self._write()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if self.progress:
-            self.progress.update(trial.config["run_id"], result)
+            self.progress.update(trial.config["id"], result)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         if self.progress:
-            self.progress.finish(trial.config["run_id"])
+            self.progress.finish(trial.config["id"])
         self._write()
 
     on_trial_error = on_trial_complete
@@ -156,25 +181,59 @@ def _run_round(
     progress: SweepProgress,
 ) -> None:
     from ray import tune
+    from ray.tune.search import Searcher
+
+    from moescale.sweeps.queue import TrialQueue
+
+    class Queue(Searcher):
+        """TrialQueue as Tune's search algorithm."""
+
+        def __init__(self, queue: TrialQueue):
+            super().__init__()
+            self.queue = queue
+
+        def set_search_properties(self, metric, mode, config, **spec) -> bool:
+            return True
+
+        def suggest(self, trial_id: str):
+            return self.queue.next(trial_id)
+
+        def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+            self.queue.completed(trial_id)
+
+        def save(self, checkpoint_path: str) -> None:  # the run folders are the sweep's state
+            atomic_write_json(checkpoint_path, {"note": "state lives in the run folders"})
 
     callback = type("Consolidate", (_Consolidate, tune.Callback), {})(
         results_dir, spec.name, plan, progress
     )
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own display replaces Tune's tables
-    specs = {run.run_id: run.spec.model_dump(mode="json") for run in pending}
+    trunks = plan.trunks()
+    queue = TrialQueue(results_dir, pending, trunks)
+    specs = {}
+    for run in pending:
+        specs[run.run_id] = {"spec": run.spec.model_dump(mode="json")}
+        if run.trunk_id:
+            trunk_flops = run.branch_step * run.spec.recipe.batch_tokens * run.flops_per_token
+            specs[run.run_id].update(
+                trunk_id=run.trunk_id, branch_step=run.branch_step, trunk_flops=trunk_flops
+            )
+    owed = {
+        t: {"spec": trunks[t].spec.model_dump(mode="json"), "steps": queue.branch_steps(t)}
+        for t in queue.waiting_trunks
+    }
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, specs=specs, results_dir=str(results_dir)),
+        tune.with_parameters(_trial, specs=specs, trunks=owed, results_dir=str(results_dir)),
         {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
     )
     tuner = tune.Tuner(
         trainable,
-        # longest first (steps dominate a tiny model's time): the last trials to start are short
-        param_space={
-            "run_id": tune.grid_search([r.run_id for r in sorted(pending, key=lambda r: -r.steps)])
-        },
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=None, reuse_actors=True
-        ),  # no re-import per trial
+            search_alg=Queue(queue),
+            num_samples=len(pending) + len(owed),
+            max_concurrent_trials=None,
+            reuse_actors=True,  # no re-import per trial
+        ),
         run_config=tune.RunConfig(
             name=f"round-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=str((results_dir / "ray").resolve()),
@@ -231,6 +290,8 @@ def _train_round(
             _run_round(spec, results_dir, plan, pending, progress)
         outcome.trained.extend(r.run_id for r in pending)
     table = consolidate(results_dir, spec.name, plan)
+    unfinished = [r for r in runs if finished_status(results_dir, r.run_id) not in FINISHED]
+    prune_states(results_dir, unfinished, [r.run_id for r in runs], plan.trunks())
     outcome.unfinished = [
         r.run_id for r in pending if finished_status(results_dir, r.run_id) is None
     ]

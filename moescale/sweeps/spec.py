@@ -82,6 +82,8 @@ class SweepSpec(BaseModel):
     # warn about runs that read their training data more often than this (passes)
     max_epochs: float = Field(MUENNIGHOFF_FREE_EPOCHS, gt=0)
     bracket: Bracket = Field(default_factory=Bracket)
+    # one WSD trunk per (size, seed, batch) and a cooldown branch per budget (sweeps/plan.py)
+    branching: bool = False
     device: str = "auto"
 
     @field_validator("recipe", mode="before")
@@ -120,6 +122,8 @@ class SweepSpec(BaseModel):
                     raise ValueError(
                         f"batch_tokens_per_budget: {tokens} is not a multiple of seq_len {self.recipe.seq_len}"
                     )
+        if self.branching and self.recipe.branchable():
+            raise ValueError(self.recipe.branchable())
         low, high = self.tokens_per_param
         if not 0 < low < high:
             raise ValueError("tokens_per_param must be [low, high] with 0 < low < high")

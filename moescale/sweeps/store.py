@@ -26,6 +26,9 @@ EXTRA_COLUMNS = (
     "validation",
     "unique_tokens",
     "epochs",
+    "trunk_id",
+    "branch_step",
+    "flops_trained",
 )
 
 
@@ -88,6 +91,12 @@ def _row(planned: PlannedRun, sweep: str, record: dict | None, running: bool) ->
         # NaN until the run has trained (and for runs recorded before moescale kept it)
         "unique_tokens": float(result.get("unique_tokens") or math.nan),
         "epochs": float(result.get("epochs", math.nan)),
+        # a branch of a WSD trunk ('' and 0 for a run trained on its own), and the FLOPs
+        # this row adds to the sweep's real cost (a branch: its cooldown and its new stretch
+        # of trunk; the sum over the rows is what the sweep trained)
+        "trunk_id": planned.trunk_id,
+        "branch_step": planned.branch_step,
+        "flops_trained": planned.flops_trained,
     }
 
 
@@ -102,6 +111,10 @@ def consolidate(
         rows.append(_row(planned, sweep, record, planned.run_id in running))
         curve_path = results_dir / "runs" / planned.run_id / "curve.parquet"
         if curve_path.exists():  # written atomically: never seen half-written
+            curves.append(read_parquet(curve_path, CURVES_SCHEMA))
+    for trunk_id in plan.trunks():  # a trunk's plateau once; its branches hold their cooldowns
+        curve_path = results_dir / "trunks" / trunk_id / "curve.parquet"
+        if curve_path.exists():
             curves.append(read_parquet(curve_path, CURVES_SCHEMA))
     runs = pd.DataFrame(rows, columns=list(RUNS_SCHEMA) + list(EXTRA_COLUMNS))
     atomic_write_parquet(results_dir / "runs.parquet", runs)

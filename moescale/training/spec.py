@@ -48,6 +48,14 @@ class RunSpec(BaseModel):
         return data
 
     @property
+    def trunk_id(self) -> str:
+        """The WSD trunk a run of this spec can branch from: the spec less its length, so
+        every budget's run of one size, seed and batch shares it."""
+        identity = {k: v for k, v in self.identity().items() if k != "tokens"}
+        canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+        return "t" + hashlib.sha256(canonical.encode()).hexdigest()[:11]
+
+    @property
     def run_id(self) -> str:
         """A stable hash of the spec: the same run gets the same id on every machine."""
         canonical = json.dumps(self.identity(), sort_keys=True, separators=(",", ":"))

@@ -157,6 +157,7 @@ def train_trunk(
     if not needed:
         return max(branch_steps, default=0)
     trainer = Trainer(spec, progress)
+    trainer.name = spec.trunk_id
     out_dir.mkdir(parents=True, exist_ok=True)
     starts = [p for p in [out_dir / CHECKPOINT, *out_dir.glob("state-*.pt")] if p.exists()]
     usable = [p for p in starts if _saved_step(p) <= needed[0]]
@@ -251,6 +252,7 @@ class Trainer:
 
     def __init__(self, spec: RunSpec, progress=None, wall_start: float | None = None):
         self.spec, self.progress = spec, progress
+        self.name = spec.run_id  # what its curve rows are labelled (a trunk: its trunk id)
         self.wall_start = time.perf_counter() if wall_start is None else wall_start
         recipe, config = spec.recipe, spec.model
         if spec.num_threads:
@@ -444,20 +446,20 @@ class Trainer:
                 return RunStatus.DIVERGED, why
             if self.step in states_at:
                 _save_checkpoint(state_path(out_dir, self.step), self.state_dict())
-                _write_curve(out_dir, self.spec.run_id, self.rows, self.routing_rows)
+                _write_curve(out_dir, self.name, self.rows, self.routing_rows)
             due = (
                 self.step % recipe.checkpoint_every == 0
                 or time.monotonic() - last_checkpoint > 60 * recipe.checkpoint_minutes
             )
             if checkpoints and due and self.step < until:
                 _save_checkpoint(out_dir / CHECKPOINT, self.state_dict())
-                _write_curve(out_dir, self.spec.run_id, self.rows, self.routing_rows)
+                _write_curve(out_dir, self.name, self.rows, self.routing_rows)
                 last_checkpoint = time.monotonic()
         return RunStatus.COMPLETED, ""
 
     def finish(self, out_dir: Path, status: RunStatus, error: str) -> RunResult:
         """The curve, run.json (which marks the run finished) and the final weights."""
-        _write_curve(out_dir, self.spec.run_id, self.rows, self.routing_rows)
+        _write_curve(out_dir, self.name, self.rows, self.routing_rows)
         result = RunResult(
             run_id=self.spec.run_id,
             status=status,
