@@ -25,6 +25,12 @@ app = typer.Typer(
 )
 
 
+def _console() -> Console:
+    """Rich output: the terminal's width, or 150 columns into a pipe or file (rich's 80 would
+    squeeze the plan and budget tables into ellipses)."""
+    return Console(width=None if sys.stdout.isatty() else 150)
+
+
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(f"moescale {__version__}")
@@ -73,7 +79,7 @@ def flops(
     if seq_len > model.max_seq_len:
         raise UserError(f"--seq-len {seq_len} exceeds the model's max_seq_len {model.max_seq_len}")
     accounting = count(model, seq_len)
-    console = Console()
+    console = _console()
     table = Table(title=f"{config} at seq_len {seq_len}: forward FLOPs per token")
     table.add_column("component")
     table.add_column("forward FLOPs/token", justify="right")
@@ -150,9 +156,9 @@ def _sweep_accounting(config: Path) -> None:
                 str(c.n_layers), f"{c.n_experts} ({c.top_k})", f"{run.flops_per_token:.4g} FLOPs",
                 f"{run.flops_per_token / run.n_active:.3f}", f"{16 * run.n_total / 2**30:.3g} GiB",
             )  # fmt: skip
-    Console().print(table)
+    _console().print(table)
     for line in plan.dropped:
-        Console().print(f"[yellow]not planned:[/yellow] {line}")
+        _console().print(f"[yellow]not planned:[/yellow] {line}")
 
 
 @app.command()
@@ -201,7 +207,7 @@ def fit(
         "unique_tokens": unique_col,
     }
     runs, curves, default_out = load_source(source, columns)
-    console = Console()
+    console = _console()
     with console.status("fitting…"):
         report = fit_all(
             runs,
@@ -244,7 +250,7 @@ def train(
 
     spec = validate(RunSpec, load_yaml(config), source=str(config))
     out = out or Path("results") / "runs" / spec.run_id
-    console = Console()
+    console = _console()
     columns = (
         TextColumn("[bold]train"),
         BarColumn(),
@@ -319,7 +325,7 @@ def sweep(
     if plan_csv is not None and not dry_run:
         raise UserError("--plan-csv needs --dry-run (it saves the plan of a dry run)")
     spec = load_sweep_spec(config)
-    console = Console()
+    console = _console()
     if dry_run:
         plan = plan_sweep(spec)
         from moescale.training.data import cache_root
@@ -358,7 +364,7 @@ def status(
     from moescale.results import load_runs
     from moescale.sweeps.progress import status_tables, sweeps_in
 
-    console = Console()
+    console = _console()
     inside = sweeps_in(results_dir) if not (results_dir / "runs.parquet").exists() else []
     if not inside:
         console.print(status_tables(load_runs(results_dir)))
@@ -386,7 +392,7 @@ def report(
     from moescale.analysis.report import build_report
     from moescale.fitting.prediction import headline_line
 
-    console = Console()
+    console = _console()
     with console.status("drawing…"):
         path, fit = build_report(results_dir, target_flops, bootstrap, hunyuan_reference)
     console.print(f"wrote {path} and {path.with_name('report.md')}")
@@ -406,7 +412,7 @@ def validate(
     realised N_opt and loss against the predicted intervals, and the regret of following it."""
     from moescale.sweeps.validate import run_validation
 
-    console = Console()
+    console = _console()
     record, scores, notes = run_validation(results_dir, budget, sizes, address=address)
     for line in notes:
         console.print(f"[yellow]note:[/yellow] {line}")
@@ -461,7 +467,7 @@ def compare(
 
     if target_flops is not None and not target_flops > 0:
         raise UserError(f"--target-flops must be a positive number, got {target_flops}")
-    console = Console()
+    console = _console()
     with console.status("fitting (where fit.json does not match) and drawing…"):
         frame = run_compare(results_dirs, out, target_flops)
     table = Table(title="sweeps compared", title_justify="left")

@@ -18,8 +18,7 @@ from moescale.analysis import plots
 from moescale.analysis.style import inline_svg, save_figure
 from moescale.analysis.summary import loss_law_text
 from moescale.errors import UserError
-from moescale.fitting.envelope import BIAS_NOTE
-from moescale.fitting.pipeline import FitReport, current_fit, fit_inputs
+from moescale.fitting.pipeline import FitReport, current_fit, fit_inputs, sweep_cost
 from moescale.fitting.prediction import headline_line
 from moescale.results import (
     ENDED,
@@ -109,6 +108,13 @@ def _sweep_section(runs: pd.DataFrame) -> Section:
         + ", ".join(f"{v} {k}" for k, v in counts.items())
         + f". Total wall time of the finished runs: {wall / 60:.1f} min."
     )
+    cost = sweep_cost(runs)
+    if "trained_flops" in cost and cost["trained_flops"] < cost["nominal_flops"] * 0.999:
+        section.paragraphs.append(
+            f"Cost: {cost['trained_flops']:.3g} FLOPs really trained for the finished points, "
+            f"against {cost['nominal_flops']:.3g} for the same grid run separately "
+            f"({cost['nominal_flops'] / cost['trained_flops']:.2f}×): {cost['note']}."
+        )
     missing = runs[~runs["status"].isin(ENDED)]
     if len(missing):
         section.warnings.append(
@@ -125,8 +131,12 @@ def _sweep_section(runs: pd.DataFrame) -> Section:
         "final_loss",
         "epochs",
         "validation",
+        "trunk_id",
+        "branch_step",
         "wall_s",
     ]
+    if "trunk_id" not in runs or not runs["trunk_id"].fillna("").astype(bool).any():
+        columns = [c for c in columns if c not in ("trunk_id", "branch_step")]
     table = runs[[c for c in columns if c in runs]].sort_values(["budget_flops", "n_active"])
     section.table = table
     return section
@@ -262,7 +272,7 @@ def build_sections(
         )
         if fit.envelope is not None:
             curve_section.paragraphs.append(
-                f"Approach 1 (the envelope): N ∝ C^{fit.envelope.n_exponent:.3f} — {BIAS_NOTE}."
+                f"Approach 1 (the envelope): N ∝ C^{fit.envelope.n_exponent:.3f} — {fit.envelope.note}."
             )
         if routing is not None:
             curve_section.figures.append(

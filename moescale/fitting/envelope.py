@@ -20,11 +20,40 @@ BIAS_NOTE = (
 )
 
 
+ANNEALED_NOTE = (
+    "read off the endpoints of WSD branches: each size's annealed losses at every budget "
+    "(interpolated in log C between them), so every point is the end of a cooldown"
+)
+
+
+def branched(runs: pd.DataFrame) -> bool:
+    """Whether the completed runs are WSD branches (sweeps with `branching: true`)."""
+    if "trunk_id" not in runs:
+        return False
+    done = runs[runs["status"] == RunStatus.COMPLETED] if "status" in runs else runs
+    return bool(len(done)) and bool(done["trunk_id"].fillna("").astype(bool).all())
+
+
+def annealed_curves(runs: pd.DataFrame) -> pd.DataFrame:
+    """One curve per WSD trunk from its completed branches' endpoints: (flops, final loss)
+    at each budget, labelled by the trunk, for an envelope of annealed points only."""
+    done = runs[runs["status"] == RunStatus.COMPLETED] if "status" in runs else runs
+    table = done.rename(columns={"final_loss": "eval_loss"})[
+        ["trunk_id", "flops", "eval_loss", "n_active"]
+    ]
+    return table.rename(columns={"trunk_id": "run_id"}).sort_values(["run_id", "flops"])
+
+
 @dataclass(frozen=True)
 class EnvelopeFit:
     levels: pd.DataFrame  # flops, loss, n_active, run_id: the envelope's winner at each level
     n_law: PowerLaw  # N at the envelope ∝ C^exponent
     excluded: tuple[str, ...] = ()
+    annealed: bool = False  # from WSD branch endpoints rather than unannealed curve points
+
+    @property
+    def note(self) -> str:
+        return ANNEALED_NOTE if self.annealed else BIAS_NOTE
 
     @property
     def n_coef(self) -> float:
@@ -39,7 +68,8 @@ class EnvelopeFit:
             "n_law": self.n_law.to_dict(),
             "levels": self.levels.to_dict(orient="records"),
             "excluded": list(self.excluded),
-            "note": BIAS_NOTE,
+            "annealed": self.annealed,
+            "note": self.note,
         }
 
     @classmethod
@@ -48,6 +78,7 @@ class EnvelopeFit:
             levels=pd.DataFrame(data["levels"]),
             n_law=PowerLaw.from_dict(data["n_law"]),
             excluded=tuple(data.get("excluded", ())),
+            annealed=bool(data.get("annealed", False)),
         )
 
 
@@ -56,6 +87,7 @@ def fit_envelope(
     runs: pd.DataFrame | None = None,
     loss_col: str = "eval_loss",
     n_levels: int = 40,
+    annealed: bool = False,
 ) -> EnvelopeFit:
     """The lower envelope of loss against FLOPs over all curves (interpolated in log FLOPs
     within each run's range), its winner's n_active per level, and N_env = coef·C^exponent.
@@ -115,4 +147,5 @@ def fit_envelope(
         levels=table.reset_index(drop=True),
         n_law=fit_power_law(usable["flops"], usable["n_active"]),
         excluded=tuple(excluded),
+        annealed=annealed,
     )

@@ -21,7 +21,7 @@ from moescale.fitting.data_constrained import (
     epochs,
     fit_data_constrained,
 )
-from moescale.fitting.envelope import EnvelopeFit, fit_envelope
+from moescale.fitting.envelope import EnvelopeFit, annealed_curves, branched, fit_envelope
 from moescale.fitting.extrapolation import ExtrapolationCheck, extrapolation_check
 from moescale.fitting.isoflop import DEFAULT_METHOD, EdgeOptimumWarning, IsoflopFit, fit_isoflop
 from moescale.fitting.isoflop import METHODS as ISOFLOP_METHODS
@@ -29,7 +29,7 @@ from moescale.fitting.parametric import ParametricFit, fit_parametric
 from moescale.fitting.powerlaw import SaturatingLaw
 from moescale.fitting.prediction import allocation_width, headline, method_prediction
 from moescale.fitting.tables import ASSUMED_LAW_ATTR, map_columns, read_table
-from moescale.results import RunStatus, atomic_write_json, load_curves, load_runs, read_json
+from moescale.results import ENDED, RunStatus, atomic_write_json, load_curves, load_runs, read_json
 
 METHODS = ("isoflop", "parametric", "envelope", "all")
 DEFAULT_TARGET_FACTOR = 100.0  # the default target: 100 × the largest budget
@@ -86,6 +86,7 @@ class FitReport:
     predictions: dict = field(default_factory=dict)  # every method's own, by method
     run_counts: dict = field(default_factory=dict)
     skipped: dict = field(default_factory=dict)
+    cost: dict = field(default_factory=dict)  # the sweep's FLOPs: nominal grid and trained
 
     def to_dict(self) -> dict:
         def part(obj):
@@ -102,6 +103,7 @@ class FitReport:
             "prediction": self.prediction,
             "predictions": self.predictions,
             "run_counts": self.run_counts,
+            "cost": self.cost,
             "compute_law": part(self.compute_law),
             "compute_law_time": part(self.compute_law_time),
             "isoflop": part(self.isoflop),
@@ -138,6 +140,7 @@ class FitReport:
             predictions=data.get("predictions", {}),
             run_counts=data.get("run_counts", {}),
             skipped=data.get("skipped", {}),
+            cost=data.get("cost", {}),
         )
 
     def predict_at(self, flops: float) -> dict[str, dict]:
@@ -184,6 +187,23 @@ def _conventions(runs: pd.DataFrame) -> dict:
         share = runs["d_model"] * runs["vocab_size"] / runs["n_active"]
         out["head_share_of_n"] = {"min": float(share.min()), "max": float(share.max())}
     return out
+
+
+def sweep_cost(runs: pd.DataFrame) -> dict:
+    """The FLOPs of the finished points as a grid of separate runs (nominal), and what was
+    really trained for them (with WSD branches: each trunk once plus each cooldown)."""
+    done = runs[runs["status"].isin(ENDED)] if "status" in runs else runs
+    if "flops" not in done:
+        return {}
+    cost = {"nominal_flops": float(done["flops"].sum())}
+    if "flops_trained" in done and done["flops_trained"].notna().all():
+        cost["trained_flops"] = float(done["flops_trained"].sum())
+        cost["note"] = (
+            "trained_flops: WSD trunks counted once, plus each branch's cooldown"
+            if branched(done)
+            else "every point trained on its own"
+        )
+    return cost
 
 
 def fit_all(
@@ -233,6 +253,7 @@ def fit_all(
         conventions=_conventions(completed),
         run_counts={k: int(v) for k, v in statuses.items()}
         | ({"validation (not fitted)": validations} if validations else {}),
+        cost=sweep_cost(runs),
     )
 
     if runs.attrs.get(ASSUMED_LAW_ATTR):
@@ -294,7 +315,10 @@ def fit_all(
         try:
             if curves is None:
                 raise UserError("no loss curves (curves.parquet) in this source")
-            report.envelope = fit_envelope(curves, runs)
+            if branched(runs):  # Approach 1 from branch endpoints: every point annealed
+                report.envelope = fit_envelope(annealed_curves(runs), annealed=True)
+            else:
+                report.envelope = fit_envelope(curves, runs)
         except UserError as err:
             if strict and method == "envelope":
                 raise

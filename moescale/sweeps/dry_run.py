@@ -65,36 +65,40 @@ def plan_table(
 ) -> tuple[Table, pd.DataFrame]:
     frame = plan.table()
     rates = frame["n_active"].map(flops_per_s)
-    frame["est_wall_s"] = frame["tokens"] * frame["flops_per_token"] / rates
+    # a branch's time is what it adds: its cooldown and the stretch of trunk it first needs
+    frame["est_wall_s"] = frame["flops_trained"] / rates
     frame["epochs"] = frame["run_id"].map(repeats.epochs) if repeats else np.nan
     table = Table(title=f"sweep '{spec.name}': {len(frame)} runs over {len(spec.budgets)} budgets")
-    for column in (
-        "budget (FLOPs)",
-        "N asked → built",
-        "n_total",
-        "D (tokens)",
-        "tokens/param",
-        "passes",
-        "steps",
-        "est. wall",
-    ):
+    branched = bool(frame["trunk_id"].astype(bool).any())
+    columns = ["budget (FLOPs)", "N asked → built", "n_total", "D (tokens)", "tokens/param",
+               "passes", "steps"] + (["trunk", "branch at step"] if branched else []) + ["est. wall"]  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="right")
     for row in frame.itertuples():
         over = repeats is not None and row.epochs > repeats.threshold
-        table.add_row(
+        cells = [
             f"{row.budget_flops:.3g}", f"{row.asked:,.0f} → {row.n_active:,}", f"{row.n_total:,}", f"{row.tokens:,}",
-            f"{row.tokens_per_param:.1f}", "?" if np.isnan(row.epochs) else f"{row.epochs:.2f}",
-            f"{row.steps:,}", f"{row.est_wall_s:,.0f} s", style="yellow" if over else None,
-        )  # fmt: skip
+            f"{row.tokens_per_param:.1f}", "?" if np.isnan(row.epochs) else f"{row.epochs:.2f}", f"{row.steps:,}",
+        ] + ([row.trunk_id[:7] or "—", f"{row.branch_step:,}" if row.trunk_id else "—"] if branched else [])  # fmt: skip
+        table.add_row(*cells, f"{row.est_wall_s:,.0f} s", style="yellow" if over else None)
     parallel = (
         max(1, int((os.cpu_count() or 1) // spec.resources.cpus)) if spec.resources.gpus == 0 else 1
     )
-    total_flops = float((frame["tokens"] * frame["flops_per_token"]).sum())
+    nominal = float((frame["tokens"] * frame["flops_per_token"]).sum())
+    total_flops = float(frame["flops_trained"].sum())
     serial = float(frame["est_wall_s"].sum())
     table.caption = (
         f"total {total_flops:.3g} FLOPs, {frame['tokens'].sum():,} tokens; est. {serial / 60:.1f} min of trial time, "
         f"~{serial / parallel / 60:.1f} min with {parallel} trials at a time here ({how}: {rates.min() / 1e9:.1f}-{rates.max() / 1e9:.1f} GFLOP/s per trial)"
     )
+    if branched:
+        separate = float((frame["tokens"] * frame["flops_per_token"] / rates).sum())
+        table.caption += (
+            f"\nbranched: {frame['trunk_id'].nunique()} WSD trunks, {len(frame)} cooldown branches; "
+            f"{total_flops:.3g} FLOPs really trained against {nominal:.3g} for the same grid run "
+            f"separately ({nominal / total_flops:.2f}× more), est. {serial / 60:.1f} against "
+            f"{separate / 60:.1f} min of trial time"
+        )
     if repeats is not None:
         table.caption += (
             f"\npasses = tokens ÷ the corpus's {repeats.unique_tokens:,} unique training tokens; "
