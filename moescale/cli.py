@@ -315,27 +315,68 @@ def sweep(
     plan_csv: Path | None = typer.Option(
         None, help="With --dry-run, also save the plan table as CSV."
     ),
+    hardware: str | None = typer.Option(
+        None,
+        help="With --dry-run: plan for this device (a100-40gb, a100-80gb, h100, h200, l40s, "
+        "mi300x, cpu): memory per device, devices, micro-batch and time per run, from the "
+        "device's datasheet; nothing is measured and the data is not read.",
+    ),
+    peak_flops: float | None = typer.Option(
+        None,
+        help="With --hardware (or instead): the device's peak FLOP/s at the recipe's precision.",
+    ),
+    device_memory: float | None = typer.Option(
+        None, help="With --hardware (or instead): memory per device in GB (1e9 bytes)."
+    ),
+    mfu: float = typer.Option(
+        0.4, help="With --hardware: the share of the peak a trial is assumed to reach."
+    ),
+    max_devices: int = typer.Option(
+        64, help="With --hardware: the most devices one run may be sharded over."
+    ),
     dashboard: bool = typer.Option(False, help="Start the Ray dashboard (on 127.0.0.1)."),
 ) -> None:
     """Plan an isoFLOP grid and run it on Ray; run it again to finish what is missing."""
     from moescale.sweeps import load_sweep_spec, plan_sweep
-    from moescale.sweeps.dry_run import plan_table, probe_throughput
+    from moescale.sweeps.dry_run import fit_plan, hardware_rates, plan_table, probe_throughput
     from moescale.sweeps.runner import corpus_repetition
+    from moescale.training.hardware import resolve_hardware
 
     if plan_csv is not None and not dry_run:
         raise UserError("--plan-csv needs --dry-run (it saves the plan of a dry run)")
+    planning_flags = (hardware, peak_flops, device_memory)
+    if not dry_run and any(v is not None for v in planning_flags):
+        raise UserError("--hardware, --peak-flops and --device-memory plan a sweep: add --dry-run")
+    if not 0 < mfu <= 1:
+        raise UserError(f"--mfu must be in (0, 1], got {mfu}")
+    if max_devices < 1:
+        raise UserError(f"--max-devices must be at least 1, got {max_devices}")
+    target = resolve_hardware(
+        hardware, peak_flops, None if device_memory is None else device_memory * 1e9
+    )
     spec = load_sweep_spec(config)
     console = _console()
     if dry_run:
         plan = plan_sweep(spec)
-        from moescale.training.data import cache_root
+        if target is not None:
+            fits = fit_plan(plan, target, max_devices)
+            if not any(f.memory for f in fits.values()):
+                raise UserError(
+                    f"no run of '{spec.name}' fits {target.name}: "
+                    + next(iter(fits.values())).changed
+                )
+            rate = hardware_rates(spec, target, mfu, fits)
+            how = f"at {mfu:.0%} of peak (--mfu)"
+            table, frame = plan_table(spec, plan, rate, how, None, fits, target)
+        else:
+            from moescale.training.data import cache_root
 
-        with console.status(
-            "measuring throughput: 12 steps of the smallest, median and largest size in a "
-            f"throwaway folder (the corpus's tokens are cached in {cache_root(spec.data)})…"
-        ):
-            flops_per_s, how = probe_throughput(spec, plan)
-        table, frame = plan_table(spec, plan, flops_per_s, how, corpus_repetition(spec, plan))
+            with console.status(
+                "measuring throughput: 12 steps of the smallest, median and largest size in a "
+                f"throwaway folder (the corpus's tokens are cached in {cache_root(spec.data)})…"
+            ):
+                flops_per_s, how = probe_throughput(spec, plan)
+            table, frame = plan_table(spec, plan, flops_per_s, how, corpus_repetition(spec, plan))
         console.print(table)
         for line in plan.dropped:
             console.print(f"[yellow]dropped:[/yellow] {line}")

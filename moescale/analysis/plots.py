@@ -206,7 +206,14 @@ def loss_curves(
     had reached by C (so it never rises)."""
     fig, (ax,) = figure(width=6.2, height=4.0)
     norm = log_norm(runs["n_active"])
-    merged = curves.merge(runs[["run_id", "n_active", "status"]], on="run_id")
+    owners = runs[["run_id", "n_active", "status"]]
+    if "trunk_id" in runs:  # a WSD trunk's plateau, drawn as its own curve under its branches
+        trunks = runs[runs["trunk_id"].fillna("").astype(bool)].drop_duplicates("trunk_id")
+        owners = pd.concat(
+            [owners, trunks[["trunk_id", "n_active"]].rename(columns={"trunk_id": "run_id"})
+             .assign(status=RunStatus.COMPLETED.value)], ignore_index=True,
+        )  # fmt: skip
+    merged = curves.merge(owners, on="run_id")
     loss = (
         "eval_loss"
         if merged["eval_loss"].notna().sum() > 2 * merged["run_id"].nunique()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pandas as pd
 from rich.table import Table
 
-from moescale.fitting.envelope import BIAS_NOTE
 from moescale.fitting.pipeline import FitReport
 from moescale.fitting.powerlaw import PowerLaw, SaturatingLaw
 from moescale.fitting.prediction import headline_line
@@ -189,7 +188,7 @@ def fit_summary(report: FitReport) -> list:
     if report.envelope is not None:
         out.append(
             f"envelope (Approach 1): N ∝ C^{report.envelope.n_exponent:.4f} over "
-            f"{len(report.envelope.levels)} FLOP levels — {BIAS_NOTE}"
+            f"{len(report.envelope.levels)} FLOP levels — {report.envelope.note}"
         )
 
     excluded = []

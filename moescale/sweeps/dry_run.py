@@ -11,7 +11,10 @@ import pandas as pd
 from rich.table import Table
 
 from moescale.sweeps.plan import Plan, Repetition
+from moescale.sweeps.progress import format_duration
 from moescale.sweeps.spec import SweepSpec
+from moescale.training.hardware import Hardware
+from moescale.training.memory import HEADROOM, Fit, fit_to_device
 
 PROBE_MAX_PARAMS = 20e6  # larger models are not probed on this machine
 ASSUMED_SHARE_OF_PEAK = 0.4
@@ -56,41 +59,125 @@ def probe_throughput(
     ), f"probed {len(sizes)} sizes × {steps} steps"
 
 
+def compact(number: float) -> str:
+    """A count for a table cell: with separators below a million, else 233.8M or 1.63G."""
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M")):
+        if abs(number) >= scale:
+            return f"{number / scale:.4g}{suffix}"
+    return f"{number:,.0f}"
+
+
+def fit_plan(plan: Plan, hardware: Hardware, max_devices: int = 64) -> dict[str, Fit]:
+    """How each planned run fits `hardware`: devices, micro-batch and memory per device."""
+    fits = {}
+    for run in plan.runs:
+        recipe = run.spec.recipe
+        fits[run.run_id] = fit_to_device(
+            run.spec.model,
+            recipe.seq_len,
+            recipe.micro_batch_tokens or recipe.batch_tokens,
+            recipe.precision,
+            hardware.memory,
+            max_devices,
+        )
+    return fits
+
+
+def hardware_rates(
+    spec: SweepSpec, hardware: Hardware, mfu: float, fits: dict[str, Fit]
+) -> Callable[[str], float]:
+    """run id → the FLOP/s of its trial: its devices × the target's peak × the assumed MFU."""
+    peak = hardware.peak(spec.recipe.precision)
+
+    def rate(run_id: str) -> float:
+        fit = fits[run_id]
+        return (fit.memory.devices if fit.memory else np.nan) * peak * mfu
+
+    return rate
+
+
 def plan_table(
     spec: SweepSpec,
     plan: Plan,
     flops_per_s: Callable[[float], float],
     how: str,
     repeats: Repetition | None = None,
+    fits: dict[str, Fit] | None = None,
+    hardware: Hardware | None = None,
 ) -> tuple[Table, pd.DataFrame]:
+    """The plan, a row per run. With `fits` (planning for `hardware`): each run's memory per
+    device, devices and micro-batch, and `flops_per_s` takes the run id instead of N."""
     frame = plan.table()
-    rates = frame["n_active"].map(flops_per_s)
+    rates = frame["run_id" if fits else "n_active"].map(flops_per_s)
     # a branch's time is what it adds: its cooldown and the stretch of trunk it first needs
     frame["est_wall_s"] = frame["flops_trained"] / rates
     frame["epochs"] = frame["run_id"].map(repeats.epochs) if repeats else np.nan
     table = Table(title=f"sweep '{spec.name}': {len(frame)} runs over {len(spec.budgets)} budgets")
     branched = bool(frame["trunk_id"].astype(bool).any())
     columns = ["budget (FLOPs)", "N asked → built", "n_total", "D (tokens)", "tokens/param",
-               "passes", "steps"] + (["trunk", "branch at step"] if branched else []) + ["est. wall"]  # fmt: skip
+               "passes", "steps"] + (["trunk", "branch at step"] if branched else [])  # fmt: skip
+    if fits:
+        columns += ["GiB/device", "devices", "micro-batch (tokens)", "changed to fit"]
+        for name, value in (
+            ("memory_per_device", lambda f: f.memory.per_device if f.memory else np.nan),
+            ("activations", lambda f: f.memory.activations if f.memory else np.nan),
+            ("states", lambda f: f.memory.states if f.memory else np.nan),
+            ("devices", lambda f: f.memory.devices if f.memory else 0),
+            ("micro_batch_tokens", lambda f: f.memory.micro_batch_tokens if f.memory else 0),
+            ("changed_to_fit", lambda f: f.changed),
+        ):
+            frame[name] = frame["run_id"].map(lambda r, value=value: value(fits[r]))
+    columns.append("est. wall")
     for column in columns:
         table.add_column(column, justify="right")
     for row in frame.itertuples():
         over = repeats is not None and row.epochs > repeats.threshold
         cells = [
-            f"{row.budget_flops:.3g}", f"{row.asked:,.0f} → {row.n_active:,}", f"{row.n_total:,}", f"{row.tokens:,}",
+            f"{row.budget_flops:.3g}", f"{compact(row.asked)} → {compact(row.n_active)}", compact(row.n_total), compact(row.tokens),
             f"{row.tokens_per_param:.1f}", "?" if np.isnan(row.epochs) else f"{row.epochs:.2f}", f"{row.steps:,}",
         ] + ([row.trunk_id[:7] or "—", f"{row.branch_step:,}" if row.trunk_id else "—"] if branched else [])  # fmt: skip
-        table.add_row(*cells, f"{row.est_wall_s:,.0f} s", style="yellow" if over else None)
-    parallel = (
-        max(1, int((os.cpu_count() or 1) // spec.resources.cpus)) if spec.resources.gpus == 0 else 1
-    )
+        refused = bool(fits) and row.devices == 0
+        if fits:
+            cells += ["—", "—", "—", f"refused: {row.changed_to_fit}"] if refused else [
+                f"{row.memory_per_device / 2**30:,.1f}", f"{row.devices}",
+                compact(row.micro_batch_tokens), row.changed_to_fit or "as planned",
+            ]  # fmt: skip
+        wall = "—" if refused else format_duration(row.est_wall_s)
+        style = "red" if refused else "yellow" if over else None
+        table.add_row(*cells, wall, style=style)
     nominal = float((frame["tokens"] * frame["flops_per_token"]).sum())
     total_flops = float(frame["flops_trained"].sum())
     serial = float(frame["est_wall_s"].sum())
-    table.caption = (
-        f"total {total_flops:.3g} FLOPs, {frame['tokens'].sum():,} tokens; est. {serial / 60:.1f} min of trial time, "
-        f"~{serial / parallel / 60:.1f} min with {parallel} trials at a time here ({how}: {rates.min() / 1e9:.1f}-{rates.max() / 1e9:.1f} GFLOP/s per trial)"
-    )
+    if fits:
+        device_s = float((frame["est_wall_s"] * frame["devices"]).sum())
+        table.caption = (
+            f"total {total_flops:.3g} FLOPs, {frame['tokens'].sum():,} tokens; for {hardware.name} "
+            f"({hardware.peak(spec.recipe.precision) / 1e12:,.0f} TFLOP/s {spec.recipe.precision}, "
+            f"{hardware.memory / 1e9:,.0f} GB per device; {hardware.source}) {how}: "
+            f"{device_s / 3600:,.1f} device-hours"
+            f"\nmemory per device = (fp32 weights + gradients + AdamW states) / devices + "
+            f"activations at the micro-batch + one block gathered (FSDP) + {HEADROOM:.0%} headroom"
+        )
+        refused = int((frame["devices"] == 0).sum())
+        if refused:
+            table.caption += (
+                f"\n{refused} run(s) refused: they fit no number of devices up to the limit"
+            )
+        if (frame["devices"] > 1).any():
+            table.caption += (
+                "\nruns needing several devices train with FSDP, which this version does not "
+                "build yet: on one device they would run out of memory"
+            )
+    else:
+        parallel = (
+            max(1, int((os.cpu_count() or 1) // spec.resources.cpus))
+            if spec.resources.gpus == 0
+            else 1
+        )
+        table.caption = (
+            f"total {total_flops:.3g} FLOPs, {frame['tokens'].sum():,} tokens; est. {serial / 60:.1f} min of trial time, "
+            f"~{serial / parallel / 60:.1f} min with {parallel} trials at a time here ({how}: {rates.min() / 1e9:.1f}-{rates.max() / 1e9:.1f} GFLOP/s per trial)"
+        )
     if branched:
         separate = float((frame["tokens"] * frame["flops_per_token"] / rates).sum())
         table.caption += (

@@ -178,8 +178,11 @@ def plan_run(
         config = family(target, spec.shape_rules)
     except UserError as err:
         return f"budget {budget:.3g}, size {target:.3g}: {err}"
+    # the recipe's micro-batch where it divides this budget's batch (else whole batches)
+    micro = spec.recipe.micro_batch_tokens
+    micro = micro if micro and batch_tokens % micro == 0 and micro < batch_tokens else None
     recipe = spec.recipe.model_copy(
-        update={"batch_tokens": batch_tokens, "micro_batch_tokens": None}
+        update={"batch_tokens": batch_tokens, "micro_batch_tokens": micro}
     )
     accounting = count(config, recipe.seq_len)
     steps = round(budget / accounting.flops_per_token / batch_tokens)

@@ -16,7 +16,7 @@ from moescale.results import ENDED, RunStatus
 from moescale.sweeps.plan import Plan
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
     minutes, secs = divmod(int(seconds), 60)
@@ -33,7 +33,7 @@ def trial_time_left(runs: pd.DataFrame) -> str:
         return ""
     rate = float(done["flops"].sum() / done["wall_s"].sum())  # FLOP/s of one trial, wall
     seconds = float((left["tokens"] * left["flops_per_token"]).sum()) / rate
-    return f"about {_duration(seconds)} of trial time left at the finished runs' pace"
+    return f"about {format_duration(seconds)} of trial time left at the finished runs' pace"
 
 
 def sweeps_in(folder: Path) -> list[Path]:
@@ -75,7 +75,7 @@ def status_tables(
     )
     eta = ""
     if elapsed is not None and flops_done > 0:
-        eta = f"elapsed {_duration(elapsed)}, ETA {_duration(elapsed * (flops_total - flops_done) / flops_done)}"
+        eta = f"elapsed {format_duration(elapsed)}, ETA {format_duration(elapsed * (flops_total - flops_done) / flops_done)}"
     head.add_row(line, flops, eta)
     left = trial_time_left(runs) if elapsed is None else ""
     if left:  # from disk: on a line of its own

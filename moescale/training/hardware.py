@@ -5,16 +5,93 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from moescale.errors import UserError
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """A device a sweep can be planned for: dense peak matmul FLOP/s and memory per device."""
+
+    name: str
+    peak_bf16: float  # FLOP/s, dense (no structured sparsity)
+    peak_fp32: float  # FLOP/s, plain fp32 (not TF32)
+    memory: float  # bytes per device
+    source: str
+
+    def peak(self, precision: str) -> float:
+        return self.peak_bf16 if precision == "bf16" else self.peak_fp32
+
+
+# Vendors' datasheets, dense figures (the headline "with sparsity" numbers are twice these).
+HARDWARE: dict[str, Hardware] = {
+    h.name: h
+    for h in (
+        Hardware("a100-40gb", 312e12, 19.5e12, 40e9, "NVIDIA A100 Tensor Core GPU datasheet (SXM)"),
+        Hardware("a100-80gb", 312e12, 19.5e12, 80e9, "NVIDIA A100 Tensor Core GPU datasheet (SXM)"),
+        Hardware("h100", 989e12, 67e12, 80e9, "NVIDIA H100 Tensor Core GPU datasheet (SXM)"),
+        Hardware("h200", 989e12, 67e12, 141e9, "NVIDIA H200 Tensor Core GPU datasheet (SXM)"),
+        Hardware("l40s", 362e12, 91.6e12, 48e9, "NVIDIA L40S datasheet"),
+        Hardware("mi300x", 1307e12, 163.4e12, 192e9, "AMD Instinct MI300X datasheet"),
+    )
+}
+
+
+def this_cpu() -> Hardware:
+    """This machine's CPU: its measured fp32 matmul peak (bf16 taken as the same) and RAM."""
+    peak = matmul_peak("cpu")
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return Hardware("cpu", peak, peak, float(memory), "measured on this machine")
+
+
+def resolve_hardware(
+    name: str | None, peak_flops: float | None = None, device_memory: float | None = None
+) -> Hardware | None:
+    """A named target (or `cpu`), optionally with its peak or memory replaced; a custom target
+    needs both numbers. None when nothing was asked for."""
+    if name is None and peak_flops is None and device_memory is None:
+        return None
+    if name is None:
+        if peak_flops is None or device_memory is None:
+            raise UserError("a custom --hardware needs both --peak-flops and --device-memory")
+        base = Hardware("custom", peak_flops, peak_flops, device_memory, "given")
+    elif name == "cpu":
+        base = this_cpu()
+    elif name in HARDWARE:
+        base = HARDWARE[name]
+    else:
+        raise UserError(
+            f"--hardware: unknown target '{name}' (known: cpu, {', '.join(HARDWARE)}; or give "
+            "--peak-flops and --device-memory)"
+        )
+    for value, what in ((peak_flops, "--peak-flops"), (device_memory, "--device-memory")):
+        if value is not None and not value > 0:
+            raise UserError(f"{what} must be a positive number, got {value}")
+    return replace(
+        base,
+        peak_bf16=peak_flops or base.peak_bf16,
+        peak_fp32=peak_flops or base.peak_fp32,
+        memory=device_memory or base.memory,
+    )
+
 
 def pick_device(requested: str = "auto") -> torch.device:
-    """CUDA when present and asked for ("auto" or "cuda"), else the CPU."""
+    """CUDA when present and asked for ("auto" or "cuda"), else the CPU; asking for CUDA on a
+    machine without it is a UserError, not a crash deep in the first step."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            f"device: {requested}, but this machine has no CUDA device (torch "
+            f"{torch.__version__}); use device: auto or cpu here, or plan for a GPU with "
+            "`moescale sweep … --dry-run --hardware NAME`"
+        )
+    return device
 
 
 def _sync(device: torch.device) -> None:

@@ -176,6 +176,8 @@ def state_path(trunk_dir: Path, step: int) -> Path:
 
 
 def _saved_step(path: Path) -> int:
+    if path.name.startswith("state-"):
+        return int(path.stem.removeprefix("state-"))
     return int(torch.load(path, map_location="cpu", weights_only=True).get("step", -1))
 
 
@@ -431,10 +433,10 @@ class Trainer:
         checkpoints: bool,
         states_at: list[int] | tuple = (),
     ) -> tuple[RunStatus, str]:
-        """Train to step `until`: the run's own schedule when `until` is its last step, else a
-        WSD plateau (a trunk) that saves its state at each of `states_at`. Returns (status,
-        error)."""
-        total = self.plan.total_steps if until == self.plan.total_steps and not states_at else None
+        """Train to step `until` on the run's own schedule, or — given `states_at`, as a WSD
+        trunk — on the plateau, saving the full state at each of those steps. Returns
+        (status, error)."""
+        total = None if states_at else self.plan.total_steps  # None: the plateau, no cooldown
         recipe = self.spec.recipe
         last_checkpoint = time.monotonic()
         while self.step < until:
