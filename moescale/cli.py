@@ -403,16 +403,18 @@ def status(
     """Print a sweep's progress from disk, whether or not it is running (every sweep's, for
     a folder of sweeps), with the trial time left at the finished runs' pace."""
     from moescale.results import load_runs
-    from moescale.sweeps.progress import status_tables, sweeps_in
+    from moescale.sweeps.progress import status_tables, sweeps_in, trunk_progress
 
     console = _console()
     inside = sweeps_in(results_dir) if not (results_dir / "runs.parquet").exists() else []
-    if not inside:
-        console.print(status_tables(load_runs(results_dir)))
-        return
-    for folder in inside:  # a folder of sweeps: each one's progress
-        console.rule(str(folder))
-        console.print(status_tables(load_runs(folder)))
+    for folder in inside or [results_dir]:  # a folder of sweeps: each one's progress
+        if inside:
+            console.rule(str(folder))
+        runs = load_runs(folder)
+        console.print(status_tables(runs))
+        trunks = trunk_progress(folder, runs)
+        if trunks:
+            console.print(trunks)
 
 
 @app.command()

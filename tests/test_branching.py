@@ -103,6 +103,8 @@ def test_a_branched_sweep_writes_one_row_per_point_and_each_equals_a_separate_ru
         assert steps.min() > row.branch_step and steps.max() == row.steps
     for trunk_id in runs["trunk_id"].unique():  # each trunk's plateau once
         assert curves.loc[curves["run_id"] == trunk_id, "step"].is_unique
+    shown = moescale("status", str(uninterrupted))
+    assert "WSD trunks: 2 of 2 at their last branch point" in shown.stdout
     # the branch states were deleted once their branches finished; each trunk keeps its end
     assert not list((uninterrupted / "trunks").glob("*/state-*.pt"))
     assert len(list((uninterrupted / "trunks").glob("*/checkpoint.pt"))) == 2

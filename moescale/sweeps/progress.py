@@ -26,14 +26,45 @@ def format_duration(seconds: float) -> str:
 
 def trial_time_left(runs: pd.DataFrame) -> str:
     """From disk alone: the FLOPs still to train at the finished runs' own FLOP/s, as trial
-    time (divide by the trials that run at once for wall time)."""
+    time (divide by the trials that run at once for wall time). A branch's wall time is its
+    cooldown's, so its rate is its cooldown FLOPs over it, and what is left is counted as
+    the real cost (`flops_trained`)."""
     done = runs[(runs["status"] == RunStatus.COMPLETED) & (runs["wall_s"] > 0)]
     left = runs[~runs["status"].isin(ENDED)]
     if done.empty or left.empty:
         return ""
-    rate = float(done["flops"].sum() / done["wall_s"].sum())  # FLOP/s of one trial, wall
-    seconds = float((left["tokens"] * left["flops_per_token"]).sum()) / rate
+    own = _own_flops(done)
+    rate = float(own.sum() / done["wall_s"].sum())  # FLOP/s of one trial, wall
+    cost = left["flops_trained"] if "flops_trained" in left else _own_flops(left)
+    seconds = float(cost.fillna(0).sum()) / rate
     return f"about {format_duration(seconds)} of trial time left at the finished runs' pace"
+
+
+def _own_flops(runs: pd.DataFrame) -> pd.Series:
+    """What each row trains in its own trial: all of a separate run, a branch's cooldown."""
+    nominal = runs["tokens"] * runs["flops_per_token"]
+    if "branch_step" not in runs:
+        return nominal
+    return nominal - runs["branch_step"].fillna(0) * runs["batch_tokens"] * runs["flops_per_token"]
+
+
+def trunk_progress(results_dir: Path, runs: pd.DataFrame) -> str:
+    """For a branched sweep: how far its WSD trunks have come (from their curves on disk)."""
+    if "trunk_id" not in runs or not runs["trunk_id"].fillna("").astype(bool).any():
+        return ""
+    needed = runs[runs["trunk_id"].astype(bool)].groupby("trunk_id")["branch_step"].max()
+    reached = {}
+    for trunk_id in needed.index:
+        path = Path(results_dir) / "trunks" / trunk_id / "curve.parquet"
+        reached[trunk_id] = (
+            int(pd.read_parquet(path, columns=["step"])["step"].max()) if path.exists() else 0
+        )
+    steps = sum(min(reached[t], needed[t]) for t in needed.index)
+    whole = sum(reached[t] >= needed[t] for t in needed.index)
+    return (
+        f"WSD trunks: {whole} of {len(needed)} at their last branch point, "
+        f"{steps:,} of {int(needed.sum()):,} plateau steps trained"
+    )
 
 
 def sweeps_in(folder: Path) -> list[Path]:
