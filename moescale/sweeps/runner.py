@@ -245,14 +245,32 @@ def _run_round(
     tuner.fit()
 
 
+def tokenize_once(data):
+    """The sweep's corpus, tokenized once by the driver before any trial starts (into the
+    cache every trial then memory-maps), with a progress bar while it encodes."""
+    from rich.progress import Progress
+
+    from moescale.training.data import cache_root, load_tokens
+
+    with Progress(transient=True) as bar:
+        task = None
+
+        def update(done: int, total: int) -> None:
+            nonlocal task
+            if task is None:
+                task = bar.add_task(f"tokenizing the corpus into {cache_root(data)}", total=total)
+            bar.update(task, completed=done)
+
+        return load_tokens(data, progress=update)
+
+
 def corpus_repetition(spec: SweepSpec, plan: Plan) -> Repetition | None:
     """The plan's passes over its corpus, or None where this machine cannot read the corpus
     (the trials will say so themselves if theirs cannot either)."""
     from moescale.errors import UserError
-    from moescale.training.data import load_tokens
 
     try:
-        unique = len(load_tokens(spec.data).train)  # cached after the first tokenization
+        unique = len(tokenize_once(spec.data).train)  # cached after the first tokenization
     except UserError:
         return None
     return repetition(plan, unique, spec.max_epochs)
