@@ -280,3 +280,52 @@ def test_a_spec_with_several_problems_names_them_all_on_one_line(tmp_path):
     assert "sizez: unknown key (did you mean 'sizes'?)" in line
     assert "recipe.seq_lenn: unknown key (did you mean 'seq_len'?)" in line
     assert "min_steps: Input should be greater than or equal to 1" in line
+
+
+def _events(path) -> list:
+    """The records of a TensorBoard event file (TFRecord: length, its CRC, data, data CRC)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    data, events, at = path.read_bytes(), [], 0
+    while at < len(data):
+        (length,) = struct.unpack("<Q", data[at : at + 8])
+        events.append(Event.FromString(data[at + 12 : at + 12 + length]))
+        at += 12 + length + 4
+    return events
+
+
+def test_tensorboard_gets_every_run_by_its_id_with_its_curve(tiny_sweep):
+    spec, root, _ = tiny_sweep
+    results = root / "tiny"
+    runs = load_runs(results)
+    for row in runs.itertuples():
+        # the trial is named by its run id (a run redone by a later round: its latest)
+        folders = sorted((results / "ray").glob(f"round-*/run-{row.run_id}"))
+        assert folders, row.run_id
+        files = list(folders[-1].glob("events.out.tfevents.*"))
+        assert files
+        scalars: dict[str, list[float]] = {}
+        for event in _events(files[0]):
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, []).append(value.simple_value)
+        # the loss curve as it was logged, and the run's final loss at the end
+        assert len(scalars["ray/tune/train_loss"]) >= 3
+        assert scalars["ray/tune/final_loss"][-1] == pytest.approx(row.final_loss, rel=1e-6)
+        params = json.loads((folders[-1] / "params.json").read_text())
+        assert params["n_active"] == row.n_active and params["tokens"] == row.tokens
+        assert params["budget_flops"] == row.budget_flops
+
+
+@pytest.mark.parametrize("tracker", ["wandb", "mlflow"])
+def test_a_tracker_whose_package_is_missing_is_a_one_line_error(tmp_path, tracker):
+    import importlib.util
+
+    if importlib.util.find_spec(tracker) is not None:
+        pytest.skip(f"{tracker} is installed here")
+    config = tmp_path / "tracked.yaml"
+    config.write_text(json.dumps({**TINY, "tracking": {tracker: {"project": "x"}}}))
+    result = moescale("sweep", str(config), "--results", str(tmp_path / "results"))
+    assert_one_line_error(result, f"tracking.{tracker} needs the {tracker} package")
+    assert not (tmp_path / "results").exists()

@@ -24,6 +24,16 @@ def trunk_dir(results_dir: Path, trunk_id: str) -> Path:
     return Path(results_dir) / "trunks" / trunk_id
 
 
+def _facts(run: PlannedRun) -> dict:
+    return {
+        "n_active": run.n_active,
+        "tokens": run.tokens,
+        "budget_flops": run.budget_flops,
+        "seed": run.spec.seed,
+        "trunk_id": run.trunk_id,
+    }
+
+
 class TrialQueue:
     """What to start next. Trials are dicts {"kind": run | trunk | branch, "id": ...}."""
 
@@ -36,6 +46,11 @@ class TrialQueue:
         self.waiting_trunks = sorted(owing, key=lambda t: -trunks[t].steps)
         self.ended_trunks: set[str] = set()  # their trial is over: states they lack never come
         self.trials: dict[str, dict] = {}  # Tune's trial id → the trial it was given
+        # what trackers show as each trial's config: its N, D, C (a trunk: its longest branch's)
+        self.facts = {r.run_id: _facts(r) for r in pending}
+        for trunk_id in self.waiting_trunks:
+            longest = trunks[trunk_id].branches[-1]
+            self.facts[trunk_id] = {**_facts(longest), "tokens": trunks[trunk_id].spec.tokens}
 
     def _state(self, branch: PlannedRun) -> Path:
         return state_path(trunk_dir(self.results_dir, branch.trunk_id), branch.branch_step)
@@ -47,6 +62,7 @@ class TrialQueue:
     def next(self, trial_id: str) -> dict | str | None:
         trial = self._next()
         if isinstance(trial, dict):
+            trial.update(self.facts.get(trial["id"], {}))
             self.trials[trial_id] = trial
         return trial
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from moescale.errors import UserError
 from moescale.results import FINISHED, RunStatus, atomic_write_bytes, atomic_write_json
 from moescale.sweeps.lock import SweepLock
 from moescale.sweeps.plan import (
@@ -173,6 +174,34 @@ class _Consolidate:
     on_trial_error = on_trial_complete
 
 
+def tracking_callbacks(tracking) -> list:
+    """Ray Tune's own logger callbacks for `tracking` (see sweeps/spec.py `Tracking`); a
+    tracker whose package is missing is a one-line error before anything runs."""
+    from ray.tune.logger import JsonLoggerCallback, TBXLoggerCallback
+
+    # params.json and result.json in each trial's folder: its config (N, D, C) and results
+    callbacks = [JsonLoggerCallback()] + ([TBXLoggerCallback()] if tracking.tensorboard else [])
+    for name, arguments, package in (
+        ("wandb", tracking.wandb, "ray.air.integrations.wandb"),
+        ("mlflow", tracking.mlflow, "ray.air.integrations.mlflow"),
+    ):
+        if arguments is None:
+            continue
+        try:
+            __import__(name)
+            module = __import__(package, fromlist=["_"])
+        except ImportError:
+            raise UserError(
+                f"tracking.{name} needs the {name} package: pip install {name}"
+            ) from None
+        kind = module.WandbLoggerCallback if name == "wandb" else module.MLflowLoggerCallback
+        try:
+            callbacks.append(kind(**arguments))
+        except TypeError as err:
+            raise UserError(f"tracking.{name}: {err}") from None
+    return callbacks
+
+
 def _run_round(
     spec: SweepSpec,
     results_dir: Path,
@@ -208,6 +237,8 @@ def _run_round(
         results_dir, spec.name, plan, progress
     )
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own display replaces Tune's tables
+    # loggers are the ones `tracking` asks for, not Tune's automatic CSV/JSON/TensorBoard set
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     trunks = plan.trunks()
     queue = TrialQueue(results_dir, pending, trunks)
     specs = {}
@@ -230,6 +261,9 @@ def _run_round(
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=Queue(queue),
+            # a trial's folder (and its name in TensorBoard, W&B, MLflow) is its run id
+            trial_dirname_creator=lambda trial: f"{trial.config['kind']}-{trial.config['id']}",
+            trial_name_creator=lambda trial: f"{trial.config['kind']}-{trial.config['id']}",
             num_samples=len(pending) + len(owed),
             max_concurrent_trials=None,
             reuse_actors=True,  # no re-import per trial
@@ -238,7 +272,7 @@ def _run_round(
             name=f"round-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=str((results_dir / "ray").resolve()),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-            callbacks=[callback],
+            callbacks=[callback, *tracking_callbacks(spec.tracking)],
             verbose=0,
         ),
     )
@@ -354,6 +388,7 @@ def run_sweep(
     # absolute: Ray Tune runs each trial in a working directory of its own
     results_dir = (Path(results_root) / spec.name).resolve()
     plan = plan_sweep(spec)  # validates the whole plan before anything is written
+    tracking_callbacks(spec.tracking)  # a missing tracker package: an error before any write
     outcome = SweepOutcome(results_dir, plan, notes=list(plan.dropped))
     outcome.notes.extend(repetition_notes(spec, plan))
     with SweepLock(results_dir), ray_session(results_dir, address, dashboard) as ensure_ray:

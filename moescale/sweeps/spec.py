@@ -64,6 +64,19 @@ class Bracket(BaseModel):
     max_extensions: int = Field(2, ge=0)  # per budget
 
 
+class Tracking(BaseModel):
+    """Where a sweep's curves go besides its own files, through Ray Tune's logger callbacks:
+    each trial named by its run id, with its N, D, C and trunk as config. TensorBoard event
+    files land in each trial's folder under results/<sweep>/ray/ (`tensorboard --logdir`);
+    W&B and MLflow are imported only when asked for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tensorboard: bool = True
+    wandb: dict[str, Any] | None = None  # WandbLoggerCallback's arguments, e.g. {project: x}
+    mlflow: dict[str, Any] | None = None  # MLflowLoggerCallback's, e.g. {experiment_name: x}
+
+
 class SweepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -84,6 +97,7 @@ class SweepSpec(BaseModel):
     bracket: Bracket = Field(default_factory=Bracket)
     # one WSD trunk per (size, seed, batch) and a cooldown branch per budget (sweeps/plan.py)
     branching: bool = False
+    tracking: Tracking = Field(default_factory=Tracking)
     device: str = "auto"
 
     @field_validator("recipe", mode="before")
