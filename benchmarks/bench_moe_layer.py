@@ -31,7 +31,7 @@ SHAPES = [  # (d_model, n_experts, top_k)
 def step_seconds(layer: torch.nn.Module, x: torch.Tensor) -> float:
     start = time.perf_counter()
     out = layer(x)
-    out = out[0] if isinstance(out, tuple) else out
+    out = getattr(out, "out", out)  # the MoE layer returns a record, the dense one a tensor
     out.square().mean().backward()
     return time.perf_counter() - start
 

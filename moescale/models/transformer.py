@@ -34,6 +34,16 @@ class ModelOutput:
     routing: list[LayerRouting]
 
 
+@dataclass
+class MoEOutput:
+    """What an MoE feed-forward layer returns: its output and its routing's losses and health."""
+
+    out: Tensor  # same shape as the input
+    aux_loss: Tensor  # load-balance loss of this layer
+    z_loss: Tensor  # router z-loss of this layer
+    routing: LayerRouting
+
+
 class MoEFeedForward(nn.Module):
     """Shared SwiGLU experts that see every token, plus top-k routed experts."""
 
@@ -48,7 +58,7 @@ class MoEFeedForward(nn.Module):
             config.n_experts, config.d_model, config.expert_hidden, dispatch
         )
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, LayerRouting]:
+    def forward(self, x: Tensor) -> MoEOutput:
         flat = x.reshape(-1, x.shape[-1])
         c = self.config
         assignment = route(
@@ -62,10 +72,13 @@ class MoEFeedForward(nn.Module):
             dropped_frac=float(assignment.dropped_frac),
             recycled_frac=float(assignment.recycled_frac),
         )
-        return out.view_as(x), assignment.aux_loss, assignment.z_loss, stats
+        return MoEOutput(out.view_as(x), assignment.aux_loss, assignment.z_loss, stats)
 
 
 class Block(nn.Module):
+    """One pre-norm layer: x + attention(norm(x)), then + feed-forward(norm(x)). It runs
+    itself (so that wrappers such as FSDP's per-block sharding see every call)."""
+
     def __init__(self, config: MoEConfig, layer: int, dispatch: Dispatch):
         super().__init__()
         self.attn_norm = RMSNorm(config.d_model)
@@ -76,6 +89,18 @@ class Block(nn.Module):
             if config.is_moe
             else SwiGLU(config.d_model, config.n_shared_experts * config.shared_hidden)
         )
+
+    def forward(
+        self, x: Tensor, cos: Tensor, sin: Tensor, kv: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor], MoEOutput | None]:
+        """→ the new residual stream, the K/V this layer used (for CLA), and the MoE layer's
+        record (None for a dense layer)."""
+        attn_out, kv = self.attn(self.attn_norm(x), cos, sin, kv)
+        x = x + attn_out
+        if isinstance(self.ffn, MoEFeedForward):
+            moe = self.ffn(self.ffn_norm(x))
+            return x + moe.out, kv, moe
+        return x + self.ffn(self.ffn_norm(x)), kv, None
 
 
 class MoETransformer(nn.Module):
@@ -119,16 +144,11 @@ class MoETransformer(nn.Module):
         aux_losses, z_losses, routing = [], [], []
         kv = None
         for block in self.blocks:
-            attn_out, kv = block.attn(block.attn_norm(x), self.rope_cos, self.rope_sin, kv)
-            x = x + attn_out
-            if isinstance(block.ffn, MoEFeedForward):
-                ffn_out, aux, z, stats = block.ffn(block.ffn_norm(x))
-                aux_losses.append(aux)
-                z_losses.append(z)
-                routing.append(stats)
-            else:
-                ffn_out = block.ffn(block.ffn_norm(x))
-            x = x + ffn_out
+            x, kv, moe = block(x, self.rope_cos, self.rope_sin, kv)
+            if moe is not None:
+                aux_losses.append(moe.aux_loss)
+                z_losses.append(moe.z_loss)
+                routing.append(moe.routing)
         x = self.final_norm(x)
         weight = self.embedding.weight if self.output is None else self.output.weight
         logits = F.linear(x, weight)

@@ -163,10 +163,11 @@ def plan_table(
             table.caption += (
                 f"\n{refused} run(s) refused: they fit no number of devices up to the limit"
             )
-        if (frame["devices"] > 1).any():
+        if (frame["devices"] > spec.resources.workers).any():
             table.caption += (
-                "\nruns needing several devices train with FSDP, which this version does not "
-                "build yet: on one device they would run out of memory"
+                f"\nruns needing more devices than resources.workers ({spec.resources.workers}) "
+                "would run out of memory: set workers to at least the most devices shown (each "
+                "trial is then sharded over that many processes with FSDP2)"
             )
     else:
         parallel = (

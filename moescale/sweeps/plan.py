@@ -202,6 +202,7 @@ def plan_run(
         seed=seed,
         device=spec.device,
         num_threads=max(1, int(spec.resources.cpus)),
+        world_size=spec.resources.workers,
     )
     return PlannedRun(
         spec=run_spec,

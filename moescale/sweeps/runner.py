@@ -255,7 +255,10 @@ def _run_round(
     }
     trainable = tune.with_resources(
         tune.with_parameters(_trial, specs=specs, trunks=owed, results_dir=str(results_dir)),
-        {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus},
+        {
+            "cpu": spec.resources.cpus * spec.resources.workers,
+            "gpu": spec.resources.gpus * spec.resources.workers,
+        },
     )
     tuner = tune.Tuner(
         trainable,

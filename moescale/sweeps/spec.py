@@ -49,10 +49,14 @@ class Sizes(BaseModel):
 
 
 class Resources(BaseModel):
+    """What one trial reserves: `workers` processes (the run sharded over them with FSDP2 when
+    more than one), each with `cpus` CPUs (its torch threads) and `gpus` GPUs."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    cpus: float = Field(1, gt=0)  # per trial; also the trial's torch threads (at least 1)
-    gpus: float = Field(0, ge=0)
+    cpus: float = Field(1, gt=0)  # per worker; also its torch threads (at least 1)
+    gpus: float = Field(0, ge=0)  # per worker
+    workers: int = Field(1, ge=1)  # processes per trial: the run's world size
 
 
 class Bracket(BaseModel):

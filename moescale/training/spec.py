@@ -26,6 +26,7 @@ class RunSpec(BaseModel):
     # execution only: not part of the run's identity
     device: str = "auto"
     num_threads: int | None = Field(None, ge=1)
+    world_size: int = Field(1, ge=1)  # processes (devices) the run is sharded over, FSDP2
 
     @field_validator("model", mode="before")
     @classmethod
@@ -43,7 +44,7 @@ class RunSpec(BaseModel):
 
     def identity(self) -> dict:
         """What the run's id hashes: the spec less its execution details."""
-        data = self.model_dump(mode="json", exclude={"device", "num_threads"})
+        data = self.model_dump(mode="json", exclude={"device", "num_threads", "world_size"})
         data["recipe"] = self.recipe.identity()
         return data
 

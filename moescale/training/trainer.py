@@ -33,6 +33,16 @@ from moescale.results import (
     read_json,
 )
 from moescale.training.data import eval_batches, load_tokens, train_batch
+from moescale.training.distributed import (
+    SHARDED_CHECKPOINT,
+    full_model_state,
+    launch,
+    load_sharded,
+    mean_over_ranks,
+    save_sharded,
+    shard,
+    world,
+)
 from moescale.training.hardware import matmul_peak, pick_device
 from moescale.training.spec import RunSpec
 
@@ -116,12 +126,30 @@ def train_run(
     status, never an exception; bad input (a missing data path, say) raises UserError.
     """
 
+    if spec.world_size > 1 and world()[1] == 1:  # start the processes; each runs this again
+        finished = _finished_result(Path(out_dir), spec)
+        if finished is not None:
+            return finished
+        launch(spec.world_size, spec.device, train_run, spec, str(out_dir))
+        result = _finished_result(Path(out_dir), spec) or _failed_record(Path(out_dir), spec)
+        if result is None:
+            raise RuntimeError(f"sharded run {spec.run_id} ended without a record")
+        return result
+
     def train(trainer: Trainer) -> RunResult:
         trainer.resume(Path(out_dir) / CHECKPOINT)
         status, error = trainer.run(trainer.plan.total_steps, Path(out_dir), checkpoints=True)
         return trainer.finish(Path(out_dir), status, error)
 
     return _recorded(spec, Path(out_dir), progress, train)
+
+
+def _failed_record(out_dir: Path, spec: RunSpec) -> RunResult | None:
+    path = out_dir / "run.json"
+    if not path.exists():
+        return None
+    record = read_json(path)
+    return RunResult(**record["result"]) if record.get("run_id") == spec.run_id else None
 
 
 def train_branch(
@@ -134,6 +162,11 @@ def train_branch(
     step, then continue with the run's own schedule, whose cooldown starts there. On the CPU in
     fp32 the result is bit-identical to `train_run(spec)`. A killed branch starts again from
     the branch point (it writes no checkpoint of its own); its curve is the cooldown only."""
+
+    if spec.world_size > 1:
+        raise UserError(
+            "branching with world_size > 1 is not built yet: train branches on one device"
+        )
 
     def train(trainer: Trainer) -> RunResult:
         trainer.resume(Path(trunk_state), keep_curve=False)
@@ -153,6 +186,10 @@ def train_trunk(
     `branch_steps` as `state-<step>.pt` in `out_dir`; resumes from the latest checkpoint or
     state at or before the first step still needed. Returns the step reached."""
     out_dir = Path(out_dir)
+    if spec.world_size > 1:
+        raise UserError(
+            "branching with world_size > 1 is not built yet: train trunks on one device"
+        )
     needed = sorted(s for s in set(branch_steps) if not state_path(out_dir, s).exists())
     if not needed:
         return max(branch_steps, default=0)
@@ -204,7 +241,8 @@ def _recorded(spec: RunSpec, out_dir: Path, progress, train) -> RunResult:
             train_s=0.0, peak_flops=math.nan,
             error=f"{type(err).__name__}: {err}".splitlines()[0],
         )  # fmt: skip
-        _write_run_json(out_dir, spec, result, traceback.format_exc())
+        if world()[0] == 0:
+            _write_run_json(out_dir, spec, result, traceback.format_exc())
         return result
 
 
@@ -276,8 +314,18 @@ class Trainer:
         dtype = torch.bfloat16 if recipe.precision == "bf16" else torch.float32
         self.peak = matmul_peak(self.device, dtype)
 
+        self.rank, self.world = world()
+        if self.world > 1 and (
+            recipe.batch_size % self.world or self.plan.tail_sequences % self.world
+        ):
+            raise UserError(
+                f"a batch of {recipe.batch_size} sequences does not split over {self.world} "
+                "processes: make batch_tokens / seq_len a multiple of world_size"
+            )
         torch.manual_seed(spec.seed)
         self.model = MoETransformer(config).to(self.device)
+        if self.world > 1:
+            shard(self.model)  # before the optimizer: FSDP2 turns the parameters into shards
         groups = param_groups(
             self.model, recipe.peak_lr(config.d_model), recipe.routed_lr_scale, recipe.weight_decay
         )
@@ -304,10 +352,16 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        columns = list(CURVES_SCHEMA)[1:]
+        """Weights, optimizer and progress: one process's checkpoint, or a trunk's state."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            **self._progress_state(),
+        }
+
+    def _progress_state(self) -> dict:
+        columns = list(CURVES_SCHEMA)[1:]
+        return {
             "rng": torch.get_rng_state(),
             "step": self.step,
             "tokens": self.tokens,
@@ -318,16 +372,31 @@ class Trainer:
             "routing": [list(row) for row in self.routing_rows],
         }
 
+    def checkpoint(self, out_dir: Path) -> None:
+        """The mid-run checkpoint a killed run resumes from (sharded: one part per rank)."""
+        if self.world > 1:
+            save_sharded(
+                out_dir / SHARDED_CHECKPOINT, self.model, self.optimizer, self._progress_state()
+            )
+        else:
+            _save_checkpoint(out_dir / CHECKPOINT, self.state_dict())
+
     def resume(self, path: Path, keep_curve: bool = True) -> bool:
         """Continue from a mid-run checkpoint or a trunk's state (a final checkpoint holds only
         the weights and is not resumed from). `keep_curve` False starts a fresh curve there."""
-        if not path.exists():
-            return False
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        if "optimizer" not in state:
-            return False
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.world > 1:
+            folder = path.parent / SHARDED_CHECKPOINT
+            if not folder.exists():
+                return False
+            state = load_sharded(folder, self.model, self.optimizer)
+        else:
+            if not path.exists():
+                return False
+            state = torch.load(path, map_location=self.device, weights_only=True)
+            if "optimizer" not in state:
+                return False
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         self.step, self.tokens = state["step"], state["tokens"]
         self.train_s, self.first_loss = state["train_s"], state["first_loss"]
@@ -352,19 +421,27 @@ class Trainer:
         inputs, targets = train_batch(
             self.data.train, n_seq, recipe.seq_len, self.spec.seed, self.step
         )
+        local = n_seq // self.world  # this rank's contiguous slice of the batch
+        inputs = inputs[self.rank * local : (self.rank + 1) * local]
+        targets = targets[self.rank * local : (self.rank + 1) * local]
         started = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         ce_total, routing = 0.0, []
-        for chunk in range(0, n_seq, recipe.micro_batch_size):
+        for chunk in range(0, local, recipe.micro_batch_size):
             x = inputs[chunk : chunk + recipe.micro_batch_size].to(self.device)
             y = targets[chunk : chunk + recipe.micro_batch_size].to(self.device)
             with self.autocast():
                 out = self.forward(x, y)
-            (out.loss * (len(x) / n_seq)).backward()
-            ce_total += float(out.ce_loss.detach()) * len(x) / n_seq
+            (out.loss * (len(x) / local)).backward()  # FSDP averages over the ranks
+            ce_total += float(out.ce_loss.detach()) * len(x) / local
             routing = out.routing
         clip = recipe.grad_clip if recipe.grad_clip > 0 else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        grad_norm = float(
+            grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
+        )
+        if self.world > 1:
+            ce_total = mean_over_ranks(ce_total)
         self.optimizer.step()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
@@ -448,20 +525,26 @@ class Trainer:
                 return RunStatus.DIVERGED, why
             if self.step in states_at:
                 _save_checkpoint(state_path(out_dir, self.step), self.state_dict())
-                _write_curve(out_dir, self.name, self.rows, self.routing_rows)
+                self.write_curve(out_dir)
             due = (
                 self.step % recipe.checkpoint_every == 0
                 or time.monotonic() - last_checkpoint > 60 * recipe.checkpoint_minutes
             )
+            if self.world > 1:  # a sharded checkpoint is collective: every rank or none
+                due = mean_over_ranks(float(due)) > 0
             if checkpoints and due and self.step < until:
-                _save_checkpoint(out_dir / CHECKPOINT, self.state_dict())
-                _write_curve(out_dir, self.name, self.rows, self.routing_rows)
+                self.checkpoint(out_dir)
+                self.write_curve(out_dir)
                 last_checkpoint = time.monotonic()
         return RunStatus.COMPLETED, ""
 
+    def write_curve(self, out_dir: Path) -> None:
+        if self.rank == 0:  # every rank logs the same curve; one writes it
+            _write_curve(out_dir, self.name, self.rows, self.routing_rows)
+
     def finish(self, out_dir: Path, status: RunStatus, error: str) -> RunResult:
         """The curve, run.json (which marks the run finished) and the final weights."""
-        _write_curve(out_dir, self.name, self.rows, self.routing_rows)
+        self.write_curve(out_dir)
         result = RunResult(
             run_id=self.spec.run_id,
             status=status,
@@ -481,12 +564,13 @@ class Trainer:
             unique_tokens=len(self.data.train),
             epochs=self.tokens / len(self.data.train),
         )
-        _write_run_json(out_dir, self.spec, result)
-        # the final weights, for whoever wants the model; run.json above marks it finished
-        _save_checkpoint(
-            out_dir / CHECKPOINT,
-            {"model": self.model.state_dict(), "step": self.step, "final": True},
-        )
+        weights = full_model_state(self.model) if self.world > 1 else self.model.state_dict()
+        if self.rank == 0:
+            _write_run_json(out_dir, self.spec, result)
+            # the final weights, for whoever wants the model; run.json marks it finished
+            _save_checkpoint(
+                out_dir / CHECKPOINT, {"model": weights, "step": self.step, "final": True}
+            )
         return result
 
 
