@@ -71,6 +71,10 @@ class RoutedExperts(nn.Module):
         token = assignment.token[order]
         counts = torch.bincount(assignment.expert, minlength=self.n_experts)
         rows = x[token]
+        if torch.is_autocast_enabled(x.device.type):
+            # autocast does not reach grouped_mm: the experts run at its precision (bf16 on
+            # GPUs, where grouped_mm needs it) rather than at the fp32 of the norm before them
+            rows = rows.to(torch.get_autocast_dtype(x.device.type))
         gate, up = expert_matmul(rows, self.w_gate_up, counts, self.dispatch).chunk(2, dim=-1)
         out = expert_matmul(F.silu(gate) * up, self.w_down, counts, self.dispatch)
         out = out * assignment.weight[order].unsqueeze(-1).to(out.dtype)

@@ -24,8 +24,8 @@ def activation_bytes(
     the tests): per layer the two RMSNorms (input and normalised input, fp32), attention (its
     linears' inputs; q, k, v and the output of SDPA and its log-sum-exp; K/V only in layers
     that make their own under CLA), the router (logits and probabilities, fp32) and routed
-    experts (gathered rows, gate/up, activation, product and outputs; run in fp32 because they
-    take the fp32 norm output), the shared experts; then the final norm and the fp32
+    experts (gathered rows, gate/up, activation, product and outputs), the shared experts;
+    then the final norm and the fp32
     log-softmax over the vocabulary. Under bf16 autocast the linears save bf16 copies of their
     inputs (each its own copy) and the weights they use once per pass.
     """
@@ -40,13 +40,15 @@ def activation_bytes(
         per_token += 2 * 4 * (2 * d + 1)  # two RMSNorms: input, normalised input, 1/rms
         inputs = 2 if (makes_kv and a == 2) else 1  # bf16: wq and wkv cast x separately
         attention = inputs * d + 3 * heads * hd + (3 * kv * hd if makes_kv else 0)
-        if c.qk_norm:
-            attention += 2 * heads * hd + (kv * hd if makes_kv else 0)
-            per_token += 4 * (heads + (kv if makes_kv else 0))  # their 1/rms
+        if c.qk_norm:  # the norms keep fp32 input and output (under bf16, k's input too)
+            k_terms = (2 if a == 2 else 1) * kv * hd if makes_kv else 0
+            per_token += 4 * (2 * heads * hd + k_terms + heads + (kv if makes_kv else 0))
         per_token += a * attention + 4 * heads  # + SDPA's log-sum-exp, fp32
         if c.is_moe:
             per_token += 4 * (d + 2 * c.n_experts + 1)  # normalised input, logits, probs
-            per_token += 4 * k * (4 * c.expert_hidden + 3 * d + 1) + 8 * 3 * k  # + indices
+            # routed: gathered rows, gate/up, activation, product, outputs (at the autocast
+            # precision), the gated output (fp32), and the sort and token indices
+            per_token += a * k * (4 * c.expert_hidden + 2 * d + 1) + 4 * k * d + 8 * 3 * k
             if c.routing != "dropless":
                 per_token += 8 * k  # the kept assignments' copies
             if hidden_shared:  # (under bf16 their input is a copy of its own)
@@ -55,11 +57,9 @@ def activation_bytes(
             per_token += a * (d + 4 * hidden_shared)
     per_token += 4 * (2 * d + 1) + a * d + 4 * c.vocab_size + 8  # final norm, head, CE, ids
     total = per_token * tokens
-    if precision == "bf16":  # bf16 copies of the weights the autocast linears use
-        accounting = count(c, seq_len)
-        routed = c.n_layers * c.n_experts * 3 * d * c.expert_hidden if c.is_moe else 0
+    if precision == "bf16":  # bf16 copies of every weight but the (fp32) router's
         router = c.n_layers * c.n_experts * d if c.is_moe else 0
-        total += 2 * (accounting.n_total - routed - router)
+        total += 2 * (count(c, seq_len).n_total - router)
     return float(total)
 
 
