@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+from torch.utils.flop_counter import FlopCounterMode
 
 from moescale.errors import UserError
 from moescale.models import (
@@ -20,6 +20,7 @@ from moescale.models import (
     param_groups,
 )
 from moescale.models.experts import RoutedExperts
+from moescale.models.flop_counter import FLOP_FORMULAS
 from moescale.models.routing import expert_capacity, route
 
 BASE = dict(vocab_size=256, d_model=64, n_layers=4, n_heads=4, expert_hidden=96, max_seq_len=64)
@@ -58,29 +59,6 @@ def test_n_active_is_what_touches_one_token(name):
     accounting = count(config, 64)
     assert accounting.n_active == round(active)
     assert accounting.n_embedding == config.vocab_size * config.d_model
-
-
-def _grouped_mm_flops(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
-    # rows × inner × columns for both forms: 2D×3D (forward, grad of input) and 2D×2D (grad of
-    # the stacked weights); offsets only split the rows, so they change nothing.
-    return 2 * a_shape[0] * a_shape[1] * b_shape[-1]
-
-
-def _flash_cpu_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    return sdpa_flop_count(query, key, value)
-
-
-def _flash_cpu_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
-    # Model FLOPs of the backward: dV, dP, dQ, dK = 2 × forward. The kernel's recomputation
-    # of the scores is an implementation choice (like activation checkpointing), not counted.
-    return 2 * sdpa_flop_count(query, key, value)
-
-
-FLOP_FORMULAS = {
-    torch.ops.aten._grouped_mm: _grouped_mm_flops,
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _flash_cpu_flops,
-    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _flash_cpu_backward_flops,
-}
 
 
 @pytest.mark.parametrize("name", CONFIGS)
