@@ -309,8 +309,9 @@ def sweep(
     dry_run: bool = typer.Option(
         False,
         "--dry-run",
-        help="Print the plan and train nothing: a few probe steps measure throughput in a "
-        "throwaway folder, and the corpus's token cache is built if missing.",
+        help="Print the plan and train nothing: a few probe steps on random tokens measure "
+        "this machine's throughput (or --hardware plans for another), and the passes over the "
+        "corpus are shown when it can be read (its token cache is built if missing).",
     ),
     plan_csv: Path | None = typer.Option(
         None, help="With --dry-run, also save the plan table as CSV."
@@ -369,11 +370,9 @@ def sweep(
             how = f"at {mfu:.0%} of peak (--mfu)"
             table, frame = plan_table(spec, plan, rate, how, None, fits, target)
         else:
-            from moescale.training.data import cache_root
-
             with console.status(
-                "measuring throughput: 12 steps of the smallest, median and largest size in a "
-                f"throwaway folder (the corpus's tokens are cached in {cache_root(spec.data)})…"
+                "measuring throughput: 12 steps of the smallest, median and largest size on "
+                "random tokens, in a throwaway folder…"
             ):
                 flops_per_s, how = probe_throughput(spec, plan)
             table, frame = plan_table(spec, plan, flops_per_s, how, corpus_repetition(spec, plan))

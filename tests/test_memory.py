@@ -132,3 +132,27 @@ def test_training_on_cuda_without_cuda_is_a_one_line_error(tmp_path):
     config.write_text(json.dumps({"model": {"d_model": 32}, "tokens": 100_000, "device": "cuda"}))
     result = moescale("train", str(config), "--out", str(tmp_path / "out"))
     assert_one_line_error(result, "no CUDA device")
+
+
+def test_a_dry_run_never_reads_the_data(tmp_path):
+    """This machine's throughput is probed on random tokens: a sweep whose corpus is not
+    here is still planned (its passes over the data unknown), and nothing is cached."""
+    config = tmp_path / "elsewhere.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "name": "elsewhere",
+                "budgets": [2e10, 4e10],
+                "family": {"n_layers": 2, "n_experts": 4, "cla_share": 1, "gqa_ratio": 1},
+                "sizes": {"n_active": [12000, 24000]},
+                "recipe": {"base": "tiny-cpu", "seq_len": 64, "batch_tokens": 1024},
+                "data": {"source": "text", "path": str(tmp_path / "not-here"),
+                         "cache_dir": str(tmp_path / "cache")},
+                "min_steps": 20,
+            }
+        )
+    )  # fmt: skip
+    result = moescale("sweep", str(config), "--dry-run", "--results", str(tmp_path / "results"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "probed" in result.stdout and "GFLOP/s" in result.stdout
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "results").exists()

@@ -24,12 +24,14 @@ def probe_throughput(
     spec: SweepSpec, plan: Plan, steps: int = 12
 ) -> tuple[Callable[[float], float], str]:
     """Achieved training FLOP/s of one trial as a function of n_active: a few steps of the
-    plan's smallest, median and largest models (in a throwaway folder), interpolated in
-    log n_active. Models too large to probe on a CPU get 40% of the measured matmul peak.
-    Returns (n_active → FLOP/s, how it was found)."""
+    plan's smallest, median and largest models on random tokens of the sweep's vocabulary
+    (the corpus is never read; nothing is kept), interpolated in log n_active. Models too
+    large to probe on a CPU get 40% of the measured matmul peak. Returns (n_active →
+    FLOP/s, how it was found)."""
     import torch
 
     from moescale.training import train_run
+    from moescale.training.data import DataSpec
     from moescale.training.hardware import matmul_peak, pick_device
 
     runs = sorted(plan.runs, key=lambda r: r.n_active)
@@ -48,8 +50,9 @@ def probe_throughput(
                     "eval_tokens": run.spec.recipe.seq_len,
                 }
             )
+            synthetic = DataSpec(source="synthetic", vocab_size=run.spec.model.vocab_size)
             probe = run.spec.model_copy(
-                update={"recipe": recipe, "tokens": steps * recipe.batch_tokens}
+                update={"recipe": recipe, "tokens": steps * recipe.batch_tokens, "data": synthetic}
             )
             result = train_run(probe, os.path.join(folder, run.run_id))
             sizes.append(np.log(n_active))

@@ -26,7 +26,8 @@ from pydantic import BaseModel, ConfigDict
 
 from moescale.errors import UserError
 
-SourceKind = Literal["stdlib", "text", "bin", "parquet", "jsonl", "hf_disk"]
+SourceKind = Literal["stdlib", "text", "bin", "parquet", "jsonl", "hf_disk", "synthetic"]
+SYNTHETIC_TOKENS = 2**22  # uniform random ids: for measuring speed, never for a loss
 TokenizerKind = Literal["bytes", "bpe"]
 
 
@@ -229,6 +230,12 @@ def load_tokens(spec: DataSpec, progress: Callable[[int, int], None] | None = No
         raise UserError("data.vocab_size must be 256 with the bytes tokenizer")
     if spec.source == "bin":
         return _load_bin(spec)
+    if spec.source == "synthetic":  # nothing read, nothing cached
+        rng = np.random.default_rng(0)
+        dtype = np.uint16 if spec.vocab_size <= 65536 else np.uint32
+        train = rng.integers(0, spec.vocab_size, SYNTHETIC_TOKENS, dtype=dtype)
+        val = rng.integers(0, spec.vocab_size, SYNTHETIC_TOKENS // 16, dtype=dtype)
+        return TokenData(train, val, spec.vocab_size, None, f"synthetic{spec.vocab_size}")
     docs = list(documents(spec))
     if not docs or not any(text for _, text in docs):
         where = spec.path if spec.source != "stdlib" else "the standard library"
