@@ -53,6 +53,9 @@ RC = {
     "grid.linewidth": 0.6,
     "axes.axisbelow": True,
     "errorbar.capsize": 2.5,
+    # room above titles: a browser drawing the SVG's text with its own font metrics would
+    # otherwise clip their tops at the figure's edge
+    "figure.constrained_layout.h_pad": 0.1,
 }
 
 # the words on every axis, so that one quantity is named one way everywhere
@@ -170,6 +173,8 @@ def figure_bytes(fig: Figure, fmt: str, salt: str = "") -> bytes:
         metadata = {"Creator": "moescale"} if fmt in ("svg", "pdf") else {}
         if fmt == "svg":
             metadata["Date"] = None  # the same figure gives the same file
+        if fmt == "pdf":
+            metadata["CreationDate"] = None
         fig.savefig(buffer, format=fmt, dpi=PNG_DPI, metadata=metadata)
     return buffer.getvalue()
 
