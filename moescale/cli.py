@@ -319,8 +319,8 @@ def sweep(
     hardware: str | None = typer.Option(
         None,
         help="With --dry-run: plan for this device (a100-40gb, a100-80gb, h100, h200, l40s, "
-        "mi300x, cpu): memory per device, devices, micro-batch and time per run, from the "
-        "device's datasheet; nothing is measured and the data is not read.",
+        "mi300x from their datasheets; cpu: this machine, measured): memory per device, "
+        "devices, micro-batch and time per run; the data is not read.",
     ),
     peak_flops: float | None = typer.Option(
         None,
