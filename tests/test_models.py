@@ -268,3 +268,51 @@ def test_optimal_lr_peaks_at_the_noise_scale():
     assert optimal_lr_at_batch(1024, 1024, 3e-3) == pytest.approx(3e-3)
     assert optimal_lr_at_batch(256, 1024, 3e-3) < 3e-3
     assert optimal_lr_at_batch(256, 1024, 1.0) == pytest.approx(2 / (2 + 0.5))
+
+
+# --- design variants at equal activated compute ------------------------------------------
+
+
+def test_variants_keep_activated_size_and_flops_and_change_total_size():
+    from moescale.models import family
+    from moescale.models.variants import Variant, apply_variant
+
+    base = family(2e5, n_layers=2, n_experts=8, top_k=1, cla_share=1, gqa_ratio=1, max_seq_len=64)
+    variants = {
+        "dense": Variant(name="dense", dense=True),
+        "e32": Variant(name="e32", experts=32),
+        "e8-g4": Variant(name="e8-g4", granularity=4),
+    }
+    seq_len = 64
+    base_count = count(base, seq_len)
+    totals = {}
+    for name, variant in variants.items():
+        config = apply_variant(base, variant)
+        counted = count(config, seq_len)
+        assert counted.n_active == pytest.approx(base_count.n_active, rel=0.02), name
+        assert counted.flops_per_token == pytest.approx(base_count.flops_per_token, rel=0.02), name
+        # and torch's counter, watching the real kernels, agrees that the compute is equal
+        model = MoETransformer(config)
+        tokens = torch.randint(0, config.vocab_size, (2, seq_len))
+        counter = FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS)
+        with counter:
+            model(tokens, tokens).loss.backward()
+        measured = counter.get_total_flops() / tokens.numel()
+        assert measured == pytest.approx(base_count.flops_per_token, rel=0.02), name
+        totals[name] = counted.n_total
+    assert totals["dense"] < base_count.n_total < totals["e32"]
+    # granularity keeps the experts' parameters (only the router grows with the expert count)
+    assert totals["e8-g4"] == pytest.approx(base_count.n_total, rel=0.02)
+    assert apply_variant(base, variants["e8-g4"]).top_k == 4 * base.top_k
+
+
+def test_a_variant_that_cannot_split_its_experts_is_an_error():
+    from moescale.errors import UserError
+    from moescale.models import family
+    from moescale.models.variants import Variant, apply_variant
+
+    base = family(2e5, n_layers=2, n_experts=8, top_k=1, cla_share=1, gqa_ratio=1)
+    with pytest.raises(UserError, match="does not split into"):
+        apply_variant(base, Variant(name="g7", granularity=7 * base.expert_hidden))
+    with pytest.raises(ValueError, match="dense takes no experts"):
+        Variant(name="bad", dense=True, experts=8)
