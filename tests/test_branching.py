@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from cli_helpers import ROOT, assert_one_line_error, moescale
 from processes import kill_processes_mentioning, wait_for
+from test_reliability import SLOW
 
 from moescale.results import load_curves, load_runs
 from moescale.sweeps import plan_sweep
@@ -24,26 +25,11 @@ from moescale.training import RunSpec, train_run
 # Two sizes, three budgets: two trunks, six branches. Half of each run cools down, so that a
 # branch is caught mid-cooldown; checkpoints often, so that a trunk is caught mid-plateau.
 WSD = {
+    **SLOW,  # the reliability tests' runs: 10 s each, checkpointed every 25 steps
     "name": "wsd",
     "budgets": [2.0e10, 4.0e10, 8.0e10],
-    "family": {"n_layers": 2, "n_experts": 4, "cla_share": 1, "gqa_ratio": 1, "qk_norm": False},
-    "sizes": {"n_active": [12000, 24000]},
-    "recipe": {
-        "base": "tiny-cpu",
-        "seq_len": 64,
-        "batch_tokens": 1024,
-        "eval_every": 50,
-        "eval_tokens": 4096,
-        "log_every": 10,
-        "checkpoint_every": 25,
-        "schedule": "wsd",
-        "warmup_steps": 10,
-        "cooldown_frac": 0.5,
-    },
-    "min_steps": 20,
+    "recipe": {**SLOW["recipe"], "schedule": "wsd", "warmup_steps": 10, "cooldown_frac": 0.5},
     "branching": True,
-    "bracket": {"enabled": False},
-    "max_failures": 3,
 }
 
 

@@ -41,6 +41,11 @@ class PlannedRun:
         return self.spec.run_id
 
     @property
+    def trunk_flops(self) -> float:
+        """A branch's FLOPs before its branch point: its trunk's, not its own (0 alone)."""
+        return self.branch_step * self.spec.recipe.batch_tokens * self.flops_per_token
+
+    @property
     def tokens_per_param(self) -> float:
         return self.tokens / self.n_active
 

@@ -76,13 +76,12 @@ def _flops_done_and_total(runs: pd.DataFrame, done: pd.Series, live: dict) -> tu
     """FLOPs trained so far and in all. With WSD branches the total is the real cost (trunks
     once, each branch's cooldown); live trials report their own FLOPs (a branch: its cooldown
     only), and a finished row counts its own part (from disk alone, its share of trunk too)."""
-    nominal = runs["tokens"] * runs["flops_per_token"]
     if "flops_trained" not in runs or runs["flops_trained"].isna().all():
-        own, total = nominal, float(nominal.sum())
+        own = runs["tokens"] * runs["flops_per_token"]
+        total = float(own.sum())
     else:
         total = float(runs["flops_trained"].sum())
-        start = runs["branch_step"].fillna(0) * runs["batch_tokens"] * runs["flops_per_token"]
-        own = nominal - start if live else runs["flops_trained"]
+        own = _own_flops(runs) if live else runs["flops_trained"]
     ended = set(runs.loc[done, "run_id"])
     return float(own[done].sum()) + sum(v for k, v in live.items() if k not in ended), total
 

@@ -245,9 +245,8 @@ def _run_round(
     for run in pending:
         specs[run.run_id] = {"spec": run.spec.model_dump(mode="json")}
         if run.trunk_id:
-            trunk_flops = run.branch_step * run.spec.recipe.batch_tokens * run.flops_per_token
             specs[run.run_id].update(
-                trunk_id=run.trunk_id, branch_step=run.branch_step, trunk_flops=trunk_flops
+                trunk_id=run.trunk_id, branch_step=run.branch_step, trunk_flops=run.trunk_flops
             )
     owed = {
         t: {"spec": trunks[t].spec.model_dump(mode="json"), "steps": queue.branch_steps(t)}

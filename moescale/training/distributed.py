@@ -13,6 +13,7 @@ optimizer sees the same mean gradient as one process would, up to the order of t
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -58,7 +59,7 @@ def save_sharded(folder: Path, model, optimizer, extra: dict) -> None:
     model_state, optimizer_state = get_state_dict(model, optimizer)
     fresh = folder.with_name(f".{folder.name}.new")
     if rank == 0 and fresh.exists():
-        _remove(fresh)
+        shutil.rmtree(fresh)
     dist.barrier()
     dcp.save({"model": model_state, "optimizer": optimizer_state}, checkpoint_id=str(fresh))
     torch.save(extra, fresh / f"extra-rank{rank}.pt")
@@ -69,7 +70,7 @@ def save_sharded(folder: Path, model, optimizer, extra: dict) -> None:
             folder.rename(old)
         fresh.rename(folder)
         if old.exists():
-            _remove(old)
+            shutil.rmtree(old)
     dist.barrier()
 
 
@@ -94,12 +95,6 @@ def full_model_state(model) -> dict:
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return get_model_state_dict(model, options=options)
-
-
-def _remove(folder: Path) -> None:
-    for path in folder.iterdir():
-        path.unlink()
-    folder.rmdir()
 
 
 def _free_port() -> int:

@@ -131,7 +131,7 @@ def train_run(
         if finished is not None:
             return finished
         launch(spec.world_size, spec.device, train_run, spec, str(out_dir))
-        result = _finished_result(Path(out_dir), spec) or _failed_record(Path(out_dir), spec)
+        result = _recorded_result(Path(out_dir), spec)  # finished, or failed in a rank
         if result is None:
             raise RuntimeError(f"sharded run {spec.run_id} ended without a record")
         return result
@@ -142,14 +142,6 @@ def train_run(
         return trainer.finish(Path(out_dir), status, error)
 
     return _recorded(spec, Path(out_dir), progress, train)
-
-
-def _failed_record(out_dir: Path, spec: RunSpec) -> RunResult | None:
-    path = out_dir / "run.json"
-    if not path.exists():
-        return None
-    record = read_json(path)
-    return RunResult(**record["result"]) if record.get("run_id") == spec.run_id else None
 
 
 def train_branch(
@@ -246,14 +238,19 @@ def _recorded(spec: RunSpec, out_dir: Path, progress, train) -> RunResult:
         return result
 
 
-def _finished_result(out_dir: Path, spec: RunSpec) -> RunResult | None:
+def _recorded_result(out_dir: Path, spec: RunSpec) -> RunResult | None:
+    """The result run.json holds for this very run (any status), or None."""
     path = out_dir / "run.json"
     if not path.exists():
         return None
     record = read_json(path)
-    if record.get("result", {}).get("status") in FINISHED and record.get("run_id") == spec.run_id:
-        return RunResult(**record["result"])
-    return None
+    return RunResult(**record["result"]) if record.get("run_id") == spec.run_id else None
+
+
+def _finished_result(out_dir: Path, spec: RunSpec) -> RunResult | None:
+    """The recorded result when it is one that is never trained again."""
+    result = _recorded_result(out_dir, spec)
+    return result if result is not None and result.status in FINISHED else None
 
 
 def _write_run_json(out_dir: Path, spec: RunSpec, result: RunResult, trace: str = "") -> None:
