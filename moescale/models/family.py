@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from moescale.errors import UserError
@@ -109,8 +110,16 @@ def _depths(d_model: int, rules: ShapeRules) -> list[int]:
     return [n for n in range(low, high + 1, step) if n >= rules.min_layers]
 
 
-def family(n_active_target: float, rules: ShapeRules | None = None, **shape_rules) -> MoEConfig:
+def family(
+    n_active_target: float,
+    rules: ShapeRules | None = None,
+    *,
+    variant: Callable[[MoEConfig], MoEConfig] | None = None,
+    **shape_rules,
+) -> MoEConfig:
     """The family config whose `n_active` is nearest `n_active_target`, within ±10%.
+    With `variant` (e.g. an MoE design change, models/variants.py), every candidate shape is
+    rewritten by it before it is counted, so the variant's own N_active is the one on target.
 
     Among widths (on a grid that coarsens with size), depths within a factor 2 of the
     aspect ratio and expert widths within 20% of the family's ratio, it minimises
@@ -133,6 +142,11 @@ def family(n_active_target: float, rules: ShapeRules | None = None, **shape_rule
             continue
         for n_layers, hidden_scale in itertools.product(depths, HIDDEN_SCALES):
             config = shape(d_model, n_layers, rules, hidden_scale)
+            if variant is not None:
+                try:
+                    config = variant(config)
+                except UserError:
+                    continue  # e.g. an expert too narrow to cut G-fine at this width
             n_active = count(config, 1).n_active
             miss = abs(math.log(n_active / n_active_target))
             skew = abs(math.log(d_model / n_layers / rules.aspect)) if rules.n_layers is None else 0

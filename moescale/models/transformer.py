@@ -39,9 +39,17 @@ class MoEOutput:
     """What an MoE feed-forward layer returns: its output and its routing's losses and health."""
 
     out: Tensor  # same shape as the input
-    aux_loss: Tensor  # load-balance loss of this layer
-    z_loss: Tensor  # router z-loss of this layer
-    routing: LayerRouting
+    aux_loss: Tensor | None  # load-balance loss of this layer (None: dense, nothing routed)
+    z_loss: Tensor | None  # router z-loss of this layer
+    routing: LayerRouting | None
+
+
+class DenseFeedForward(SwiGLU):
+    """A dense SwiGLU feed-forward that answers as the MoE layer does (nothing routed), so a
+    block runs either kind the same way."""
+
+    def forward(self, x: Tensor) -> MoEOutput:
+        return MoEOutput(super().forward(x), None, None, None)
 
 
 class MoEFeedForward(nn.Module):
@@ -87,20 +95,18 @@ class Block(nn.Module):
         self.ffn = (
             MoEFeedForward(config, dispatch)
             if config.is_moe
-            else SwiGLU(config.d_model, config.n_shared_experts * config.shared_hidden)
+            else DenseFeedForward(config.d_model, config.n_shared_experts * config.shared_hidden)
         )
 
     def forward(
         self, x: Tensor, cos: Tensor, sin: Tensor, kv: tuple[Tensor, Tensor] | None
-    ) -> tuple[Tensor, tuple[Tensor, Tensor], MoEOutput | None]:
-        """→ the new residual stream, the K/V this layer used (for CLA), and the MoE layer's
-        record (None for a dense layer)."""
+    ) -> tuple[Tensor, tuple[Tensor, Tensor], MoEOutput]:
+        """→ the new residual stream, the K/V this layer used (for CLA), and the feed-forward's
+        record (its routing None for a dense layer)."""
         attn_out, kv = self.attn(self.attn_norm(x), cos, sin, kv)
         x = x + attn_out
-        if isinstance(self.ffn, MoEFeedForward):
-            moe = self.ffn(self.ffn_norm(x))
-            return x + moe.out, kv, moe
-        return x + self.ffn(self.ffn_norm(x)), kv, None
+        ffn = self.ffn(self.ffn_norm(x))
+        return x + ffn.out, kv, ffn
 
 
 class MoETransformer(nn.Module):
@@ -145,7 +151,7 @@ class MoETransformer(nn.Module):
         kv = None
         for block in self.blocks:
             x, kv, moe = block(x, self.rope_cos, self.rope_sin, kv)
-            if moe is not None:
+            if moe.routing is not None:
                 aux_losses.append(moe.aux_loss)
                 z_losses.append(moe.z_loss)
                 routing.append(moe.routing)

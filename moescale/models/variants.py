@@ -5,7 +5,7 @@ activated parameters and FLOPs per token stay those of the base (to the rounding
 expert's width).
 
 - `experts: E` — E routed experts, top-k and expert width unchanged (N_total grows with E).
-- `granularity: G` — Krajewski et al. 2024: each expert's width ÷ G, top-k × G and the
+- `granularity: G` — Krajewski et al. 2024: each expert's width ÷ G (rounded), top-k × G and the
   number of experts × G, so the activated FLOPs and the total parameters stay put while the
   router picks among G× more, finer experts.
 - `dense: true` — no routed experts; the shared FFN widens by top-k × expert width, the
@@ -53,7 +53,8 @@ def apply_variant(config: MoEConfig, variant: Variant) -> MoEConfig:
     experts = variant.experts or config.n_experts
     top_k = variant.top_k or config.top_k
     g = variant.granularity
-    if config.expert_hidden % g or (config.expert_hidden // g) < 2:
+    width = round(config.expert_hidden / g)  # rounded: activated FLOPs stay within a unit
+    if width < 2:
         raise UserError(
             f"variant '{variant.name}': expert width {config.expert_hidden} does not split into "
             f"{g} experts"
@@ -64,6 +65,6 @@ def apply_variant(config: MoEConfig, variant: Variant) -> MoEConfig:
     return config.replace(
         n_experts=experts * g,
         top_k=top_k * g,
-        expert_hidden=config.expert_hidden // g,
+        expert_hidden=width,
         shared_hidden=config.shared_hidden,
     )
