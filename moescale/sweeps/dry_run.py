@@ -117,8 +117,10 @@ def plan_table(
     frame["epochs"] = frame["run_id"].map(repeats.epochs) if repeats else np.nan
     table = Table(title=f"sweep '{spec.name}': {len(frame)} runs over {len(spec.budgets)} budgets")
     branched = bool(frame["trunk_id"].astype(bool).any())
-    columns = ["budget (FLOPs)", "N asked → built", "n_total", "D (tokens)", "tokens/param",
-               "passes", "steps"] + (["trunk", "branch at step"] if branched else [])  # fmt: skip
+    tuned = list(spec.tune.axes()) if spec.tune else []
+    columns = ["budget (FLOPs)"] + (["variant"] if spec.variants else []) + tuned + [
+        "N asked → built", "n_total", "D (tokens)", "tokens/param", "passes", "steps",
+    ] + (["trunk", "branch at step"] if branched else [])  # fmt: skip
     if fits:
         columns += ["GiB/device", "devices", "micro-batch (tokens)", "changed to fit"]
         for name, value in (
@@ -135,8 +137,10 @@ def plan_table(
         table.add_column(column, justify="right")
     for row in frame.itertuples():
         over = repeats is not None and row.epochs > repeats.threshold
-        cells = [
-            f"{row.budget_flops:.3g}", f"{compact(row.asked)} → {compact(row.n_active)}", compact(row.n_total), compact(row.tokens),
+        cells = [f"{row.budget_flops:.3g}"] + ([row.variant] if spec.variants else []) + [
+            f"{getattr(row, axis):.3g}" for axis in tuned
+        ] + [
+            f"{compact(row.asked)} → {compact(row.n_active)}", compact(row.n_total), compact(row.tokens),
             f"{row.tokens_per_param:.1f}", "?" if np.isnan(row.epochs) else f"{row.epochs:.2f}", f"{row.steps:,}",
         ] + ([row.trunk_id[:7] or "—", f"{row.branch_step:,}" if row.trunk_id else "—"] if branched else [])  # fmt: skip
         refused = bool(fits) and row.devices == 0
@@ -197,3 +201,38 @@ def plan_table(
             f"size stays within {repeats.threshold:g} passes up to {repeats.largest_budget(plan):.3g} FLOPs"
         )
     return table, frame
+
+
+def variant_table(spec: SweepSpec, plan: Plan) -> Table:
+    """The sweep's MoE variants side by side at every planned size: what each activates,
+    holds and costs per token, and the memory of its weights and optimizer states."""
+    table = Table(
+        title=f"sweep '{spec.name}': {len(spec.variants)} variants at equal activated size",
+        caption="N = n_active (activated parameters, input embedding excluded); FLOPs per token "
+        "counted exactly (train, 3 × forward); memory = fp32 weights + gradients + AdamW's two "
+        "moments, 16 bytes per parameter of n_total",
+    )
+    for column in ("N asked", "variant", "experts (top-k) × width", "n_active", "n_total",
+                   "FLOPs/token", "vs first", "weights + optimizer"):  # fmt: skip
+        table.add_column(column, justify="right")
+    first: dict[float, float] = {}
+    shown = set()
+    for run in sorted(plan.runs, key=lambda r: (r.asked, r.variant_index)):
+        key = (run.asked, run.variant)
+        if key in shown:
+            continue
+        shown.add(key)
+        config = run.spec.model
+        ffn = (
+            f"{config.n_experts} ({config.top_k}) × {config.expert_hidden}"
+            if config.is_moe
+            else f"dense × {config.n_shared_experts * config.shared_hidden}"
+        )
+        base = first.setdefault(run.asked, run.flops_per_token)
+        table.add_row(
+            compact(run.asked), run.variant, ffn, f"{run.n_active:,}", f"{run.n_total:,}",
+            f"{run.flops_per_token:.4g}", f"{run.flops_per_token / base:.3f}",
+            f"{16 * run.n_total / 2**20:,.1f} MiB",
+            end_section=run.variant_index == len(spec.variants) - 1,
+        )  # fmt: skip
+    return table

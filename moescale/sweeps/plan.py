@@ -5,6 +5,8 @@ next size beyond an edge when a budget's lowest loss lands there."""
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 from dataclasses import dataclass, field, replace
 
@@ -13,8 +15,12 @@ import pandas as pd
 
 from moescale.errors import UserError
 from moescale.models import count, family
+from moescale.models.variants import Variant, apply_variant
+from moescale.results import read_json
 from moescale.sweeps.spec import SweepSpec
 from moescale.training.spec import RunSpec
+
+Setting = tuple[tuple[str, float], ...]  # tuned hyperparameters of a run: ((axis, value), ...)
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,16 @@ class PlannedRun:
     trunk_id: str = ""  # a branch of this WSD trunk ('' for a run trained on its own)
     branch_step: int = 0  # where the branch leaves its trunk: steps − its cooldown
     flops_trained: float = math.nan  # FLOPs this row adds to the sweep's real cost
+    variant: str = ""  # the MoE design variant ('' when the sweep has none)
+    variant_index: int = 0  # its place in the spec's list (0: the reference)
+    granularity: int = 1
+    tune: Setting = ()  # the tuned axes' values of this run (recipe units)
+    untuned: bool = True  # every tuned axis at the recipe's own value
+
+    @property
+    def point(self) -> tuple:
+        """The (budget, size, variant, seed) point this run belongs to, whatever its tuning."""
+        return (self.budget_index, self.n_active, self.variant, self.spec.seed)
 
     @property
     def run_id(self) -> str:
@@ -73,6 +89,8 @@ class PlannedRun:
             "n_layers": config.n_layers,
             "n_experts": config.n_experts,
             "top_k": config.top_k,
+            "variant": self.variant,
+            **dict(self.tune),
         }
 
 
@@ -162,6 +180,23 @@ def size_step(grid: list[float]) -> float:
     return float(np.exp(np.mean(np.diff(np.log(grid)))))
 
 
+def lr_from_law(path: str, budget: float) -> float:
+    """The peak LR η_opt(C) of a fit.json's LR law at `budget` FLOPs (`recipe.lr_rule: law`)."""
+    law = ((read_json(path).get("tuning") or {}).get("laws") or {}).get("lr")
+    if not law or "coef" not in law or "exponent" not in law:
+        raise UserError(f"recipe.lr_law: {path} has no LR law (fit a sweep with tune: lr first)")
+    return float(law["coef"] * budget ** law["exponent"])
+
+
+def tune_grid(spec: SweepSpec) -> list[Setting]:
+    """Every combination of the spec's tuned values (one empty setting without `tune`)."""
+    if spec.tune is None:
+        return [()]
+    axes = spec.tune.axes()
+    grids = [[(name, v) for v in axes[name].grid(getattr(spec.recipe, name))] for name in axes]
+    return [tuple(combo) for combo in itertools.product(*grids)]
+
+
 def plan_run(
     spec: SweepSpec,
     budget_index: int,
@@ -169,30 +204,50 @@ def plan_run(
     seed: int,
     extension: int = 0,
     *,
+    variant: Variant | None = None,
+    tune: Setting = (),
     validation_budget: float | None = None,
 ) -> PlannedRun | str:
     """One run, or the reason it cannot be planned. A validation run (`validation_budget`)
-    trains at that budget with the largest budget's batch; its budget_index is -1."""
+    trains at that budget with the largest budget's batch; its budget_index is -1. `variant`
+    rewrites the family's feed-forward; `tune` sets tuned recipe fields (lr, batch_tokens,
+    routed_lr_scale)."""
     if validation_budget is not None:
         budget, budget_index = validation_budget, -1
         batch_tokens = spec.batch_tokens(len(spec.budgets) - 1)
     else:
         budget = spec.budgets[budget_index]
         batch_tokens = spec.batch_tokens(budget_index)
+    rewrite = None if variant is None else functools.partial(apply_variant, variant=variant)
     try:
-        config = family(target, spec.shape_rules)
+        config = family(target, spec.shape_rules, variant=rewrite)
     except UserError as err:
         return f"budget {budget:.3g}, size {target:.3g}: {err}"
+    settings = dict(tune)
+    batch_tokens = int(settings.get("batch_tokens", batch_tokens))
+    update: dict = {"batch_tokens": batch_tokens}
+    if spec.recipe.lr_rule == "law":
+        update |= {
+            "lr": lr_from_law(spec.recipe.lr_law, budget),
+            "lr_rule": "fixed",
+            "lr_law": None,
+        }
+    if "lr" in settings:
+        update["lr"] = settings["lr"]
+    if "routed_lr_scale" in settings:
+        update["routed_lr_scale"] = settings["routed_lr_scale"]
     # the recipe's micro-batch where it divides this budget's batch (else whole batches)
     micro = spec.recipe.micro_batch_tokens
-    micro = micro if micro and batch_tokens % micro == 0 and micro < batch_tokens else None
-    recipe = spec.recipe.model_copy(
-        update={"batch_tokens": batch_tokens, "micro_batch_tokens": micro}
+    update["micro_batch_tokens"] = (
+        micro if micro and batch_tokens % micro == 0 and micro < batch_tokens else None
     )
+    recipe = spec.recipe.model_copy(update=update)
     accounting = count(config, recipe.seq_len)
     steps = round(budget / accounting.flops_per_token / batch_tokens)
     tokens = steps * batch_tokens
     where = f"budget {budget:.3g}, n_active {accounting.n_active:,}"
+    if variant is not None:
+        where += f", variant {variant.name}"
     if steps < spec.min_steps:
         return f"{where}: {steps} steps < min_steps {spec.min_steps}"
     low, high = spec.tokens_per_param
@@ -209,6 +264,7 @@ def plan_run(
         num_threads=max(1, int(spec.resources.cpus)),
         world_size=spec.resources.workers,
     )
+    own = {name: getattr(spec.recipe, name) for name, _ in tune}
     return PlannedRun(
         spec=run_spec,
         budget_flops=budget,
@@ -222,7 +278,17 @@ def plan_run(
         validation=validation_budget is not None,
         asked=float(target),
         flops_trained=tokens * accounting.flops_per_token,
+        variant=variant.name if variant is not None else "",
+        variant_index=spec.variants.index(variant) if variant is not None else 0,
+        granularity=variant.granularity if variant is not None else 1,
+        tune=tuple(tune),
+        untuned=all(math.isclose(value, own[name]) for name, value in tune),
     )
+
+
+def variants_of(spec: SweepSpec) -> list[Variant | None]:
+    """The variants every point is planned for ([None]: the family as it is)."""
+    return list(spec.variants) or [None]
 
 
 def plan_sweep(spec: SweepSpec) -> Plan:
@@ -230,17 +296,18 @@ def plan_sweep(spec: SweepSpec) -> Plan:
     plan, seen = Plan(), set()
     for index, budget in enumerate(spec.budgets):
         planned = 0
-        for target in size_grid(spec, index):
-            for seed in spec.seeds:
-                run = plan_run(spec, index, target, seed)
-                if isinstance(run, str):
-                    plan.dropped.append(run)
-                    continue
-                if run.run_id in seen:
-                    continue
-                seen.add(run.run_id)
-                plan.runs.append(run)
-                planned += 1
+        for target, variant, tune, seed in itertools.product(
+            size_grid(spec, index), variants_of(spec), tune_grid(spec), spec.seeds
+        ):
+            run = plan_run(spec, index, target, seed, variant=variant, tune=tune)
+            if isinstance(run, str):
+                plan.dropped.append(run)
+                continue
+            if run.run_id in seen:
+                continue
+            seen.add(run.run_id)
+            plan.runs.append(run)
+            planned += 1
         if planned == 0:
             raise UserError(
                 f"budgets: no size fits budget {budget:.3g} ({plan.dropped[-1] if plan.dropped else 'no sizes'})"
@@ -254,49 +321,124 @@ def bracket_extensions(
     spec: SweepSpec, plan: Plan, finished: pd.DataFrame
 ) -> list[PlannedRun | str]:
     """Runs to add where a budget's lowest finished loss sits at its smallest or largest
-    size: the next size beyond that edge, up to `bracket.max_extensions` per budget.
-    `finished` holds run_id and final_loss of completed runs."""
-    if not spec.bracket.enabled:
-        return []
+    size (per variant): the next size beyond that edge, up to `bracket.max_extensions` per
+    budget; and where a point's best tuned value sits at the edge of its grid: the next value
+    beyond, up to `tune.max_extensions` per side. `finished` holds run_id and final_loss of
+    completed runs. A run already in the plan is never added again."""
     losses = dict(zip(finished["run_id"], finished["final_loss"], strict=True))
-    added: list[PlannedRun | str] = []
     known = plan.by_id()
-    for index in range(len(spec.budgets)):
-        runs = [r for r in plan.runs if r.budget_index == index]
-        if any(r.run_id not in losses for r in runs):
-            continue  # not finished yet
-        by_size = pd.DataFrame(
-            {
-                "n": [r.n_active for r in runs],
-                "loss": [losses[r.run_id] for r in runs],
-                "ext": [r.extension for r in runs],
-            }
-        )
-        by_size = by_size.groupby("n").agg(loss=("loss", "mean"), ext=("ext", "first")).sort_index()
-        if len(by_size) < 2:
-            continue
-        lowest = int(np.argmin(by_size["loss"].to_numpy()))
-        if 0 < lowest < len(by_size) - 1:
-            continue
-        side = -1 if lowest == 0 else 1
-        done = max(0, max(side * e for e in by_size["ext"]))
-        if done >= spec.bracket.max_extensions:
-            added.append(
-                f"budget {spec.budgets[index]:.3g}: optimum still at the {'smallest' if side < 0 else 'largest'} size after {done} extension(s)"
-            )
-            continue
-        step = size_step(size_grid(spec, index))
-        edge = by_size.index[0] if side < 0 else by_size.index[-1]
-        target = float(edge) * step**side
-        for seed in spec.seeds:
-            run = plan_run(spec, index, target, seed, extension=side * (done + 1))
-            if isinstance(run, PlannedRun) and run.run_id in known:
+    added: list[PlannedRun | str] = []
+    if spec.bracket.enabled:
+        for index in range(len(spec.budgets)):
+            for variant in variants_of(spec):
+                added += _size_extensions(spec, plan, losses, index, variant)
+    if spec.tune is not None:
+        added += _tune_extensions(spec, plan, losses)
+    out, seen = [], set(known)
+    for run in added:  # two groups may ask for the same run
+        if isinstance(run, PlannedRun):
+            if run.run_id in seen:
                 continue
-            added.append(run)
+            seen.add(run.run_id)
+        out.append(run)
     if spec.branching:
-        new = [r for r in added if isinstance(r, PlannedRun)]
+        new = [r for r in out if isinstance(r, PlannedRun)]
         mapped = iter(branched(new, plan.runs + new))
-        added = [next(mapped) if isinstance(r, PlannedRun) else r for r in added]
+        out = [next(mapped) if isinstance(r, PlannedRun) else r for r in out]
+    return out
+
+
+def _size_extensions(
+    spec: SweepSpec, plan: Plan, losses: dict, index: int, variant: Variant | None
+) -> list[PlannedRun | str]:
+    """One budget and variant: the next size beyond its edge if its optimum sits there (the
+    loss of a size: its lowest over the tuned values, averaged over seeds)."""
+    name = variant.name if variant is not None else ""
+    runs = [r for r in plan.runs if r.budget_index == index and r.variant == name]
+    if not runs or any(r.run_id not in losses for r in runs):
+        return []  # not finished yet
+    by_run = pd.DataFrame(
+        {
+            "n": [r.n_active for r in runs],
+            "seed": [r.spec.seed for r in runs],
+            "loss": [losses[r.run_id] for r in runs],
+            "ext": [r.extension for r in runs],
+        }
+    )
+    tuned = by_run.groupby(["n", "seed"]).agg(loss=("loss", "min"), ext=("ext", "first"))
+    by_size = tuned.groupby("n").agg(loss=("loss", "mean"), ext=("ext", "first")).sort_index()
+    if len(by_size) < 2:
+        return []
+    lowest = int(np.argmin(by_size["loss"].to_numpy()))
+    if 0 < lowest < len(by_size) - 1:
+        return []
+    side = -1 if lowest == 0 else 1
+    done = max(0, max(side * e for e in by_size["ext"]))
+    where = f"budget {spec.budgets[index]:.3g}" + (f", variant {name}" if name else "")
+    if done >= spec.bracket.max_extensions:
+        return [
+            f"{where}: optimum still at the {'smallest' if side < 0 else 'largest'} size after {done} extension(s)"
+        ]
+    step = size_step(size_grid(spec, index))
+    edge = by_size.index[0] if side < 0 else by_size.index[-1]
+    target = float(edge) * step**side
+    tunes = sorted({r.tune for r in runs if r.extension == by_size["ext"].iloc[lowest]})
+    return [
+        plan_run(spec, index, target, seed, extension=side * (done + 1), variant=variant, tune=t)
+        for seed in spec.seeds
+        for t in tunes
+    ]
+
+
+def _tune_extensions(spec: SweepSpec, plan: Plan, losses: dict) -> list[PlannedRun | str]:
+    """For every point and tuned axis (the other axes held): the next value beyond the edge of
+    the axis's grid where the point's lowest loss sits on it."""
+    variants = {v.name: v for v in spec.variants}
+    added: list[PlannedRun | str] = []
+    for axis, grid_spec in spec.tune.axes().items():
+        base = grid_spec.grid(getattr(spec.recipe, axis))
+        step = size_step(base)
+        groups: dict[tuple, list[PlannedRun]] = {}
+        for run in plan.runs:
+            if run.validation or not run.tune:
+                continue
+            others = tuple(kv for kv in run.tune if kv[0] != axis)
+            groups.setdefault((run.point, others), []).append(run)
+        for (point, _others), runs in groups.items():
+            if any(r.run_id not in losses for r in runs):
+                continue
+            values = sorted({dict(r.tune)[axis] for r in runs})
+            best = min(runs, key=lambda r: losses[r.run_id])
+            value = dict(best.tune)[axis]
+            if len(values) < 2 or values[0] < value < values[-1]:
+                continue
+            side = -1 if value == values[0] else 1
+            beyond = sum(1 for v in values if (v < base[0] if side < 0 else v > base[-1]))
+            index, n_active, name, seed = point
+            where = (
+                f"budget {spec.budgets[index]:.3g}, n_active {n_active:,}"
+                + (f", variant {name}" if name else "")
+                + f": best {axis} {value:.3g}"
+            )
+            if beyond >= spec.tune.max_extensions:
+                added.append(f"{where} still at the grid's edge after {beyond} extension(s)")
+                continue
+            new = value * step**side
+            if axis == "batch_tokens":  # whole sequences
+                seq = spec.recipe.seq_len
+                new = float(max(seq, round(new / seq) * seq))
+            tune = tuple((k, new if k == axis else v) for k, v in best.tune)
+            added.append(
+                plan_run(
+                    spec,
+                    index,
+                    best.asked,
+                    seed,
+                    extension=best.extension,
+                    variant=variants.get(name),
+                    tune=tune,
+                )
+            )
     return added
 
 

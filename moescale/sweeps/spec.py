@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from moescale.models.family import ShapeRules
+from moescale.models.variants import Variant
 from moescale.published.constants import MUENNIGHOFF_FREE_EPOCHS
 from moescale.training.data import DataSpec
 from moescale.training.recipe import Recipe, resolve_recipe
@@ -68,6 +69,59 @@ class Bracket(BaseModel):
     max_extensions: int = Field(2, ge=0)  # per budget
 
 
+TUNE_AXES = ("lr", "batch_tokens", "routed_lr_scale")  # recipe fields a sweep can tune
+
+
+class TuneAxis(BaseModel):
+    """One tuned hyperparameter's grid: multipliers of the recipe's own value (a bare list
+    means multipliers) or absolute values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    multipliers: list[float] | None = None
+    values: list[float] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_list(cls, value: Any) -> Any:
+        return {"multipliers": value} if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _one_grid(self) -> TuneAxis:
+        if (self.multipliers is None) == (self.values is None):
+            raise ValueError("give multipliers or values")
+        grid = self.multipliers if self.multipliers is not None else self.values
+        if not grid:
+            raise ValueError("empty grid")
+        if any(not v > 0 for v in grid):
+            raise ValueError(f"grid values must be > 0, got {min(grid):g}")
+        if len(set(grid)) != len(grid):
+            raise ValueError("grid has a repeated value")
+        return self
+
+    def grid(self, own: float) -> list[float]:
+        """The axis's values, smallest first, given the recipe's own value."""
+        if self.values is not None:
+            return sorted(float(v) for v in self.values)
+        return sorted(float(own * m) for m in self.multipliers)
+
+
+class Tune(BaseModel):
+    """Hyperparameters tried at every (budget, size, variant) point; the tuned loss is the
+    lowest over them. A grid whose best value is at its edge is extended by one step of the
+    grid beyond it, up to `max_extensions` per side (as sizes are)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    lr: TuneAxis | None = None
+    batch_tokens: TuneAxis | None = None
+    routed_lr_scale: TuneAxis | None = None
+    max_extensions: int = Field(2, ge=0)
+
+    def axes(self) -> dict[str, TuneAxis]:
+        return {name: getattr(self, name) for name in TUNE_AXES if getattr(self, name)}
+
+
 class Tracking(BaseModel):
     """Where a sweep's curves go besides its own files, through Ray Tune's logger callbacks:
     each trial named by its run id, with its N, D, C and trunk as config. TensorBoard event
@@ -102,6 +156,10 @@ class SweepSpec(BaseModel):
     # one WSD trunk per (size, seed, batch) and a cooldown branch per budget (sweeps/plan.py)
     branching: bool = False
     tracking: Tracking = Field(default_factory=Tracking)
+    # MoE design variants swept over the same plan (models/variants.py); the first is the
+    # reference whose fit is the headline
+    variants: list[Variant] = Field(default_factory=list)
+    tune: Tune | None = None
     device: str = "auto"
 
     @field_validator("recipe", mode="before")
@@ -140,6 +198,22 @@ class SweepSpec(BaseModel):
                     raise ValueError(
                         f"batch_tokens_per_budget: {tokens} is not a multiple of seq_len {self.recipe.seq_len}"
                     )
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError("variants: two variants share a name")
+        if self.tune is not None:
+            if not self.tune.axes():
+                raise ValueError("tune: give at least one of " + ", ".join(TUNE_AXES))
+            if self.tune.batch_tokens is not None:
+                if self.batch_tokens_per_budget is not None:
+                    raise ValueError(
+                        "tune.batch_tokens and batch_tokens_per_budget both set the batch"
+                    )
+                for tokens in self.tune.batch_tokens.grid(self.recipe.batch_tokens):
+                    if tokens != int(tokens) or int(tokens) % self.recipe.seq_len:
+                        raise ValueError(
+                            f"tune.batch_tokens: {tokens:g} is not a multiple of seq_len {self.recipe.seq_len}"
+                        )
         if self.branching and self.recipe.branchable():
             raise ValueError(self.recipe.branchable())
         low, high = self.tokens_per_param

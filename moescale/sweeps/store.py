@@ -29,6 +29,11 @@ EXTRA_COLUMNS = (
     "trunk_id",
     "branch_step",
     "flops_trained",
+    "variant",
+    "variant_index",
+    "granularity",
+    "routed_lr_scale",
+    "untuned",
 )
 
 
@@ -97,6 +102,13 @@ def _row(planned: PlannedRun, sweep: str, record: dict | None, running: bool) ->
         "trunk_id": planned.trunk_id,
         "branch_step": planned.branch_step,
         "flops_trained": planned.flops_trained,
+        # the MoE design variant ('' without variants) and the tuned recipe: `lr` and
+        # `batch_tokens` above; `untuned` when every tuned axis is at the recipe's own value
+        "variant": planned.variant,
+        "variant_index": planned.variant_index,
+        "granularity": planned.granularity,
+        "routed_lr_scale": recipe.routed_lr_scale,
+        "untuned": planned.untuned,
     }
 
 

@@ -10,7 +10,7 @@ from moescale.training.schedules import CooldownShape, ScheduleKind, lr_multipli
 
 # Fields added after run ids were first defined: hashed only when set away from their
 # default, so that every run planned before they existed keeps its id (and is not retrained).
-LATER_FIELDS = ("warmup_steps", "warmup_tokens", "cooldown_tokens", "cooldown_shape")
+LATER_FIELDS = ("warmup_steps", "warmup_tokens", "cooldown_tokens", "cooldown_shape", "lr_law")
 
 
 class Recipe(BaseModel):
@@ -20,7 +20,10 @@ class Recipe(BaseModel):
 
     name: str = "custom"
     lr: float = Field(3e-3, gt=0)  # the peak learning rate (at `lr_base_width` for the width rule)
-    lr_rule: Literal["fixed", "width"] = "fixed"
+    # law: the peak LR of each run from a fitted η_opt(C) (`lr_law`: a fit.json), at the run's
+    # budget; a sweep resolves it to a fixed LR per run when it plans
+    lr_rule: Literal["fixed", "width", "law"] = "fixed"
+    lr_law: str | None = None
     lr_base_width: int = Field(128, ge=1)  # width rule: lr × lr_base_width / d_model (μP-style)
     routed_lr_scale: float = Field(1.0, gt=0)  # Hunyuan-Large: ~0.31 for 1-of-16 routing
     schedule: ScheduleKind = "cosine"
@@ -60,6 +63,8 @@ class Recipe(BaseModel):
             )
         if self.warmup_steps is not None and self.warmup_tokens is not None:
             raise ValueError("give warmup_steps or warmup_tokens, not both")
+        if (self.lr_rule == "law") != (self.lr_law is not None):
+            raise ValueError("lr_rule: law and lr_law (a fit.json with an LR law) go together")
         micro = self.micro_batch_tokens or self.batch_tokens
         if micro % self.seq_len or self.batch_tokens % micro:
             raise ValueError(
@@ -129,6 +134,8 @@ class Recipe(BaseModel):
         return data
 
     def peak_lr(self, d_model: int) -> float:
+        if self.lr_rule == "law":
+            raise ValueError("lr_rule: law is resolved to a fixed LR per run when a sweep plans")
         if self.lr_rule == "width":
             return self.lr * self.lr_base_width / d_model
         return self.lr
