@@ -189,6 +189,10 @@ def fit(
     format: str = typer.Option(
         "rich", help="rich (the summary) | csv | markdown | latex (the budgets and predictions)."
     ),
+    variant: str | None = typer.Option(
+        None,
+        help="A sweep of MoE variants: the one whose laws are the headline (default: the first).",
+    ),
 ) -> None:
     """Refit every law from saved results or a published table; write fit.json and print a
     summary that ends with the headline prediction."""
@@ -218,6 +222,7 @@ def fit(
             bootstrap,
             isoflop_method,
             n_nearest=n_nearest,
+            variant=variant,
         )
     path = out or default_out
     write_fit_json(report, path)
@@ -377,6 +382,10 @@ def sweep(
                 flops_per_s, how = probe_throughput(spec, plan)
             table, frame = plan_table(spec, plan, flops_per_s, how, corpus_repetition(spec, plan))
         console.print(table)
+        if spec.variants:
+            from moescale.sweeps.dry_run import variant_table
+
+            console.print(variant_table(spec, plan))
         for line in plan.dropped:
             console.print(f"[yellow]dropped:[/yellow] {line}")
         if plan_csv:

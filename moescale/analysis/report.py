@@ -14,9 +14,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 import moescale
-from moescale.analysis import plots
+from moescale.analysis import design_plots, plots
 from moescale.analysis.style import inline_svg, save_figure
-from moescale.analysis.summary import loss_law_text
+from moescale.analysis.summary import loss_law_text, multipliers_frame
 from moescale.errors import UserError
 from moescale.fitting.pipeline import FitReport, current_fit, fit_inputs, sweep_cost
 from moescale.fitting.prediction import headline_line
@@ -142,6 +142,99 @@ def _sweep_section(runs: pd.DataFrame) -> Section:
     return section
 
 
+def _tuning_section(fit: FitReport, runs: pd.DataFrame) -> Section:
+    """Tuned hyperparameters: the best values per point, their laws, untuned against tuned."""
+    tuning = fit.tuning
+    section = Section("Tuned hyperparameters")
+    section.paragraphs.append(
+        f"Tuned: {', '.join(tuning.axes)}. {tuning.how}. Every law above was fitted on the tuned "
+        "points (one per budget and size), never on the grid's runs as if they were repeats."
+    )
+    for name, law in tuning.laws.items():
+        interval = law.exponent_interval()
+        section.paragraphs.append(
+            f"{name}_opt(C) = {law.coef:.4g}·C^{law.exponent:.4f}"
+            + (f" (exponent 95% interval {interval[0]:.3f}–{interval[1]:.3f})" if interval else "")
+            + f" at the compute-optimal size, × (N/N_opt)^{law.size_exponent:.3f} off it; along the "
+            f"optimal path {name}_opt = {law.along_n['coef']:.4g}·N^{law.along_n['exponent']:.4f}. "
+            f"At the target C = {fit.target_flops:.3g}: {law(fit.target_flops):.4g}. Intervals: {law.interval_note}."
+        )
+    untuned, tuned = tuning.untuned, tuning.tuned
+    if "n_exponent" in untuned:
+        section.paragraphs.append(
+            f"N_opt exponent with the recipe's own values {untuned['n_exponent']:.4f}, tuned "
+            f"{tuned['n_exponent']:.4f}: tuning moved it by {tuned['n_exponent'] - untuned['n_exponent']:+.4f}."
+        )
+    else:
+        section.warnings.append(f"No untuned fit to compare: {untuned.get('reason')}")
+    section.warnings.extend(f"{k}: {v}" for k, v in tuning.skipped.items())
+    columns = [c for c in ("budget_flops", "n_active", "lr_opt", "batch_tokens_opt",
+                           "routed_lr_scale_opt", "final_loss", "untuned_loss", "at_edge", "n_tried")
+               if c in tuning.points]  # fmt: skip
+    section.table = tuning.points[columns]
+    section.figures.append(
+        ("lr_sweeps", design_plots.lr_sweeps(tuning, runs),
+         "Final held-out loss against the peak learning rate at each budget (counted training "
+         "FLOPs), one line per activated size N; the star is each point's interpolated best LR.")
+    )  # fmt: skip
+    section.figures.append(
+        ("tuned_laws", design_plots.tuned_laws(tuning, fit.target_flops),
+         "Left: each point's best value against C with the law at the compute-optimal size and "
+         "its 95% band to the target (dotted). Right: isoFLOP optima with the recipe's own LR "
+         "and tuned.")
+    )  # fmt: skip
+    return section
+
+
+def _moe_section(fit: FitReport, runs: pd.DataFrame, curves: pd.DataFrame | None) -> Section:
+    """The MoE design answers: each variant's optima, the joint law, the multiplier, best E/G."""
+    moe = fit.moe
+    section = Section("MoE design: experts, granularity and the multiplier over dense")
+    section.paragraphs.append(
+        f"The laws above are variant '{fit.options.get('variant')}'s. E is the expansion (routed "
+        "experts ÷ top-k; dense 1) and G the granularity; N counts activated parameters."
+    )
+    if moe.law is not None:
+        law = moe.law.to_dict()
+        params = ", ".join(f"{k} = {v:.4g}" for k, v in law["params"].items())
+        section.paragraphs.append(
+            f"Joint law ({law['form']}): L = {law['law']}; {params}. Form: {moe.selection.get('how')}. "
+            f"Intervals: {law['interval_note']}."
+        )
+    for best in (moe.optimal_e, moe.optimal_g):
+        if best:
+            interval = best["interval"]
+            section.paragraphs.append(
+                f"Best {best['axis']} at C = {best['flops']:.3g}: {best['value']:.3g}"
+                + (f" (95% {interval[0]:.3g}–{interval[1]:.3g})" if interval else "")
+                + f" over the swept {best['range'][0]:g}–{best['range'][1]:g}. {best['note']}"
+            )
+    section.warnings.extend(moe.notes)
+    section.table = multipliers_frame(fit)
+    section.figures.append(
+        ("variant_isoflops", design_plots.variant_isoflops(fit.variants, runs),
+         "Final held-out loss against activated parameters N at each budget (counted training "
+         "FLOPs), every variant's runs and per-budget fit overlaid.")
+    )  # fmt: skip
+    if moe.multipliers and moe.law is not None:
+        section.figures.append(
+            ("multiplier", design_plots.multiplier(moe, fit.compute_law),
+             "Dense FLOPs that reach each variant's optimal loss ÷ the variant's FLOPs, against "
+             "counted training FLOPs: the joint law with its 95% band, and observed at the sweep's budgets.")
+        )  # fmt: skip
+    if moe.law is not None:
+        section.figures.append(
+            ("design_optimum", design_plots.design_optimum(moe, fit.variants, fit.compute_law),
+             "The optimal loss at each budget against the expansion E and the granularity G.")
+        )  # fmt: skip
+    if curves is not None and len(curves) and "max_expert_load" in curves:
+        section.figures.append(
+            ("variant_routing", design_plots.variant_routing(runs, curves),
+             "Routing health of every MoE variant over the second half of training.")
+        )  # fmt: skip
+    return section
+
+
 def build_sections(
     runs: pd.DataFrame,
     curves: pd.DataFrame | None,
@@ -154,6 +247,10 @@ def build_sections(
     sections = [_headline_section(fit, fit_note), _sweep_section(runs)]
     swept = fit_inputs(runs)  # validation runs are shown, never fitted or drawn as the sweep
     done = swept[swept["status"] == RunStatus.COMPLETED]
+    if fit.options.get("variant"):  # the laws below are the reference variant's alone
+        done = done[done["variant"] == fit.options["variant"]]
+    # what the laws were fitted on: the runs, or with a tuned axis each point at its best
+    fitted = done if fit.tuning is None else fit.tuning.points
 
     law = Section("The compute law")
     if fit.compute_law is not None:
@@ -249,7 +346,7 @@ def build_sections(
         para.figures.append(
             (
                 "parametric",
-                plots.parametric(p, done, compute_law=fit.compute_law),
+                plots.parametric(p, fitted, compute_law=fit.compute_law),
                 "The fitted L(N, D) (N activated parameters, D training tokens) with the runs "
                 "it was fitted on; residuals against counted training FLOPs.",
             )
@@ -257,6 +354,10 @@ def build_sections(
     else:
         para.warnings.append(f"Not fitted: {fit.skipped.get('parametric', 'not asked for')}")
     sections.append(para)
+    if fit.tuning is not None:
+        sections.append(_tuning_section(fit, swept))
+    if fit.moe is not None:
+        sections.append(_moe_section(fit, swept, curves))
 
     if curves is not None and len(curves):
         curve_section = Section("Loss curves and schedules")

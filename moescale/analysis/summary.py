@@ -191,6 +191,10 @@ def fit_summary(report: FitReport) -> list:
             f"{len(report.envelope.levels)} FLOP levels — {report.envelope.note}"
         )
 
+    if report.tuning is not None:
+        out.extend(tuning_summary(report))
+    if report.moe is not None:
+        out.extend(moe_summary(report))
     excluded = []
     for part in (report.isoflop, report.parametric, report.envelope):
         if part is not None:
@@ -202,6 +206,180 @@ def fit_summary(report: FitReport) -> list:
             + "\n".join(f"  - {line}" for line in dict.fromkeys(excluded))
         )
     out.extend(headline_lines(report))
+    return out
+
+
+def variants_frame(report: FitReport) -> pd.DataFrame:
+    """One row per (variant, budget): its isoFLOP optimum; and its N_opt at the target."""
+    rows = []
+    for v in report.moe.variants:
+        p = v.get("prediction", {})
+        for b in v.get("budgets", []):
+            rows.append(
+                {
+                    "variant": v["variant"], "E": v["E"], "G": v["G"], "budget": b["budget"],
+                    "n_opt": b["n_opt"], "loss_opt": b["loss_opt"], "at_edge": b["at_edge"],
+                    "n_exponent": v.get("n_exponent"),
+                    "n_opt_target": p.get("n_opt"),
+                    "n_opt_target_low": (p.get("n_opt_interval") or (None, None))[0],
+                    "n_opt_target_high": (p.get("n_opt_interval") or (None, None))[1],
+                }
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def multipliers_frame(report: FitReport) -> pd.DataFrame:
+    rows = []
+    for m in report.moe.multipliers:
+        low, high = m.get("interval") or (None, None)
+        rows.append(
+            {"variant": m["variant"], "budget": m["budget"], "where": m["where"],
+             "multiplier": m["law"], "low": low, "high": high, "observed": m.get("observed")}
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def tuning_summary(report: FitReport) -> list:
+    """The tuned points (best values per budget and size), the laws of the best values and
+    the N_opt exponent untuned against tuned."""
+    tuning, out = report.tuning, []
+    table = Table(
+        title=f"tuned points ({', '.join(tuning.axes)}); N = n_active", title_justify="left"
+    )
+    columns = [
+        c for c in ("lr_opt", "batch_tokens_opt", "routed_lr_scale_opt") if c in tuning.points
+    ]
+    for column in ("budget C", "N", *columns, "tuned loss", "untuned loss", "tried", "note"):
+        table.add_column(column, justify="left" if column == "note" else "right")
+    for r in tuning.points.sort_values(["budget_flops", "n_active"]).itertuples():
+        untuned = getattr(r, "untuned_loss", float("nan"))
+        table.add_row(
+            f"{r.budget_flops:.3g}", f"{r.n_active:,.0f}", *(f"{getattr(r, c):.3g}" for c in columns),
+            f"{r.final_loss:.4f}", "" if untuned != untuned else f"{untuned:.4f}", str(r.n_tried),
+            f"best at the grid's edge ({r.at_edge})" if r.at_edge else "",
+            style="yellow" if r.at_edge else None,
+        )  # fmt: skip
+    table.caption = tuning.how
+    out.append(table)
+    for name, law in tuning.laws.items():
+        out.append(
+            f"{name}_opt(C) = {law.coef:.4g}·C^{law.exponent:.4f} {_interval(law.exponent_interval())} "
+            f"at N_opt(C), × (N/N_opt)^{law.size_exponent:.3f}; at {report.target_flops:.3g} FLOPs: "
+            f"{_with_interval(law(report.target_flops), law.interval(report.target_flops), '.3g')} "
+            f"({law.n_points} points; {law.interval_note})"
+        )
+    untuned, tuned = tuning.untuned, tuning.tuned
+    if "n_exponent" in untuned:
+        out.append(
+            f"N_opt exponent: untuned (recipe's own values) {_with_interval(untuned['n_exponent'], untuned['n_exponent_interval'], '.4f')}"
+            f", tuned {_with_interval(tuned['n_exponent'], tuned['n_exponent_interval'], '.4f')}"
+            f" — tuning moved it by {tuned['n_exponent'] - untuned['n_exponent']:+.4f}"
+        )
+    else:
+        out.append(f"[yellow]no untuned fit to compare:[/yellow] {untuned.get('reason')}")
+    out.extend(f"[yellow]{k} skipped:[/yellow] {v}" for k, v in tuning.skipped.items())
+    return out
+
+
+def moe_summary(report: FitReport) -> list:
+    """The MoE design answers: each variant's optimum per budget, the joint law and how its
+    form was chosen, the held-out variants, the compute multiplier and the best E and G."""
+    moe, out = report.moe, []
+    optima = Table(
+        title="MoE variants: isoFLOP optimum per budget (N = n_active) and N_opt at the target",
+        title_justify="left",
+    )
+    for column in ("variant", "E", "G", "budget C", "n_opt", "loss_opt", "N_opt ∝ C^a",
+                   f"N_opt at {report.target_flops:.3g}"):  # fmt: skip
+        optima.add_column(column, justify="left" if column == "variant" else "right")
+    for v in moe.variants:
+        p = v.get("prediction", {})
+        for i, b in enumerate(v.get("budgets", [])):
+            first = i == 0
+            optima.add_row(
+                v["variant"] if first else "", f"{v['E']:g}" if first else "",
+                f"{v['G']:g}" if first else "", f"{b['budget']:.3g}", f"{b['n_opt']:.4g}",
+                f"{b['loss_opt']:.4f}" + (" (edge)" if b["at_edge"] else ""),
+                _with_interval(v.get("n_exponent"), v.get("n_exponent_interval")) if first else "",
+                _with_interval(p.get("n_opt"), p.get("n_opt_interval")) if first else "",
+                style="yellow" if b["at_edge"] else None,
+                end_section=i == len(v["budgets"]) - 1,
+            )  # fmt: skip
+    out.append(optima)
+    if moe.law is not None:
+        law = moe.law.to_dict()
+        params = ", ".join(
+            f"{k} = {val:.4g}"
+            + (f" {_interval(moe.law.intervals.get(k))}" if moe.law.intervals.get(k) else "")
+            for k, val in law["params"].items()
+        )
+        out.append(
+            f"joint law ({law['form']}): L = {law['law']}\n  {params}\n"
+            f"  intervals: {law['interval_note']}"
+        )
+    sel = moe.selection
+    if sel.get("forms"):
+        scores = ", ".join(f"{f}: {e:.4f}" for f, e in sel["forms"].items() if e is not None)
+        out.append(
+            f"form chosen: {sel['chosen']} — held-out RMS error of log loss {scores} ({sel['how']})"
+        )
+    if moe.held_out:
+        held = Table(
+            title=f"held-out variants ({sel['chosen']} law fitted on the others)",
+            title_justify="left",
+        )
+        for column in (
+            "variant",
+            "RMS err (log loss)",
+            "budget C",
+            "predicted loss_opt [95%]",
+            "observed",
+            "inside",
+        ):
+            held.add_column(column, justify="left" if column == "variant" else "right")
+        for h in moe.held_out:
+            if "skipped" in h:
+                held.add_row(h["variant"], f"skipped: {h['skipped']}", "", "", "", "")
+                continue
+            for i, b in enumerate(h["budgets"] or [{}]):
+                held.add_row(
+                    h["variant"] if i == 0 else "",
+                    f"{h['rmse_log_loss']:.4f}" + ("" if h["g_fitted"] or i else " (no G term)") if i == 0 else "",
+                    f"{b['budget']:.3g}" if b else "", _with_interval(b.get("predicted"), b.get("interval"), ".4f"),
+                    f"{b['observed']:.4f}" if b else "", {True: "yes", False: "no", None: ""}[b.get("inside")],
+                )  # fmt: skip
+        out.append(held)
+    if moe.multipliers:
+        table = Table(
+            title="compute multiplier over dense: dense FLOPs reaching the variant's optimal loss ÷ its FLOPs",
+            title_justify="left",
+        )
+        for column in ("variant", "budget C", "", "joint law [95%]", "observed"):
+            table.add_column(column, justify="left" if column == "variant" else "right")
+        last = None
+        for m in moe.multipliers:
+            table.add_row(
+                m["variant"] if m["variant"] != last else "", f"{m['budget']:.3g}",
+                "target" if m["where"] == "target" else "",
+                _with_interval(m["law"], m.get("interval"), ".3f") + "×",
+                "" if m.get("observed") is None else f"{m['observed']:.3f}×",
+                style="bold" if m["where"] == "target" else None,
+                end_section=m["where"] == "target",
+            )  # fmt: skip
+            last = m["variant"]
+        table.caption = (
+            "observed: the variant's isoFLOP optimum against dense's own optimal-loss law in C"
+        )
+        out.append(table)
+    for best in (moe.optimal_e, moe.optimal_g):
+        if best:
+            at = f" at E = {best['at_fixed']:g}" if best["at_fixed"] else " (G = 1)"
+            out.append(
+                f"best {best['axis']} at {best['flops']:.3g} FLOPs{at}: {best['value']:.3g} "
+                f"{_interval(best['interval'])} over the swept {best['range'][0]:g}–{best['range'][1]:g}"
+                + (f" — {best['note']}" if best["note"] else "")
+            )
+    out.extend(f"[yellow]note:[/yellow] {n}" for n in moe.notes)
     return out
 
 
@@ -237,6 +415,11 @@ def fit_tables(report: FitReport) -> dict[str, pd.DataFrame]:
             row |= {key: p.get(key), f"{key}_low": interval[0], f"{key}_high": interval[1]}
         rows.append(row)
     tables["predictions"] = pd.DataFrame(rows)
+    if report.tuning is not None:
+        tables["tuned_points"] = report.tuning.points
+    if report.moe is not None:
+        tables["variants"] = variants_frame(report)
+        tables["multipliers"] = multipliers_frame(report)
     return tables
 
 

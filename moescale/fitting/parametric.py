@@ -175,7 +175,7 @@ def _objective_and_gradient(
     return huber.sum(1), grad
 
 
-def _batched_bfgs(
+def batched_bfgs(
     starts: np.ndarray, fun, max_iter: int = 100, gtol: float = 1e-9, ftol: float = 1e-13
 ) -> tuple[np.ndarray, np.ndarray]:
     """Minimise `fun(x [S, P], gradient=bool)` from every start at once: BFGS with a
@@ -241,21 +241,11 @@ def _batched_bfgs(
     return x, f
 
 
-def _fit_once(
-    log_n: np.ndarray,
-    log_d: np.ndarray,
-    log_loss: np.ndarray,
-    delta: float,
-    starts: np.ndarray,
-    polish: int = 8,
-) -> tuple[np.ndarray, float]:
-    """Best (theta, objective): batched BFGS from every start, then L-BFGS-B from the
-    `polish` best distinct end points (the batch stops early; the polish finishes)."""
-
-    def fun(theta: np.ndarray, gradient: bool = True):
-        return _objective_and_gradient(theta, log_n, log_d, log_loss, delta, gradient)
-
-    ends, values = _batched_bfgs(starts, fun)
+def minimise_from_starts(fun, starts: np.ndarray, polish: int = 8) -> tuple[np.ndarray, float]:
+    """Best (theta, objective) of `fun(theta [S, P], gradient=bool)`: batched BFGS from every
+    start, then L-BFGS-B from the `polish` best distinct end points (the batch stops early;
+    the polish finishes)."""
+    ends, values = batched_bfgs(starts, fun)
     order = np.argsort(np.where(np.isfinite(values), values, np.inf))
     _, distinct = np.unique(np.round(ends[order], 3), axis=0, return_index=True)
     best_theta, best_value = ends[order[0]], float(values[order[0]])
@@ -270,6 +260,19 @@ def _fit_once(
         if result.fun < best_value:
             best_theta, best_value = result.x, float(result.fun)
     return best_theta, best_value
+
+
+def _fit_once(
+    log_n: np.ndarray,
+    log_d: np.ndarray,
+    log_loss: np.ndarray,
+    delta: float,
+    starts: np.ndarray,
+) -> tuple[np.ndarray, float]:
+    def fun(theta: np.ndarray, gradient: bool = True):
+        return _objective_and_gradient(theta, log_n, log_d, log_loss, delta, gradient)
+
+    return minimise_from_starts(fun, starts)
 
 
 def theta_of(fit: ParametricFit) -> np.ndarray:

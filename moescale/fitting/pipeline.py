@@ -25,10 +25,17 @@ from moescale.fitting.envelope import EnvelopeFit, annealed_curves, branched, fi
 from moescale.fitting.extrapolation import ExtrapolationCheck, extrapolation_check
 from moescale.fitting.isoflop import DEFAULT_METHOD, EdgeOptimumWarning, IsoflopFit, fit_isoflop
 from moescale.fitting.isoflop import METHODS as ISOFLOP_METHODS
+from moescale.fitting.moe_design import (
+    MoEDesignFit,
+    fit_moe_design,
+    has_variants,
+    reference_variant,
+)
 from moescale.fitting.parametric import ParametricFit, fit_parametric
 from moescale.fitting.powerlaw import SaturatingLaw
 from moescale.fitting.prediction import allocation_width, headline, method_prediction
 from moescale.fitting.tables import ASSUMED_LAW_ATTR, map_columns, read_table
+from moescale.fitting.tuning import TuningFit, fit_tuning, tune_points, tuned_axes
 from moescale.results import ENDED, RunStatus, atomic_write_json, load_curves, load_runs, read_json
 
 METHODS = ("isoflop", "parametric", "envelope", "all")
@@ -87,6 +94,9 @@ class FitReport:
     run_counts: dict = field(default_factory=dict)
     skipped: dict = field(default_factory=dict)
     cost: dict = field(default_factory=dict)  # the sweep's FLOPs: nominal grid and trained
+    variants: dict[str, IsoflopFit] = field(default_factory=dict)  # each MoE variant's own
+    moe: MoEDesignFit | None = None  # the design answers across variants
+    tuning: TuningFit | None = None  # tuned points, LR and batch laws, untuned vs tuned
 
     def to_dict(self) -> dict:
         def part(obj):
@@ -113,6 +123,9 @@ class FitReport:
             "data_constrained": part(self.data_constrained),
             "repetition": self.repetition,
             "skipped": self.skipped,
+            "variants": {name: fit.to_dict() for name, fit in self.variants.items()},
+            "moe": part(self.moe),
+            "tuning": part(self.tuning),
         }
 
     @classmethod
@@ -141,6 +154,9 @@ class FitReport:
             run_counts=data.get("run_counts", {}),
             skipped=data.get("skipped", {}),
             cost=data.get("cost", {}),
+            variants={k: IsoflopFit.from_dict(v) for k, v in (data.get("variants") or {}).items()},
+            moe=part(MoEDesignFit, "moe"),
+            tuning=part(TuningFit, "tuning"),
         )
 
     def predict_at(self, flops: float) -> dict[str, dict]:
@@ -170,6 +186,7 @@ def fit_options(
     bootstrap: int = DEFAULT_BOOTSTRAP,
     isoflop_method: str = DEFAULT_METHOD,
     n_nearest: int | None = None,
+    variant: str | None = None,
 ) -> dict:
     """The options a fit was made with, as fit.json records them (the seed is fixed at 0)."""
     return {
@@ -178,6 +195,7 @@ def fit_options(
         "bootstrap": int(bootstrap),
         "isoflop_method": isoflop_method,
         "n_nearest": n_nearest,
+        "variant": variant,
     }
 
 
@@ -217,11 +235,15 @@ def fit_all(
     strict: bool = True,
     *,
     n_nearest: int | None = None,
+    variant: str | None = None,
 ) -> FitReport:
     """Every law the data supports, each method's prediction at the target and the headline.
     With `strict`, a method asked for by name that cannot be fitted is an error, and so is
     "all" when neither the isoFLOP nor the parametric law could be fitted; otherwise what
-    could not be fitted is recorded in `skipped`, with the reason, and the rest goes on."""
+    could not be fitted is recorded in `skipped`, with the reason, and the rest goes on.
+    A sweep of MoE variants: every law above is the reference variant's (`variant`, by
+    default the spec's first); each variant gets its own isoFLOP fit and the design answers
+    across them (moe_design.py)."""
     if method not in METHODS:
         raise UserError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
     validations = len(runs) - len(fit_inputs(runs))
@@ -234,6 +256,15 @@ def fit_all(
         )
     if n_nearest is not None and n_nearest < 3:
         raise UserError(f"--n-nearest must be at least 3, got {n_nearest}")
+    every_variant = None
+    if has_variants(runs):
+        known = sorted(set(runs["variant"]))
+        if variant is not None and variant not in known:
+            raise UserError(f"--variant: no variant '{variant}' (known: {', '.join(known)})")
+        every_variant, variant = runs, variant or reference_variant(runs)
+        runs = runs[runs["variant"] == variant]
+    elif variant is not None:
+        raise UserError(f"--variant: {source} has no MoE variants")
     statuses = (
         runs["status"].value_counts().to_dict()
         if "status" in runs
@@ -247,7 +278,7 @@ def fit_all(
     report = FitReport(
         source=source,
         target_flops=target,
-        options=fit_options(method, target_flops, bootstrap, isoflop_method, n_nearest),
+        options=fit_options(method, target_flops, bootstrap, isoflop_method, n_nearest, variant),
         runs_hash=runs_hash(runs),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         conventions=_conventions(completed),
@@ -264,6 +295,9 @@ def fit_all(
             report.compute_law_time = fit_compute_law(runs, cost="time")
     law = report.compute_law or DEFAULT_LAW
     runs = _account_for_repetition(runs, report, bootstrap)
+    tuned_from = None
+    if tuned_axes(completed):  # every point at several hyperparameter values: its tuned loss
+        tuned_from, runs = runs, tune_points(runs).assign(status=RunStatus.COMPLETED.value)
 
     iso_args = {"method": isoflop_method, "n_nearest": n_nearest}
     with warnings.catch_warnings():
@@ -324,6 +358,17 @@ def fit_all(
                 raise
             report.skipped["envelope"] = str(err)
 
+    if every_variant is not None and method == "all":
+        _fit_variants(every_variant, report, law, bootstrap, iso_args)
+    if tuned_from is not None and report.isoflop is not None:
+        report.tuning = fit_tuning(
+            tuned_from,
+            runs,
+            report.isoflop,
+            bootstrap,
+            lambda table, bootstrap: fit_isoflop(table, bootstrap=bootstrap, **iso_args),
+        )
+
     if strict and method == "all" and not report.predictions:
         raise UserError(
             "no law could be fitted: "
@@ -341,7 +386,29 @@ def fit_all(
             None if report.parametric is None else report.parametric.samples
         ),
     )
+    if report.tuning is not None and report.prediction:
+        report.prediction |= report.tuning.predict(target)
     return report
+
+
+def _fit_variants(
+    runs: pd.DataFrame, report: FitReport, law: ComputeLaw, bootstrap: int, iso_args: dict
+) -> None:
+    """Each variant's own isoFLOP fit, then the design answers across the variants."""
+    done = runs[runs["status"] == RunStatus.COMPLETED] if "status" in runs else runs
+    if tuned_axes(done):
+        done = tune_points(done)  # each (budget, size, variant, seed) at its best values
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", EdgeOptimumWarning)
+        for name, part in done.groupby("variant", sort=False):
+            try:
+                report.variants[str(name)] = fit_isoflop(part, bootstrap=bootstrap, **iso_args)
+            except UserError as err:
+                report.skipped[f"isoflop ({name})"] = str(err)
+    try:
+        report.moe = fit_moe_design(done, report.variants, report.target_flops, law, bootstrap)
+    except UserError as err:
+        report.skipped["moe"] = str(err)
 
 
 def _account_for_repetition(runs: pd.DataFrame, report: FitReport, bootstrap: int) -> pd.DataFrame:
@@ -470,6 +537,7 @@ def current_fit(
             keep.get("isoflop_method") or DEFAULT_METHOD,
             strict=False,
             n_nearest=keep.get("n_nearest"),
+            variant=keep.get("variant"),
         )
     write_fit_json(fit, path)
     return fit, f"Refitted ({why}); written to {path.name}."

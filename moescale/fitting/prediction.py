@@ -167,6 +167,9 @@ def headline_line(prediction: dict) -> str:
         text += f", loss ≈ {p['loss_opt']:.4g} nats/token" + (
             " (no floor)" if "loss_note" in p else ""
         )
+    for name, words in (("lr", "peak LR"), ("batch_tokens", "batch")):
+        if f"{name}_opt" in p:  # from the tuned laws (fitting/tuning.py)
+            text += f", {words} ≈ {p[f'{name}_opt']:.3g} ({_interval_text(p.get(f'{name}_opt_interval'))})"
     text += (
         f" at C = {p['flops']:.3g} FLOPs — {p['method']} ({p['label']}); "
         f"{p['reach']['factor']:.3g}× past the largest budget"

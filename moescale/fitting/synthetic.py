@@ -118,3 +118,126 @@ def data_constrained_sweep(
     table = realistic_sweep(OneCorpus, compute_law, budgets, **design)
     table["unique_tokens"] = float(unique_tokens)
     return table
+
+
+# A simulated MoE design study whose truth is known (our own law, in joint_law.py's per-E
+# form): MoE lowers the N term (E^−0.12) and steepens its exponent a little (+0.01 per ln E);
+# finer experts help with G^−0.5 on a third of the N coefficient. 6ND, five budgets.
+SIMULATED_MOE_THETA = np.array(
+    # a,           g,            gamma_g, delta, alpha, gamma, b,            omega, beta, zeta, e
+    [
+        np.log(200.0),
+        np.log(100.0),
+        0.5,
+        -0.12,
+        0.34,
+        0.01,
+        np.log(2300.0),
+        0.0,
+        0.34,
+        0.0,
+        np.log(1.7),
+    ]
+)  # with Krajewski's additive G term ("additive" in joint_law.g_mode_of)
+SIMULATED_MOE_BUDGETS = tuple(float(c) for c in np.geomspace(1e18, 1e20, 5))
+# name → (n_experts, top_k, granularity): E = n_experts / top_k
+SIMULATED_MOE_VARIANTS = {
+    "dense": (0, 1, 1),
+    "e8-k1": (8, 1, 1),
+    "e32-k1": (32, 1, 1),
+    "e32-k4-g4": (32, 4, 4),
+}
+
+
+def moe_design_sweep(
+    law,  # a JointLaw (the truth)
+    compute_law: ComputeLaw,
+    budgets: list[float],
+    variants: dict[str, tuple[int, int, int]],
+    *,
+    seed: int = 0,
+    **design,
+) -> pd.DataFrame:
+    """`realistic_sweep` once per variant, each from the joint law at its E and G, with the
+    columns a real sweep of variants records (variant, variant_index, n_experts, top_k,
+    granularity)."""
+    tables = []
+    for index, (name, (experts, top_k, g)) in enumerate(variants.items()):
+        e = experts / top_k if experts else 1.0
+
+        class Variant:
+            @staticmethod
+            def loss(n, d, e=e, g=g):
+                return float(law.loss(n, d, e, g)[0])
+
+        table = realistic_sweep(Variant, compute_law, budgets, seed=seed * 100 + index, **design)
+        table["run_id"] = name + "-" + table["run_id"]
+        table["variant"], table["variant_index"] = name, index
+        table["n_experts"], table["top_k"], table["granularity"] = experts, top_k, g
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
+# A simulated LR-tuned sweep whose truth is known (our own): the best LR falls with compute
+# and with size at a fixed budget, η* = k·C^a·(N/N_opt(C))^b; a wrong LR costs a penalty in
+# log LR that is steeper above the optimum than below (not the parabola the fit assumes).
+SIMULATED_LR_TRUTH = {"coef": 2400.0, "exponent": -0.3, "size_exponent": -1.5}
+SIMULATED_LR_PENALTY = {"low": 0.03, "high": 0.09}  # nats per (ln LR)², below / above η*
+SIMULATED_LR_FIXED = 3e-3  # the untuned sweep's one LR (and the grid's centre)
+
+
+def lr_tuned_sweep(
+    law: ParametricFit,
+    compute_law: ComputeLaw,
+    budgets: list[float],
+    *,
+    multipliers: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0),
+    max_extensions: int = 2,
+    guess_coef: float,
+    guess_exponent: float,
+    sizes_per_budget: int = 7,
+    step: float = 2.0,
+    noise: float = 0.003,
+    mistuning: float = 0.002,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """An isoFLOP sweep tuned in LR as `tune: {lr: multipliers}` plans it: every size of
+    `realistic_sweep`'s grid at SIMULATED_LR_FIXED × each multiplier, the grid extended
+    beyond an edge that holds the best loss (up to `max_extensions`, as the sweep brackets),
+    Student-t noise plus a positive penalty. Rows at the fixed LR are `untuned`."""
+    rng = np.random.default_rng(seed)
+    truth = SIMULATED_LR_TRUTH
+    offsets = (np.arange(sizes_per_budget) - (sizes_per_budget - 1) / 2) * np.log(step)
+    grid_step = float(np.exp(np.mean(np.diff(np.log(multipliers)))))
+    rows = []
+    for budget in budgets:
+        n_opt = law.optimal(budget, compute_law)["n_opt"]
+        for n in guess_coef * budget**guess_exponent * np.exp(offsets):
+            tokens = float(compute_law.tokens(budget, n))
+            best_lr = (
+                truth["coef"] * budget ** truth["exponent"] * (n / n_opt) ** truth["size_exponent"]
+            )
+
+            def loss_at(lr: float, n=n, tokens=tokens, best_lr=best_lr) -> float:
+                off = np.log(lr / best_lr)
+                penalty = SIMULATED_LR_PENALTY["low" if off < 0 else "high"] * off**2
+                clean = float(law.loss(n, tokens)) + penalty
+                scatter = noise * rng.standard_t(3) / np.sqrt(3.0)
+                return clean * (1 + scatter + rng.exponential(mistuning))
+
+            tried = {SIMULATED_LR_FIXED * m: None for m in multipliers}
+            for lr in tried:
+                tried[lr] = loss_at(lr)
+            for _ in range(max_extensions):
+                ordered = sorted(tried)
+                best = min(tried, key=tried.get)
+                if best not in (ordered[0], ordered[-1]):
+                    break
+                new = best / grid_step if best == ordered[0] else best * grid_step
+                tried[new] = loss_at(new)
+            for lr, loss in tried.items():
+                row = _row(law, compute_law, budget, n, loss)
+                row["run_id"] += f"-lr{lr:.3g}"
+                row |= {"lr": lr, "untuned": bool(np.isclose(lr, SIMULATED_LR_FIXED)), "seed": 0}
+                rows.append(row)
+    return pd.DataFrame(rows)
