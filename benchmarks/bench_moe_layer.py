@@ -3,6 +3,7 @@ SwiGLU FFN of the same activated FLOPs, side by side: tokens/s, achieved GFLOP/s
 of the measured fp32 matmul peak, and the MoE/dense throughput ratio.
 
     python -m benchmarks.bench_moe_layer [--tokens 8192] [--repeats 7]
+    python -m benchmarks.bench_moe_layer --models [--size 1e6]   # whole steps of quick-moe's variants
 """
 
 from __future__ import annotations
@@ -31,9 +32,40 @@ SHAPES = [  # (d_model, n_experts, top_k)
 def step_seconds(layer: torch.nn.Module, x: torch.Tensor) -> float:
     start = time.perf_counter()
     out = layer(x)
-    out = getattr(out, "out", out)  # the MoE layer returns a record, the dense one a tensor
-    out.square().mean().backward()
+    # a layer returns a record (out) or a tensor, a whole model its logits
+    out = getattr(out, "out", getattr(out, "logits", out))
+    out.float().square().mean().backward()
     return time.perf_counter() - start
+
+
+def model_steps(size: float, tokens: int, repeats: int) -> None:
+    """A whole training step (forward + backward) of each variant of configs/quick-moe.yaml
+    at one activated size, each against the dense variant, A B A B."""
+    from moescale.models import MoETransformer, count, family
+    from moescale.models.family import ShapeRules
+    from moescale.models.variants import apply_variant
+    from moescale.sweeps.spec import load_sweep_spec
+
+    spec = load_sweep_spec("configs/quick-moe.yaml")
+    rules = ShapeRules(**{**spec.shape_rules.__dict__, "max_seq_len": 64})
+    models = {}
+    for variant in spec.variants:
+        config = family(size, rules, variant=lambda c, v=variant: apply_variant(c, v))
+        models[variant.name] = (MoETransformer(config), count(config, 64).flops_per_token)
+    batch = torch.randint(0, 256, (tokens // 64, 64))
+    dense_model, dense_flops = models.pop("dense")
+    print(
+        f"whole steps at N ≈ {size:.3g}, {tokens} tokens: variant / dense time (A B A B, median of pairs)"
+    )
+    for name, (model, flops) in models.items():
+        for m in (model, dense_model):
+            step_seconds(m, batch)  # warm-up
+        pairs = [
+            step_seconds(model, batch) / step_seconds(dense_model, batch) for _ in range(repeats)
+        ]
+        ratio = statistics.median(pairs)
+        print(f"  {name:>10}: time × {ratio:.2f}, FLOPs × {flops / dense_flops:.3f}, "
+              f"throughput per FLOP {flops / dense_flops / ratio:.2f} of dense's")  # fmt: skip
 
 
 def main() -> None:
@@ -41,7 +73,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=8192)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--dispatch", default="auto", choices=["auto", "grouped", "loop"])
+    parser.add_argument("--models", action="store_true", help="whole steps of quick-moe's variants")
+    parser.add_argument("--size", type=float, default=1e6, help="activated size for --models")
     args = parser.parse_args()
+    if args.models:
+        model_steps(args.size, args.tokens, args.repeats)
+        return
     torch.manual_seed(0)
     peak = measure_matmul_peak("cpu", torch.float32)
     print(f"fp32 matmul peak: {peak / 1e9:.0f} GFLOP/s on {torch.get_num_threads()} threads")

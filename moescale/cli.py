@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -139,23 +138,18 @@ def _sweep_accounting(config: Path) -> None:
     seen = set()
     for index in range(len(spec.budgets)):
         for asked in size_grid(spec, index):
-            run = next(
-                (
-                    r
-                    for r in plan.runs
-                    if r.budget_index == index and abs(np.log(r.n_active / asked)) < 0.11
-                ),
-                None,
-            )
-            if run is None or run.n_active in seen:
-                continue
-            seen.add(run.n_active)
-            c = run.spec.model
-            table.add_row(
-                f"{asked:,.0f}", f"{run.n_active:,}", f"{run.n_total:,}", str(c.d_model),
-                str(c.n_layers), f"{c.n_experts} ({c.top_k})", f"{run.flops_per_token:.4g} FLOPs",
-                f"{run.flops_per_token / run.n_active:.3f}", f"{16 * run.n_total / 2**30:.3g} GiB",
-            )  # fmt: skip
+            for run in plan.runs:
+                key = (run.n_active, run.variant)
+                if run.budget_index != index or run.asked != asked or key in seen:
+                    continue
+                seen.add(key)
+                c = run.spec.model
+                table.add_row(
+                    f"{asked:,.0f}" + (f" {run.variant}" if run.variant else ""), f"{run.n_active:,}",
+                    f"{run.n_total:,}", str(c.d_model), str(c.n_layers), f"{c.n_experts} ({c.top_k})",
+                    f"{run.flops_per_token:.4g} FLOPs", f"{run.flops_per_token / run.n_active:.3f}",
+                    f"{16 * run.n_total / 2**30:.3g} GiB",
+                )  # fmt: skip
     _console().print(table)
     for line in plan.dropped:
         _console().print(f"[yellow]not planned:[/yellow] {line}")

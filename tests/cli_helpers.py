@@ -28,3 +28,18 @@ def assert_one_line_error(result: subprocess.CompletedProcess, expected: str) ->
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def as_runs_table(table):
+    """A simulated table with every runs.parquet column a report reads (NaN or '' where the
+    simulation has nothing to say), all completed."""
+    import numpy as np
+
+    from moescale.results import RUNS_SCHEMA
+
+    table = table.copy()
+    for column, kind in RUNS_SCHEMA.items():
+        if column not in table:
+            table[column] = "" if kind == "str" else np.nan
+    table["status"] = "completed"
+    return table

@@ -26,8 +26,9 @@ from moescale.fitting.synthetic import (
 )
 from moescale.sweeps.plan import Plan, bracket_extensions, plan_sweep
 from moescale.sweeps.spec import SweepSpec
-from tests.cli_helpers import moescale
+from tests.cli_helpers import as_runs_table, moescale
 
+FALLBACK_BOUND = 3.0  # MoE step ÷ dense step: measured 1.4–1.8 here under load; a fallback ~20
 SEEDS = 4  # the full study: python -m benchmarks.moe_design_coverage --seeds 20
 
 
@@ -175,9 +176,11 @@ def test_dry_run_shows_the_variants_side_by_side(tmp_path):
 
 
 def test_an_moe_step_costs_what_a_dense_step_of_equal_activated_flops_costs():
-    """No hidden dense fallback: a training step of 32 experts (top-1) takes about as long as
-    the dense variant's (benchmarks/bench_moe_layer.py measures the ratio: 0.85 or better
-    for the layer); computing every expert for every token would take ~10× longer here."""
+    """No hidden dense fallback: a whole training step of 32 experts (top-1) costs about what
+    the dense variant's does. Computing every expert for every token would cost ~20× here; the
+    bound is loose because this is a shared 2-core machine and speed is measured in
+    benchmarks/ (bench_moe_layer.py --models: the step ratio of every quick-moe variant, side
+    by side, A B A B; the layer alone is at 0.83–0.98 of dense's throughput)."""
     import torch
 
     from moescale.models import MoETransformer, family
@@ -186,20 +189,48 @@ def test_an_moe_step_costs_what_a_dense_step_of_equal_activated_flops_costs():
 
     rules = ShapeRules(n_layers=2, n_experts=8, top_k=1, cla_share=1, gqa_ratio=1, qk_norm=False,
                        max_seq_len=64)  # fmt: skip
-    base = family(500_000, rules)
+    base = family(1_000_000, rules)
     models = {
         name: MoETransformer(apply_variant(base, Variant(name=name, **kw)))
         for name, kw in (("dense", {"dense": True}), ("e32-k1", {"experts": 32}))
     }
-    tokens = torch.randint(0, 256, (16, 64))
+    tokens = torch.randint(0, 256, (128, 64))  # 8,192 tokens a step, as the layer benchmark
     times: dict[str, list[float]] = {name: [] for name in models}
     torch.manual_seed(0)
-    for _ in range(6):  # A B A B
+    for _ in range(5):  # A B A B, the first pair a warm-up
         for name, model in models.items():
             start = time.perf_counter()
             out = model(tokens)
             loss = getattr(out, "logits", out).float().square().mean()
             loss.backward()
             times[name].append(time.perf_counter() - start)
-    ratio = statistics.median(times["e32-k1"][1:]) / statistics.median(times["dense"][1:])
-    assert ratio < 3.0, f"MoE step {ratio:.2f}× dense's"
+    ratio = statistics.median(
+        m / d for m, d in zip(times["e32-k1"][1:], times["dense"][1:], strict=True)
+    )
+    assert ratio < FALLBACK_BOUND, f"MoE step {ratio:.2f}× dense's"
+
+
+def test_the_report_answers_the_design_questions(tmp_path):
+    from moescale.analysis.report import build_sections, write_html
+
+    runs = moe_design_sweep(
+        TRUTH, LAW_6ND, list(SIMULATED_MOE_BUDGETS), SIMULATED_MOE_VARIANTS, seed=4,
+        guess_coef=0.015, guess_exponent=0.5,
+    )  # fmt: skip
+    runs["flops_per_token"] = 6.0 * runs["n_active"]
+    runs = as_runs_table(runs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = fit_all(runs, None, "sim", bootstrap=10)
+    sections = build_sections(runs, None, report, None, False)
+    moe = next(s for s in sections if s.title.startswith("MoE design"))
+    assert [stem for stem, _, _ in moe.figures] == [
+        "variant_isoflops",
+        "multiplier",
+        "design_optimum",
+    ]
+    assert set(moe.table["variant"]) == {"e8-k1", "e32-k1", "e32-k4-g4"}
+    assert any("Best E at" in p for p in moe.paragraphs)
+    # the parametric section draws the reference variant's runs, the ones its law was fitted on
+    page = write_html(tmp_path, sections, "sim").read_text()
+    assert "compute multiplier over dense" in page and "variant dense" in page

@@ -23,7 +23,7 @@ from moescale.fitting.synthetic import (
 from moescale.fitting.tuning import tune_points
 from moescale.sweeps.plan import Plan, bracket_extensions, plan_sweep
 from moescale.sweeps.spec import SweepSpec
-from tests.cli_helpers import assert_one_line_error, moescale
+from tests.cli_helpers import as_runs_table, assert_one_line_error, moescale
 
 SEEDS = 8
 
@@ -153,4 +153,22 @@ def test_lr_rule_law_needs_a_fit_with_an_lr_law(tmp_path):
     path.write_text(yaml.safe_dump(BASE | {"recipe": BASE["recipe"] | {"lr_rule": "law"}}))
     assert_one_line_error(
         moescale("sweep", str(path), "--dry-run", "--hardware", "h100"), "go together"
+    )
+
+
+def test_the_report_shows_the_tuned_points_and_laws(tmp_path):
+    from moescale.analysis.report import build_sections
+
+    table = lr_tuned_sweep(SIMULATED_LAW, SIMULATED_COMPUTE_LAW, BUDGETS, seed=5, **SIMULATED_GUESS)
+    table = as_runs_table(table)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = fit_all(table, None, "sim", bootstrap=10)
+    sections = build_sections(table, None, report, None, False)
+    tuned = next(s for s in sections if s.title == "Tuned hyperparameters")
+    assert [stem for stem, _, _ in tuned.figures] == ["lr_sweeps", "tuned_laws"]
+    assert len(tuned.table) == len(table.groupby(["budget_flops", "n_active"]))
+    assert any("tuning moved it by" in p for p in tuned.paragraphs)
+    assert "peak LR ≈" in sections[0].paragraphs[0] or any(
+        "peak LR ≈" in p for p in sections[0].paragraphs
     )
