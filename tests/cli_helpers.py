@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# configs/quick.yaml's family: a 2-layer MoE, 1 shared + 8 routed experts, top-1
+QUICK_FAMILY = {"n_layers": 2, "n_experts": 8, "top_k": 1, "cla_share": 1, "gqa_ratio": 1,
+                "qk_norm": False}  # fmt: skip
 
 
 def moescale(

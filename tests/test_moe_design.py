@@ -26,7 +26,7 @@ from moescale.fitting.synthetic import (
 )
 from moescale.sweeps.plan import Plan, bracket_extensions, plan_sweep
 from moescale.sweeps.spec import SweepSpec
-from tests.cli_helpers import as_runs_table, moescale
+from tests.cli_helpers import QUICK_FAMILY, as_runs_table, moescale
 
 FALLBACK_BOUND = 3.0  # MoE step ÷ dense step: measured 1.4–1.8 here under load; a fallback ~20
 SEEDS = 4  # the full study: python -m benchmarks.moe_design_coverage --seeds 20
@@ -109,14 +109,7 @@ def test_fit_json_keeps_the_design_answers_and_the_reference_headline(tmp_path):
 SPEC = {
     "name": "moe",
     "budgets": [3e11, 1e12],
-    "family": {
-        "n_layers": 2,
-        "n_experts": 8,
-        "top_k": 1,
-        "cla_share": 1,
-        "gqa_ratio": 1,
-        "qk_norm": False,
-    },  # fmt: skip
+    "family": QUICK_FAMILY,
     "sizes": {"n_active": [11000, 21000, 50000]},
     "variants": [
         {"name": "e8-k1"},

@@ -23,7 +23,7 @@ from moescale.fitting.synthetic import (
 from moescale.fitting.tuning import tune_points
 from moescale.sweeps.plan import Plan, bracket_extensions, plan_sweep
 from moescale.sweeps.spec import SweepSpec
-from tests.cli_helpers import as_runs_table, assert_one_line_error, moescale
+from tests.cli_helpers import QUICK_FAMILY, as_runs_table, assert_one_line_error, moescale
 
 SEEDS = 8
 
@@ -89,14 +89,7 @@ def test_fit_json_predicts_the_lr_at_the_target_and_a_sweep_can_use_it(tmp_path)
 BASE = {
     "name": "tuned",
     "budgets": [3e11, 1e12],
-    "family": {
-        "n_layers": 2,
-        "n_experts": 8,
-        "top_k": 1,
-        "cla_share": 1,
-        "gqa_ratio": 1,
-        "qk_norm": False,
-    },  # fmt: skip
+    "family": QUICK_FAMILY,
     "sizes": {"n_active": [11000, 21000, 50000]},
     "recipe": {"base": "tiny-cpu", "lr": 0.01, "seq_len": 64, "batch_tokens": 2048},
     "tune": {"lr": [0.5, 1, 2], "max_extensions": 1},

@@ -66,17 +66,28 @@ def realistic_sweep(
     noise with Student-t (3 dof) tails of scale `noise`, plus a positive mistuning penalty
     (exponential, mean `mistuning` × loss: no run is better than its law, some are worse)."""
     rng = np.random.default_rng(seed)
-    offsets = (np.arange(sizes_per_budget) - (sizes_per_budget - 1) / 2) * np.log(step)
     rows = []
     for budget in budgets:
-        centre = guess_coef * budget**guess_exponent
-        for n in centre * np.exp(offsets):
-            tokens = float(compute_law.tokens(budget, n))
-            clean = float(law.loss(n, tokens))
-            scatter = noise * rng.standard_t(3) / np.sqrt(3.0)  # unit variance before scaling
-            penalty = rng.exponential(mistuning)
-            rows.append(_row(law, compute_law, budget, n, clean * (1 + scatter + penalty)))
+        for n in guessed_sizes(budget, guess_coef, guess_exponent, sizes_per_budget, step):
+            clean = float(law.loss(n, float(compute_law.tokens(budget, n))))
+            loss = observed(clean, rng, noise, mistuning)
+            rows.append(_row(law, compute_law, budget, n, loss))
     return pd.DataFrame(rows)
+
+
+def guessed_sizes(
+    budget: float, guess_coef: float, guess_exponent: float, count: int, step: float
+) -> np.ndarray:
+    """`count` sizes `step` apart around N_guess = guess_coef·C^guess_exponent."""
+    offsets = (np.arange(count) - (count - 1) / 2) * np.log(step)
+    return guess_coef * budget**guess_exponent * np.exp(offsets)
+
+
+def observed(clean: float, rng: np.random.Generator, noise: float, mistuning: float) -> float:
+    """A run's loss as a sweep sees it: relative Student-t (3 dof) noise of scale `noise`
+    plus a positive mistuning penalty (exponential, mean `mistuning`)."""
+    scatter = noise * rng.standard_t(3) / np.sqrt(3.0)  # unit variance before scaling
+    return clean * (1 + scatter + rng.exponential(mistuning))
 
 
 # A simulated Hunyuan-style design whose truth is known (our own law, not a published one):
@@ -207,23 +218,20 @@ def lr_tuned_sweep(
     Student-t noise plus a positive penalty. Rows at the fixed LR are `untuned`."""
     rng = np.random.default_rng(seed)
     truth = SIMULATED_LR_TRUTH
-    offsets = (np.arange(sizes_per_budget) - (sizes_per_budget - 1) / 2) * np.log(step)
     grid_step = float(np.exp(np.mean(np.diff(np.log(multipliers)))))
     rows = []
     for budget in budgets:
         n_opt = law.optimal(budget, compute_law)["n_opt"]
-        for n in guess_coef * budget**guess_exponent * np.exp(offsets):
-            tokens = float(compute_law.tokens(budget, n))
+        for n in guessed_sizes(budget, guess_coef, guess_exponent, sizes_per_budget, step):
+            clean = float(law.loss(n, float(compute_law.tokens(budget, n))))
             best_lr = (
                 truth["coef"] * budget ** truth["exponent"] * (n / n_opt) ** truth["size_exponent"]
             )
 
-            def loss_at(lr: float, n=n, tokens=tokens, best_lr=best_lr) -> float:
+            def loss_at(lr: float, clean=clean, best_lr=best_lr) -> float:
                 off = np.log(lr / best_lr)
                 penalty = SIMULATED_LR_PENALTY["low" if off < 0 else "high"] * off**2
-                clean = float(law.loss(n, tokens)) + penalty
-                scatter = noise * rng.standard_t(3) / np.sqrt(3.0)
-                return clean * (1 + scatter + rng.exponential(mistuning))
+                return observed(clean + penalty, rng, noise, mistuning)
 
             tried = {SIMULATED_LR_FIXED * m: None for m in multipliers}
             for lr in tried:

@@ -112,21 +112,30 @@ def status_tables(
         head.add_row(left, "", "")
 
     budgets = Table(title=None, show_edge=False)
-    for column in ("budget", "runs done", "best loss", "at n_active", "bracketing"):
+    by_variant = "variant" in runs and runs["variant"].fillna("").astype(bool).any()
+    keys = ["budget_flops"] + (["variant_index", "variant"] if by_variant else [])
+    for column in ("budget", *(["variant"] if by_variant else []), "runs done", "best loss",
+                   "at n_active", "bracketing"):  # fmt: skip
         budgets.add_column(column, justify="right")
-    for budget, group in runs.groupby("budget_flops", sort=True):
+    for key, group in runs.groupby(keys, sort=True):
+        budget = key[0] if isinstance(key, tuple) else key
         completed = group[group["status"] == RunStatus.COMPLETED]
         best, at = "", ""
         if len(completed):
             row = completed.loc[completed["final_loss"].idxmin()]
             best, at = f"{row['final_loss']:.4f}", f"{int(row['n_active']):,}"
-            sizes = completed.groupby("n_active")["final_loss"].mean().sort_index()
+            # a size's loss: its best over any tuned values, averaged over seeds
+            per_seed = completed.groupby(["n_active", "seed"])["final_loss"].min()
+            sizes = per_seed.groupby(level=0).mean().sort_index()
             if len(sizes) >= 3 and sizes.idxmin() in (sizes.index[0], sizes.index[-1]):
                 at += " (edge)"
         extensions = group["extension"] if "extension" in group else pd.Series(dtype=int)
         bracket = f"{int((extensions != 0).sum())} added" if (extensions != 0).any() else ""
         done_here = group["status"].isin(ENDED).sum()
-        budgets.add_row(f"{budget:.3g}", f"{done_here}/{len(group)}", best, at, bracket)
+        budgets.add_row(
+            f"{budget:.3g}", *([key[2]] if by_variant else []), f"{done_here}/{len(group)}",
+            best, at, bracket,
+        )  # fmt: skip
     return Group(head, budgets)
 
 
