@@ -18,7 +18,7 @@ import pytest
 from benchmarks.moe_design_coverage import LAW_6ND, TRUTH, score_seed, study
 from moescale.errors import UserError
 from moescale.fitting.joint_law import fit_joint_law, g_mode_of
-from moescale.fitting.pipeline import fit_all, load_fit, write_fit_json
+from moescale.fitting.pipeline import fit_all, load_fit, runs_hash, write_fit_json
 from moescale.fitting.synthetic import (
     SIMULATED_MOE_BUDGETS,
     SIMULATED_MOE_VARIANTS,
@@ -93,6 +93,7 @@ def test_fit_json_keeps_the_design_answers_and_the_reference_headline(tmp_path):
         report = fit_all(runs, None, "sim", bootstrap=10, variant="e8-k1")
     # the headline laws are the reference variant's alone, never a mix of variants
     assert report.isoflop.points["run_id"].str.startswith("e8-k1-").all()
+    assert report.runs_hash == runs_hash(runs)  # of every variant: the report reuses the fit
     assert set(report.variants) == set(SIMULATED_MOE_VARIANTS)
     path = tmp_path / "fit.json"
     write_fit_json(report, path)

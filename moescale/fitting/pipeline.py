@@ -256,6 +256,7 @@ def fit_all(
         )
     if n_nearest is not None and n_nearest < 3:
         raise UserError(f"--n-nearest must be at least 3, got {n_nearest}")
+    inputs_hash = runs_hash(runs)  # of every variant's runs: what current_fit compares
     every_variant = None
     if has_variants(runs):
         known = sorted(set(runs["variant"]))
@@ -279,7 +280,7 @@ def fit_all(
         source=source,
         target_flops=target,
         options=fit_options(method, target_flops, bootstrap, isoflop_method, n_nearest, variant),
-        runs_hash=runs_hash(runs),
+        runs_hash=inputs_hash,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         conventions=_conventions(completed),
         run_counts={k: int(v) for k, v in statuses.items()}
