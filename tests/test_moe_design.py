@@ -34,7 +34,21 @@ SEEDS = 4  # the full study: python -m benchmarks.moe_design_coverage --seeds 20
 
 @pytest.fixture(scope="module")
 def simulated_study():
-    return study(SEEDS, bootstrap=30)
+    return study(SEEDS, bootstrap=20)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    """One simulated study as a runs table, fitted as `moescale fit` does (e8-k1 the headline)."""
+    runs = moe_design_sweep(
+        TRUTH, LAW_6ND, list(SIMULATED_MOE_BUDGETS), SIMULATED_MOE_VARIANTS, seed=2,
+        guess_coef=0.015, guess_exponent=0.5,
+    )  # fmt: skip
+    runs["flops_per_token"] = 6.0 * runs["n_active"]
+    runs = as_runs_table(runs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return runs, fit_all(runs, None, "sim", bootstrap=10, variant="e8-k1")
 
 
 def test_joint_law_recovers_its_parameters_within_their_intervals(simulated_study):
@@ -82,18 +96,12 @@ def test_granularity_enters_the_law_as_the_data_allow():
         fit_joint_law(runs.head(5))
 
 
-def test_fit_json_keeps_the_design_answers_and_the_reference_headline(tmp_path):
-    runs = moe_design_sweep(
-        TRUTH, LAW_6ND, list(SIMULATED_MOE_BUDGETS), SIMULATED_MOE_VARIANTS, seed=2,
-        guess_coef=0.015, guess_exponent=0.5,
-    )  # fmt: skip
-    runs["flops_per_token"] = 6.0 * runs["n_active"]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        report = fit_all(runs, None, "sim", bootstrap=10, variant="e8-k1")
+def test_fit_json_keeps_the_design_answers_and_the_reference_headline(fitted, tmp_path):
+    runs, report = fitted
     # the headline laws are the reference variant's alone, never a mix of variants
     assert report.isoflop.points["run_id"].str.startswith("e8-k1-").all()
     assert report.runs_hash == runs_hash(runs)  # of every variant: the report reuses the fit
+    assert report.cost["nominal_flops"] == pytest.approx(runs["flops"].sum())  # every variant
     assert set(report.variants) == set(SIMULATED_MOE_VARIANTS)
     path = tmp_path / "fit.json"
     write_fit_json(report, path)
@@ -204,18 +212,10 @@ def test_an_moe_step_costs_what_a_dense_step_of_equal_activated_flops_costs():
     assert ratio < FALLBACK_BOUND, f"MoE step {ratio:.2f}× dense's"
 
 
-def test_the_report_answers_the_design_questions(tmp_path):
+def test_the_report_answers_the_design_questions(fitted, tmp_path):
     from moescale.analysis.report import build_sections, write_html
 
-    runs = moe_design_sweep(
-        TRUTH, LAW_6ND, list(SIMULATED_MOE_BUDGETS), SIMULATED_MOE_VARIANTS, seed=4,
-        guess_coef=0.015, guess_exponent=0.5,
-    )  # fmt: skip
-    runs["flops_per_token"] = 6.0 * runs["n_active"]
-    runs = as_runs_table(runs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        report = fit_all(runs, None, "sim", bootstrap=10)
+    runs, report = fitted
     sections = build_sections(runs, None, report, None, False)
     moe = next(s for s in sections if s.title.startswith("MoE design"))
     assert [stem for stem, _, _ in moe.figures] == [

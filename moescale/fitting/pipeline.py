@@ -256,7 +256,8 @@ def fit_all(
         )
     if n_nearest is not None and n_nearest < 3:
         raise UserError(f"--n-nearest must be at least 3, got {n_nearest}")
-    inputs_hash = runs_hash(runs)  # of every variant's runs: what current_fit compares
+    # of every variant's runs: what current_fit compares, and what the sweep cost
+    inputs_hash, cost = runs_hash(runs), sweep_cost(runs)
     every_variant = None
     if has_variants(runs):
         known = sorted(set(runs["variant"]))
@@ -285,7 +286,7 @@ def fit_all(
         conventions=_conventions(completed),
         run_counts={k: int(v) for k, v in statuses.items()}
         | ({"validation (not fitted)": validations} if validations else {}),
-        cost=sweep_cost(runs),
+        cost=cost,
     )
 
     if runs.attrs.get(ASSUMED_LAW_ATTR):
@@ -502,7 +503,8 @@ def current_fit(
 ) -> tuple[FitReport, str]:
     """A results folder's fit.json when it was made from exactly these runs with every
     method (and the target and bootstrap asked for, if asked), else a new fit — with
-    fit.json's own per-budget options — written over it; and a sentence saying which."""
+    fit.json's own options (per-budget method, bootstrap, variant) unless asked otherwise —
+    written over it; and a sentence saying which."""
     path = Path(results_dir) / "fit.json"
     existing, why = None, f"there was no {path.name}"
     if path.exists():
@@ -534,7 +536,7 @@ def current_fit(
             str(results_dir),
             "all",
             target_flops,
-            DEFAULT_BOOTSTRAP if bootstrap is None else bootstrap,
+            keep.get("bootstrap", DEFAULT_BOOTSTRAP) if bootstrap is None else bootstrap,
             keep.get("isoflop_method") or DEFAULT_METHOD,
             strict=False,
             n_nearest=keep.get("n_nearest"),
