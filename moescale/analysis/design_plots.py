@@ -29,7 +29,12 @@ from moescale.analysis.style import (
 )
 from moescale.fitting.compute_law import ComputeLaw
 from moescale.fitting.isoflop import IsoflopFit
-from moescale.fitting.moe_design import MoEDesignFit, compute_multiplier, dense_curve
+from moescale.fitting.moe_design import (
+    MoEDesignFit,
+    compute_multiplier,
+    dense_curve,
+    variant_table,
+)
 from moescale.fitting.powerlaw import percentile_interval
 from moescale.fitting.tuning import TuningFit
 
@@ -197,16 +202,8 @@ def variant_routing(runs: pd.DataFrame, curves: pd.DataFrame) -> Figure:
     health = late.groupby("run_id")[["max_expert_load", "dropped_frac", "recycled_frac"]].mean()
     table = runs.merge(health, left_on="run_id", right_index=True)
     table = table[table["n_experts"] > 0]
-    order = (
-        table.sort_values("variant_index")["variant"].unique()
-        if "variant_index" in table
-        else table["variant"].unique()
-    )
-    colours = (
-        variant_colours(list(runs.sort_values("variant_index")["variant"].unique()))
-        if "variant_index" in runs
-        else variant_colours(list(order))
-    )
+    colours = variant_colours(list(variant_table(runs)["variant"]))  # the spec's order
+    order = [name for name in colours if name in set(table["variant"])]
     fig, (load, lost) = figure(1, 2, width=4.4, height=3.4)
     for name in order:
         mine = table[table["variant"] == name]

@@ -51,11 +51,8 @@ def variant_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def has_variants(runs: pd.DataFrame) -> bool:
-    return (
-        "variant" in runs
-        and runs["variant"].fillna("").astype(str).str.len().gt(0).any()
-        and (runs["variant"].nunique() > 1)
-    )
+    """Whether the runs come from a sweep of more than one MoE variant."""
+    return "variant" in runs and runs["variant"].fillna("").nunique() > 1
 
 
 def reference_variant(runs: pd.DataFrame) -> str:
@@ -338,7 +335,7 @@ def fit_moe_design(
         curve = dense_curve(law, min(budgets + [target_flops]), target_flops, law_c)
         for row in table[~table["dense"]].itertuples():
             mine = (
-                optima.get(row.variant, pd.DataFrame()).set_index("budget")["loss_opt"]
+                optima[row.variant].set_index("budget")["loss_opt"]
                 if row.variant in optima
                 else pd.Series(dtype=float)
             )
