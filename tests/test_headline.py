@@ -7,6 +7,7 @@ intervals of the per-budget fit on curves that are not parabolas."""
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from moescale.fitting import ComputeLaw, ParametricFit, fit_all, fit_isoflop, lo
 from moescale.fitting.pipeline import write_fit_json
 from moescale.fitting.prediction import IDENTIFIED_WIDTH, agreement, choose_method
 from moescale.fitting.synthetic import (
+    DESIGNS,
     SIMULATED_COMPUTE_LAW,
     SIMULATED_LAW,
     realistic_sweep,
@@ -41,11 +43,12 @@ def test_headline_is_right_and_its_interval_honest_far_past_the_sweep():
     median |error| 2.5% and 4.3%, median hi/lo 1.35 and 1.64 (the old power-law headline:
     0/20, 19% and 41%)."""
     scores = {factor: [] for factor in FACTORS}
+    chosen = []
     for seed in SEEDS:
         table = simulated_design_sweep(seed)
         largest = table["budget_flops"].max()
         fit = _quiet_fit(table, target_flops=FACTORS[0] * largest)
-        assert fit.prediction["method"] == "parametric"  # identified on 63 runs
+        chosen.append(fit.prediction["method"])
         for factor in FACTORS:
             flops = factor * largest
             p = (
@@ -60,6 +63,9 @@ def test_headline_is_right_and_its_interval_honest_far_past_the_sweep():
             assert spent == pytest.approx(flops, rel=0.01)
             d_low, d_high = p["d_opt_interval"]
             assert d_low <= p["d_opt"] <= d_high
+    # identified on 63 runs and of the right form: the lack-of-fit test refuses it at most
+    # once in 8 (a heavy-tailed budget optimum can push one family's p below 0.01)
+    assert chosen.count("parametric") >= len(SEEDS) - 1, chosen
     for factor, limit in zip(FACTORS, (0.10, 0.15), strict=True):
         errors, covered, widths = (np.array(v, float) for v in zip(*scores[factor], strict=True))
         assert covered.mean() >= 0.8, (factor, covered.mean())
@@ -115,19 +121,40 @@ def _asymmetric_sweep(seed: int) -> pd.DataFrame:
 
 
 def test_default_per_budget_fit_recovers_asymmetric_curves_where_a_parabola_does_not():
-    """Measured: Akima misses the per-budget optima by about 7% (median over budgets and
-    seeds), the all-size parabola by about 75%."""
+    """Measured: the default (the slice, chosen by held-out error) misses the per-budget
+    optima by about 0.4% (median over budgets and seeds), Akima by about 7%, the all-size
+    parabola by about 58%."""
     truth = np.array([ASYMMETRIC_LAW.optimal(c, DENSE)["n_opt"] for c in ASYMMETRIC_BUDGETS])
-    errors = {"default": [], "parabola": []}
+    errors = {"default": [], "akima": [], "parabola": []}
     for seed in range(5):
         table = _asymmetric_sweep(seed)
         default = fit_isoflop(table)
-        assert default.method == "akima"
-        parabola = fit_isoflop(table, method="parabola")
-        for name, fit in (("default", default), ("parabola", parabola)):
+        assert (default.method, default.shape) == ("auto", "slices")
+        assert default.shape_scores["slices"] < default.shape_scores["parabola"] / 10
+        for name in errors:
+            fit = default if name == "default" else fit_isoflop(table, method=name)
             errors[name].extend(np.abs(np.log(fit.budgets["n_opt"].to_numpy() / truth)))
-    assert np.median(errors["default"]) < np.log(1.15)
+    assert np.median(errors["default"]) < np.log(1.03)
+    assert np.median(errors["default"]) < np.median(errors["akima"])  # no worse than Akima
     assert np.median(errors["parabola"]) > np.log(1.3)
+
+
+def test_default_per_budget_fit_averages_noise_as_the_parabola_does():
+    """Symmetric curves (the parabola's best case) with 0.4% noise, 9 sizes over 2 decades,
+    7 budgets 1e15–1e18, the grid off-centre: the spread of the N_opt exponent over 10 seeds
+    is within 1.5× of the all-size parabola's, and Akima's (which interpolates the noise) is
+    not. Measured over 20 seeds: s.d. 0.0047 (default), 0.0045 (parabola), 0.033 (Akima)."""
+    design = replace(
+        DESIGNS["symmetric-6"], budgets=tuple(np.geomspace(1e15, 1e18, 7)), noise=0.004
+    )
+    exponents = {"auto": [], "parabola": [], "akima": []}
+    for seed in range(10):
+        table = design.sweep(seed)
+        for method, found in exponents.items():
+            found.append(fit_isoflop(table, method=method).n_exponent)
+    spread = {method: np.std(found, ddof=1) for method, found in exponents.items()}
+    assert spread["auto"] <= 1.5 * spread["parabola"], spread
+    assert spread["akima"] > 1.5 * spread["parabola"], spread
 
 
 def test_akima_fits_get_akima_bootstrap_intervals():

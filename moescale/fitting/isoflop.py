@@ -35,11 +35,16 @@ from moescale.fitting.powerlaw import (
     fit_saturating_params,
     loss_law_from_dict,
 )
-from moescale.fitting.resample import draw_budgets, resamples_budgets, what_is_resampled
+from moescale.fitting.slices import SliceData, SliceFit, fit_slices, refit_draws
 from moescale.results import RunStatus
 
-METHODS = ("akima", "parabola")
-DEFAULT_METHOD = "akima"
+METHODS = ("auto", "slices", "akima", "parabola")
+DEFAULT_METHOD = "auto"
+# "auto" and "slices" use the sizes within this factor of each budget's lowest loss: it trims
+# far tails only (Chinchilla's 1e19 budget runs to 6.8B at a loss of 5.0, 1.7 nats above its
+# minimum), which say little about where the minimum is and most about the form's tails
+WINDOW = 30.0
+WINDOWED = ("auto", "slices")
 CURVE_POINTS = 801  # grid on which a budget's fitted curve is evaluated and minimised
 
 
@@ -62,6 +67,8 @@ class IsoflopFit:
     d_law: PowerLaw
     loss_law: SaturatingLaw | PowerLaw | None = None  # the optimal loss against C
     method: str = DEFAULT_METHOD
+    shape: str = ""  # the per-budget fit used: the method's own, or what "auto" chose
+    shape_scores: dict = field(default_factory=dict)  # "auto": each shape's held-out error
     n_nearest: int | None = None
     excluded: tuple[str, ...] = ()
     interval_note: str = ""  # what the bootstrap resampled, or why there is no interval
@@ -125,6 +132,8 @@ class IsoflopFit:
     def to_dict(self) -> dict:
         return {
             "method": self.method,
+            "shape": self.shape,
+            "shape_scores": self.shape_scores,
             "n_nearest": self.n_nearest,
             "n_law": self.n_law.to_dict(),
             "d_law": self.d_law.to_dict(),
@@ -147,6 +156,8 @@ class IsoflopFit:
             d_law=PowerLaw.from_dict(data["d_law"]),
             loss_law=loss_law_from_dict(data.get("loss_law")),
             method=data["method"],
+            shape=data.get("shape", data["method"]),
+            shape_scores=data.get("shape_scores", {}),
             n_nearest=data.get("n_nearest"),
             excluded=tuple(data.get("excluded", ())),
             interval_note=data.get("interval_note", ""),
@@ -172,6 +183,16 @@ def nearest_sizes(y: np.ndarray, n_nearest: int | None) -> np.ndarray:
     return np.sort(np.argsort(np.abs(np.arange(len(y)) - np.argmin(y)), kind="stable")[:n_nearest])
 
 
+def within_window(x: np.ndarray, y: np.ndarray, window: float) -> np.ndarray:
+    """Indices of the sizes within a factor `window` of the lowest loss's (at least the 4
+    nearest): the far tails of a wide isoFLOP curve say little about where its minimum is."""
+    lowest = int(np.argmin(y))
+    keep = np.flatnonzero(np.abs(x - x[lowest]) <= np.log(window))
+    if len(keep) < 4:
+        keep = np.sort(np.argsort(np.abs(x - x[lowest]), kind="stable")[:4])
+    return keep
+
+
 def budget_curve(x: np.ndarray, y: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
     """The per-budget fit evaluated on a grid over the sizes used: (log N grid, loss grid)."""
     grid = np.linspace(x[0], x[-1], CURVE_POINTS)
@@ -182,11 +203,10 @@ def budget_curve(x: np.ndarray, y: np.ndarray, method: str) -> tuple[np.ndarray,
 
 def _budget_optimum(x: np.ndarray, y: np.ndarray, method: str) -> tuple[float, float, str]:
     """(log n_opt, loss_opt, edge reason or '') for one budget's sorted log sizes and losses
-    (already cut to the sizes the method uses)."""
+    (already cut to the sizes the method uses), by Akima or the parabola."""
     lowest = int(np.argmin(y))
     if lowest in (0, len(x) - 1):
-        side = "smallest" if lowest == 0 else "largest"
-        return float(x[lowest]), float(y[lowest]), f"lowest loss at the {side} size"
+        return float(x[lowest]), float(y[lowest]), _edge_reason(lowest == 0)
     if method == "akima":
         grid, values = budget_curve(x, y, method)
         i = int(np.nanargmin(values))
@@ -198,6 +218,97 @@ def _budget_optimum(x: np.ndarray, y: np.ndarray, method: str) -> tuple[float, f
     if not x[0] < vertex < x[-1]:
         return vertex, float(np.polyval(coeffs, vertex)), "quadratic minimum outside the sizes"
     return vertex, float(np.polyval(coeffs, vertex)), ""
+
+
+def _edge_reason(smallest: bool) -> str:
+    return f"lowest loss at the {'smallest' if smallest else 'largest'} size"
+
+
+def _slice_optima(
+    theta: np.ndarray, coeffs: np.ndarray, data: SliceData, y: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per draw — exponents theta (S, 2), this budget's coefficients (S, 3), its losses y
+    (n, S) — the slice's minimum over the sizes: (log N, loss, at an edge). An edge is the
+    lowest loss at the smallest or largest size, or the fitted minimum at the end of the grid."""
+    grid = np.linspace(data.x[0], data.x[-1], CURVE_POINTS)
+    log_d = data.log_d_at(grid)
+    alpha, beta = np.exp(theta[:, :1]), np.exp(theta[:, 1:])
+    values = (
+        coeffs[:, :1]
+        + coeffs[:, 1:2] * np.exp(-alpha * grid[None, :])
+        + coeffs[:, 2:] * np.exp(-beta * log_d[None, :])
+    )
+    i = np.argmin(values, axis=1)
+    lowest = np.argmin(y, axis=0)
+    edge = (i == 0) | (i == CURVE_POINTS - 1) | (lowest == 0) | (lowest == len(data.x) - 1)
+    return grid[i], values[np.arange(len(i)), i], edge
+
+
+def _optima(
+    data: list[SliceData], method: str, slices: SliceFit | None
+) -> list[tuple[float, float, str, tuple[np.ndarray, np.ndarray]]]:
+    """Every budget's (log n_opt, loss_opt, edge reason or '', its fitted curve)."""
+    out = []
+    for j, d in enumerate(data):
+        if method != "slices":
+            out.append((*_budget_optimum(d.x, d.y, method), budget_curve(d.x, d.y, method)))
+            continue
+        theta = np.log([[slices.alpha, slices.beta]])
+        log_n, loss, edge = _slice_optima(theta, slices.coeffs[j][None, :], d, d.y[:, None])
+        grid = np.linspace(d.x[0], d.x[-1], CURVE_POINTS)
+        lowest = int(np.argmin(d.y))
+        if lowest in (0, len(d.x) - 1):
+            reason = _edge_reason(lowest == 0)
+            log_n, loss = d.x[lowest], d.y[lowest]
+        else:
+            reason = "fitted minimum at the edge of the sizes" if edge[0] else ""
+        out.append(
+            (
+                float(np.ravel(log_n)[0]),
+                float(np.ravel(loss)[0]),
+                reason,
+                (grid, slices.curve(j, d, grid)),
+            )
+        )
+    return out
+
+
+def _loo_residuals(design: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Leave-one-out residuals of a linear least-squares fit, from its hat matrix."""
+    hat = design @ np.linalg.pinv(design)
+    return (y - hat @ y) / np.maximum(1.0 - np.diag(hat), 1e-9)
+
+
+def choose_shape(data: list[SliceData], slices: SliceFit | None) -> tuple[str, dict]:
+    """The per-budget shape the runs support: the shared-exponent slice or the parabola in
+    log N, whichever predicts each left-out size better (leave-one-out, Huber loss on a
+    common robust scale, the slice's exponents held at the fit's; budgets of 4 sizes or
+    more). Why both: on curves of the law's own form (and asymmetric ones) the slice is
+    right where a parabola is not, but real curves need not be of that form — on
+    Chinchilla's isoFLOP sweep the slice's exponents run to the bounds and its held-out error
+    is 2.5× the parabola's. A tie (or nothing to tell them by) goes to the slice."""
+    usable = [(j, d) for j, d in enumerate(data) if len(d.x) >= 4]
+    if slices is None or not usable:
+        return "slices", {}
+    residuals = {"slices": [], "parabola": []}
+    for _, d in usable:
+        shape_terms = np.stack(
+            [np.ones_like(d.x), np.exp(-slices.alpha * d.x), np.exp(-slices.beta * d.log_d)], axis=1
+        )
+        residuals["slices"].append(_loo_residuals(shape_terms, d.y))
+        quadratic = np.stack([np.ones_like(d.x), d.x, d.x**2], axis=1)
+        residuals["parabola"].append(_loo_residuals(quadratic, d.y))
+    pooled = {k: np.concatenate(v) for k, v in residuals.items()}
+    both = np.concatenate(list(pooled.values()))
+    scale = 1.4826 * np.median(np.abs(both)) or 1.0
+    limit = 1.345 * scale
+
+    def huber(r: np.ndarray) -> float:
+        a = np.abs(r)
+        return float(np.sum(np.where(a <= limit, a**2, 2 * limit * a - limit**2)))
+
+    scores = {k: huber(v) for k, v in pooled.items()}
+    return ("slices" if scores["slices"] <= scores["parabola"] else "parabola"), scores
 
 
 def _clean(
@@ -219,15 +330,6 @@ def _clean(
     return table, excluded
 
 
-@dataclass(frozen=True)
-class _Budget:
-    """One interior budget's data as the bootstrap needs it: the sizes the method used."""
-
-    x: np.ndarray  # log N of the sizes used
-    y: np.ndarray  # their (seed-averaged) losses
-    log_d: np.ndarray  # log D of those sizes
-
-
 def fit_isoflop(
     table: pd.DataFrame,
     n_col: str = "n_active",
@@ -242,12 +344,16 @@ def fit_isoflop(
     b_crit: float | None = None,
     status_col: str = "status",
     seed: int = 0,
+    loss_floor: LossFloor | None = None,
+    window: float = WINDOW,
 ) -> IsoflopFit:
     """Fit the isoFLOP optima of a table of runs and their power laws in the budget.
 
     `n_nearest` keeps only that many sizes nearest each budget's lowest loss; `batch_col` with
-    `b_crit` regresses on the batch-adjusted budget C_min = C/(1 + B/B_crit) (report §2.3.1).
-    Weighted least squares: each budget weighs as many as its runs.
+    `b_crit` regresses on the batch-adjusted budget C_min = C/(1 + B/B_crit) (report §2.3.1);
+    `loss_floor` is the irreducible loss the optimal-loss law levels off at (with its
+    bootstrap draws), from the parametric fit. Weighted least squares: each budget weighs as
+    many as its runs.
     """
     if method not in METHODS:
         raise UserError(f"isoFLOP fit: method must be one of {', '.join(METHODS)}, got '{method}'")
@@ -259,7 +365,7 @@ def fit_isoflop(
         raise UserError("isoFLOP fit: no completed runs to fit")
     group, centres = group_budgets(table[budget_col].to_numpy(float))
 
-    rows, interior, points, curves = [], [], [], {}
+    rows, data, points = [], [], []
     for g, budget in enumerate(centres):
         runs = table[group == g].sort_values(n_col)
         # repeated sizes (seeds) are averaged: one point per size
@@ -274,6 +380,8 @@ def fit_isoflop(
                 )
             )
         keep = nearest_sizes(y, n_nearest) if len(x) >= 3 else np.arange(len(x))
+        if method in WINDOWED and len(keep) > 4:
+            keep = keep[within_window(x[keep], y[keep], window)]
         points.append(
             pd.DataFrame(
                 {
@@ -296,29 +404,33 @@ def fit_isoflop(
             row |= {"n_opt": np.nan, "d_opt": np.nan, "loss_opt": np.nan, "at_edge": False}
             row["reason"] = f"only {len(x)} size(s): needs 3"
             excluded.append(f"budget {budget:.3g}: {row['reason']}")
-            rows.append(row)
-            continue
-        x, y, log_d = x[keep], y[keep], log_d[keep]
-        log_n, loss, reason = _budget_optimum(x, y, method)
+        else:
+            data.append(SliceData(x[keep], y[keep], log_d[keep]))
+        rows.append(row)
+
+    slices = fit_slices(data) if data else None
+    shape, scores = (method, {}) if method != "auto" else choose_shape(data, slices)
+    optima = _optima(data, shape, slices)
+    fitted_rows = [row for row in rows if "reason" not in row]
+    curves = {}
+    for row, d, (log_n, loss, reason, curve) in zip(fitted_rows, data, optima, strict=True):
         row |= {
             "n_opt": float(np.exp(log_n)),
             # D at the optimum: interpolated in log-log between the runs' own token counts
-            "d_opt": float(np.exp(_interp_extrapolate(log_n, x, log_d))),
+            "d_opt": float(np.exp(_interp_extrapolate(log_n, d.x, d.log_d))),
             "loss_opt": loss,
             "at_edge": bool(reason),
             "reason": reason,
         }
-        curves[float(budget)] = budget_curve(x, y, method)
+        curves[row["budget"]] = curve
         if reason:
-            excluded.append(f"budget {budget:.3g}: edge optimum ({reason})")
+            excluded.append(f"budget {row['budget']:.3g}: edge optimum ({reason})")
             warnings.warn(
-                f"budget {budget:.3g}: optimum at the edge of its sizes ({reason}); left out of the power laws",
+                f"budget {row['budget']:.3g}: optimum at the edge of its sizes ({reason}); "
+                "left out of the power laws",
                 EdgeOptimumWarning,
                 stacklevel=2,
             )
-        else:
-            interior.append(_Budget(x, y, log_d))
-        rows.append(row)
 
     budgets = pd.DataFrame(rows)
     usable = interior_of(budgets)
@@ -326,28 +438,53 @@ def fit_isoflop(
         raise UserError(
             f"isoFLOP fit: {len(usable)} budget(s) with an interior optimum; needs at least {min_budgets}"
         )
+    inner = [j for j, (*_, reason, _) in enumerate(optima) if not reason]
     weights = usable["n_runs"].to_numpy(float)
-    log_budget = np.log(usable["budget"].to_numpy(float))
-    samples, note = (None, "no bootstrap asked for")
+    c = usable["budget"].to_numpy(float)
+    estimates = np.log(usable[["n_opt", "d_opt"]].to_numpy(float)).T
+    loss_opt = usable["loss_opt"].to_numpy(float)
+    samples, note = (None, None, None), "no bootstrap asked for"
+    budgets["n_opt_log_se"] = budgets["loss_opt_se"] = np.nan
     if bootstrap > 0:
-        samples, note = _bootstrap(interior, log_budget, weights, method, bootstrap, seed)
-    n_law = fit_power_law(usable["budget"], usable["n_opt"], weights, samples and samples[0])
-    d_law = fit_power_law(usable["budget"], usable["d_opt"], weights, samples and samples[1])
-    x_ref = float(np.exp(log_budget.mean()))
-    if len(usable) >= 4:  # three parameters need a fourth point to be tested at all
-        loss_law = SaturatingLaw(
-            *fit_saturating_params(usable["budget"], usable["loss_opt"], x_ref, weights),
-            x_ref=x_ref,
-            samples=samples and samples[2],
-        )
-    else:
-        loss_law = fit_power_law(usable["budget"], usable["loss_opt"], weights, None)
+        draws, note = _noise_draws(data, inner, shape, slices, bootstrap, seed)
+        if draws is not None:
+            rng = np.random.default_rng(seed + 1)
+            log_c = np.log(c)
+            scatter = [
+                _scatter(est, _line(log_c, est, weights)[1], draw, weights)
+                for est, draw in zip(estimates, draws[:2], strict=True)
+            ]
+            samples = tuple(
+                _law_draws(log_c, est, draw, weights, rng, tau2)
+                for est, draw, tau2 in zip(estimates, draws[:2], scatter, strict=True)
+            ) + (_loss_draws(c, loss_opt, draws[2], weights, rng, loss_floor),)
+            note += "; " + _BETWEEN_NOTE
+            # each interior budget's standard error: its own noise draws and the scatter
+            # between budgets (what a law through it cannot tell from noise)
+            index = usable.index
+            budgets.loc[index, "n_opt_log_se"] = np.sqrt(
+                np.nanvar(draws[0], axis=0) + scatter[0].between
+            )
+            loss_scatter = _scatter(
+                loss_opt,
+                np.array(_loss_law(c, loss_opt, weights, loss_floor, None)(c)),
+                draws[2],
+                weights,
+            )
+            budgets.loc[index, "loss_opt_se"] = np.sqrt(
+                np.nanvar(draws[2], axis=0) + loss_scatter.between
+            )
+    n_law = fit_power_law(c, usable["n_opt"], weights, samples[0])
+    d_law = fit_power_law(c, usable["d_opt"], weights, samples[1])
+    loss_law = _loss_law(c, loss_opt, weights, loss_floor, samples[2])
     return IsoflopFit(
         budgets=budgets,
         n_law=n_law,
         d_law=d_law,
         loss_law=loss_law,
         method=method,
+        shape=shape,
+        shape_scores=scores,
         n_nearest=n_nearest,
         excluded=tuple(excluded),
         interval_note=note,
@@ -356,91 +493,251 @@ def fit_isoflop(
     )
 
 
-def _noise_residuals(budgets: list[_Budget]) -> np.ndarray:
-    """Loss residuals of every budget about a smooth curve in log N — a cubic with 5 or more
-    sizes (it follows the asymmetry of real curves), a quadratic with 4 — scaled up for the
-    parameters spent (√(n/(n−p))). Budgets of 3 sizes have no residual degrees of freedom."""
-    pooled = []
-    for b in budgets:
-        n = len(b.x)
-        if n < 4:
-            continue
-        degree = 3 if n >= 5 else 2
-        fitted = np.polyval(np.polyfit(b.x, b.y, degree), b.x)
-        pooled.append((b.y - fitted) * np.sqrt(n / (n - degree - 1)))
-    return np.concatenate(pooled) if pooled else np.zeros(0)
+_BETWEEN_NOTE = (
+    "then each law refitted to its fitted line plus those draws plus a between-budget scatter "
+    "(normal, of the variance the law's own residuals show beyond the within-budget noise, "
+    "that variance itself drawn from its χ² distribution on the budgets less 2)"
+)
 
 
-def _bootstrap(
-    budgets: list[_Budget],
-    log_budget: np.ndarray,
-    weights: np.ndarray,
+@dataclass(frozen=True)
+class LossFloor:
+    """The irreducible loss the optimal-loss law levels off at, and its bootstrap draws."""
+
+    value: float
+    samples: np.ndarray | None = None
+    source: str = "the parametric fit's E"
+
+
+def _noise_pool(
+    data: list[SliceData], fitted: tuple[np.ndarray, ...], n_params: int
+) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    """The sweep's loss noise, from the residuals about the slice fit (scaled up for the
+    parameters spent): (standardised residuals, each budget's per-run scale). Edge runs get
+    their own scale when both kinds have 5 or more residuals (they are noisier: a size far
+    from its optimum is harder to tune). None without residual degrees of freedom."""
+    n_points = sum(len(d.y) for d in data)
+    if n_points <= n_params:
+        return None
+    residuals = [
+        (d.y - f) * np.sqrt(n_points / (n_points - n_params))
+        for d, f in zip(data, fitted, strict=True)
+    ]
+    edge = [np.isin(np.arange(len(d.y)), (0, len(d.y) - 1)) for d in data]
+    pooled, at_edge = np.concatenate(residuals), np.concatenate(edge)
+    rms = float(np.sqrt(np.mean(pooled**2)))
+    if not rms > 0:
+        return None
+    scale = {True: rms, False: rms}
+    if at_edge.sum() >= 5 and (~at_edge).sum() >= 5:
+        scale = {
+            flag: float(np.sqrt(np.mean(pooled[at_edge == flag] ** 2))) for flag in (True, False)
+        }
+        if not min(scale.values()) > 0:
+            scale = {True: rms, False: rms}
+    standard = pooled / np.where(at_edge, scale[True], scale[False])
+    return standard, [np.where(e, scale[True], scale[False]) for e in edge]
+
+
+def _noise_draws(
+    data: list[SliceData],
+    inner: list[int],
     method: str,
+    slices: SliceFit,
     n_samples: int,
     seed: int,
-) -> tuple[list | None, str]:
-    """Two levels: every budget's losses are redrawn as its fitted curve plus residuals drawn
-    from the sweep's pool, and its optimum found again by `method`; the budgets themselves are
-    drawn with replacement (when there are enough). Returns the samples — (log coef, exponent)
-    for n_opt and d_opt, (floor, scale, decay) for loss_opt — and what was resampled, or
-    (None, why not)."""
-    rng = np.random.default_rng(seed)
-    pool = _noise_residuals(budgets)
-    n_budgets = len(budgets)
-    if not np.any(pool) and not resamples_budgets(n_budgets):
+) -> tuple[list[np.ndarray] | None, str]:
+    """A fixed-design residual bootstrap of the runs: every budget's losses redrawn as its
+    fitted curve plus residuals from the sweep's own pool, and every optimum found again by
+    `method`. Returns (log n_opt, log d_opt, loss_opt) draws, each (S, interior budgets) and
+    NaN where a draw's optimum fell at an edge, and what was resampled; or (None, why not)."""
+    if method == "parabola":  # its own residuals: where the slice's form misfits, they do not
+        fitted = tuple(np.polyval(np.polyfit(d.x, d.y, 2), d.x) for d in data)
+        noise = _noise_pool(data, fitted, 3 * len(data))
+    else:
+        noise = _noise_pool(data, slices.fitted, slices.n_params)
+    if noise is None:
         return None, (
-            "no interval: no budget has a size beyond the 3 its per-budget fit needs (no residual "
-            f"degrees of freedom to estimate loss noise from), and {n_budgets} budgets are too few "
-            "to resample"
+            "no interval: no residual degrees of freedom to estimate loss noise from (the "
+            "per-budget fits use every run: each budget needs more sizes than its 3 free terms)"
         )
-    # the centre each budget's redrawn losses scatter about: the method's own fit — the
+    standard, scales = noise
+    rng = np.random.default_rng(seed)
+    # the centre the redrawn losses scatter about: the method's own fit — the slice's or the
     # parabola's values, or for Akima (an interpolant) the losses themselves, which adds the
-    # noise on top of noisy points: a conservative interval (noise spread up to √2 too wide)
-    centre = [
-        b.y if method == "akima" else np.polyval(np.polyfit(b.x, b.y, 2), b.x) for b in budgets
+    # noise on top of noisy points: a conservative interval
+    if method == "slices":
+        centre = list(slices.fitted)
+    elif method == "parabola":
+        centre = [np.polyval(np.polyfit(d.x, d.y, 2), d.x) for d in data]
+    else:
+        centre = [d.y for d in data]
+    ys = [
+        c[:, None] + standard[rng.integers(0, len(standard), (len(c), n_samples))] * s[:, None]
+        for c, s in zip(centre, scales, strict=True)
     ]
-    n_opt = np.full((n_samples, n_budgets), np.nan)
-    d_opt = np.full_like(n_opt, np.nan)
-    loss_opt = np.full_like(n_opt, np.nan)
-    picks = np.empty((n_samples, n_budgets), dtype=int)
-    for s in range(n_samples):
-        picks[s] = draw_budgets(n_budgets, rng)
-        for j in range(n_budgets):
-            b = budgets[j]
-            y = centre[j] + rng.choice(pool, len(b.x)) if np.any(pool) else b.y
-            log_n, loss, reason = _budget_optimum(b.x, y, method)
-            if not reason:
-                n_opt[s, j], loss_opt[s, j] = log_n, loss
-                d_opt[s, j] = _interp_extrapolate(log_n, b.x, b.log_d)
-
-    out: list = []
-    for values in (n_opt, d_opt):
-        laws = []
-        for s in range(n_samples):
-            cols = picks[s][np.isfinite(values[s, picks[s]])]
-            if len(np.unique(cols)) >= 2:
-                laws.append(
-                    fit_log_linear(np.exp(log_budget[cols]), np.exp(values[s, cols]), weights[cols])
-                )
-        out.append(np.array(laws) if len(laws) >= 2 else None)
-    x_ref = float(np.exp(log_budget.mean()))
-    laws = []
-    for s in range(n_samples):
-        cols = picks[s][np.isfinite(loss_opt[s, picks[s]])]
-        if len(np.unique(cols)) >= 4:
-            laws.append(
-                fit_saturating_params(
-                    np.exp(log_budget[cols]), loss_opt[s, cols], x_ref, weights[cols]
-                )
-            )
-    out.append(np.array(laws) if len(laws) >= 2 else None)
-    within = (
-        f"each budget's losses redrawn about its {method} fit with the sweep's {len(pool)} "
-        f"residuals, the {method} optimum found again"
-        if np.any(pool)
-        else "no loss noise redrawn (no budget has residual degrees of freedom)"
+    out = np.full((3, n_samples, len(inner)), np.nan)
+    if method == "slices":
+        theta, coeffs = refit_draws(slices, data, ys)
+        for k, j in enumerate(inner):
+            log_n, loss, edge = _slice_optima(theta, coeffs[j], data[j], ys[j])
+            out[0, :, k] = np.where(edge, np.nan, log_n)
+            out[2, :, k] = np.where(edge, np.nan, loss)
+    else:
+        for k, j in enumerate(inner):
+            for s in range(n_samples):
+                log_n, loss, reason = _budget_optimum(data[j].x, ys[j][:, s], method)
+                if not reason:
+                    out[0, s, k], out[2, s, k] = log_n, loss
+    for k, j in enumerate(inner):
+        out[1, :, k] = _interp_extrapolate(out[0, :, k], data[j].x, data[j].log_d)
+    kinds = (
+        "edge and interior runs each their own scale"
+        if scales[0][0] != scales[0][1]
+        else "one scale"
     )
-    return out, f"{n_samples} bootstrap samples: " + what_is_resampled(n_budgets, within)
+    note = (
+        f"{n_samples} bootstrap samples: each budget's losses redrawn about its {method} fit "
+        f"with the sweep's {len(standard)} residuals about the "
+        f"{'per-budget parabolas' if method == 'parabola' else 'slice fit'} ({kinds}), the {method} "
+        "optimum found again"
+    )
+    return list(out), note
+
+
+@dataclass(frozen=True)
+class Scatter:
+    """The residual variance about a law in C (df-corrected) and the share the within-budget
+    noise draws explain; what is left is the scatter between budgets."""
+
+    total: float
+    within: float
+    dof: int
+
+    @property
+    def between(self) -> float:
+        return max(0.0, self.total - self.within)
+
+    def draws(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """n draws of the between-budget variance that carry its own uncertainty: the total
+        drawn as total·dof/χ²_dof (a t-like interval from few budgets), less the within part.
+        With one degree of freedom that draw has no finite mean, so the point value is used."""
+        if self.dof < 2:
+            return np.full(n, self.between)
+        total = self.total * self.dof / rng.chisquare(self.dof, n)
+        return np.maximum(0.0, total - self.within)
+
+
+def _scatter(
+    est: np.ndarray, fitted: np.ndarray, draws: np.ndarray, weights: np.ndarray
+) -> Scatter:
+    """The between-budget scatter about a law through `est` (fitted at `fitted`) given the
+    noise draws of every estimate; none with 2 budgets (nothing to tell it by)."""
+    k = len(est)
+    within = np.nanvar(draws, axis=0)
+    within = float(np.average(np.where(np.isfinite(within), within, 0.0), weights=weights))
+    if k <= 2:
+        return Scatter(within, within, 0)
+    total = float(np.sum(weights * (est - fitted) ** 2) / weights.sum() * k / (k - 2))
+    return Scatter(total, within, k - 2)
+
+
+def _line(log_c: np.ndarray, est: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(intercept, slope) of the weighted least-squares line of est on log C, and its values."""
+    design = np.stack([np.ones_like(log_c), log_c], axis=1)
+    w = np.sqrt(weights)
+    line = np.linalg.lstsq(design * w[:, None], est * w, rcond=None)[0]
+    return line, design @ line
+
+
+def _law_draws(
+    log_c: np.ndarray,
+    est: np.ndarray,
+    draws: np.ndarray,
+    weights: np.ndarray,
+    rng: np.random.Generator,
+    scatter: Scatter,
+) -> np.ndarray | None:
+    """Bootstrap (log coef, exponent) pairs of a log-linear law in C: its fitted line plus
+    each draw's deviation from the estimates plus a between-budget scatter, refitted."""
+    fitted = _line(log_c, est, weights)[1]
+    tau = np.sqrt(scatter.draws(rng, len(draws)))[:, None]
+    target = fitted + (draws - est) + tau * rng.standard_normal(draws.shape)
+    laws = []
+    for row in target:
+        ok = np.isfinite(row)
+        if ok.sum() >= 2:
+            laws.append(_line(log_c[ok], row[ok], weights[ok])[0])
+    return np.array(laws) if len(laws) >= 2 else None
+
+
+def _loss_law(
+    c: np.ndarray,
+    loss: np.ndarray,
+    weights: np.ndarray,
+    floor: LossFloor | None,
+    samples: np.ndarray | None,
+) -> SaturatingLaw | PowerLaw:
+    """The optimal loss against C: E + k·C^−γ with E the given floor (where every budget's
+    loss is above it), else with E fitted (4 budgets or more), else a power law with no floor."""
+    x_ref = float(np.exp(np.average(np.log(c), weights=weights)))
+    params = _floored_params(c, loss, weights, x_ref, floor and floor.value)
+    if params is not None:
+        return SaturatingLaw(*params, x_ref=x_ref, samples=samples)
+    return fit_power_law(c, loss, weights, samples)
+
+
+def _floored_params(
+    c: np.ndarray, loss: np.ndarray, weights: np.ndarray, x_ref: float, floor: float | None
+) -> tuple[float, float, float] | None:
+    """(floor, scale, decay): the floor given (when below every loss) and the rest by
+    least squares in log(L − E), or all three fitted with 4 budgets or more; else None."""
+    if floor is not None and np.all(loss > floor) and np.isfinite(floor):
+        log_scale, slope = fit_log_linear(c / x_ref, loss - floor, weights)
+        if slope < 0:
+            return float(floor), float(np.exp(log_scale)), float(-slope)
+    if len(c) >= 4:  # three parameters need a fourth point to be tested at all
+        return fit_saturating_params(c, loss, x_ref, weights)
+    return None
+
+
+def _loss_draws(
+    c: np.ndarray,
+    loss: np.ndarray,
+    draws: np.ndarray,
+    weights: np.ndarray,
+    rng: np.random.Generator,
+    floor: LossFloor | None,
+) -> np.ndarray | None:
+    """Bootstrap parameters of `_loss_law`: (floor, scale, decay) triples when it has a floor
+    — each draw with its own floor from the floor's draws — else (log coef, exponent)."""
+    x_ref = float(np.exp(np.average(np.log(c), weights=weights)))
+    if _floored_params(c, loss, weights, x_ref, floor and floor.value) is None:
+        log_c, log_loss = np.log(c), np.log(loss)
+        scatter = _scatter(log_loss, _line(log_c, log_loss, weights)[1], np.log(draws), weights)
+        return _law_draws(log_c, log_loss, np.log(draws), weights, rng, scatter)
+    centre = np.array(_loss_law(c, loss, weights, floor, None)(c), float)
+    tau = np.sqrt(_scatter(loss, centre, draws, weights).draws(rng, len(draws)))[:, None]
+    target = centre + (draws - loss) + tau * rng.standard_normal(draws.shape)
+    floors = None
+    if floor is not None and floor.samples is not None and len(floor.samples):
+        floors = rng.choice(np.asarray(floor.samples, float), len(target))
+    out = []
+    for s, row in enumerate(target):
+        ok = np.isfinite(row)
+        if ok.sum() < 2:
+            continue
+        given = (
+            floor.value
+            if floors is None and floor is not None
+            else None
+            if floors is None
+            else floors[s]
+        )
+        params = _floored_params(c[ok], row[ok], weights[ok], x_ref, given)
+        if params is not None:
+            out.append(params)
+    return np.array(out) if len(out) >= 2 else None
 
 
 def _interp_extrapolate(at, x: np.ndarray, y: np.ndarray):

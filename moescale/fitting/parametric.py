@@ -18,10 +18,8 @@ import pandas as pd
 from scipy.optimize import minimize, minimize_scalar
 
 from moescale.errors import UserError
-from moescale.fitting.budgets import group_budgets
 from moescale.fitting.compute_law import DEFAULT_LAW, ComputeLaw
 from moescale.fitting.powerlaw import percentile_interval
-from moescale.fitting.resample import draw_runs, what_is_resampled
 from moescale.results import RunStatus
 
 PARAMS = ("a", "b", "e", "alpha", "beta")
@@ -311,8 +309,7 @@ def fit_parametric(
 ) -> ParametricFit:
     """Fit L = E + A/N^alpha + B/D^beta to a table (Approach 3). `drop_highest` removes the
     points of highest loss first (Epoch drops 5 of Chinchilla's 245); `bootstrap` > 0 refits
-    (from the best start) on that many two-stage resamples — budgets, then runs within each
-    (resample.py); a table without `budget_col` is one budget — for 95% intervals."""
+    (from the best start) on that many residual redraws, for 95% intervals."""
     excluded: list[str] = []
     if "status" in table:
         bad = table["status"] != RunStatus.COMPLETED
@@ -340,23 +337,33 @@ def fit_parametric(
     intervals: dict[str, tuple[float, float]] = {}
     samples, note = None, "no bootstrap asked for"
     if bootstrap > 0:
-        if budget_col in table:
-            group, centres = group_budgets(table[budget_col].to_numpy(float))
-        else:
-            group, centres = np.zeros(len(table), dtype=int), np.ones(1)
-        members = [np.flatnonzero(group == g) for g in range(len(centres))]
+        # a fixed-design residual bootstrap: every run's log loss redrawn as the fit's value
+        # plus a residual from the sweep's own pool (scaled up for the 5 parameters spent),
+        # the law refitted from the fit's optimum. Not a case bootstrap of the budgets:
+        # drawing 5–9 budgets with replacement leaves draws that span half the sweep, and
+        # an interval several times wider than the estimator's own spread.
+        point = ParametricFit.from_theta(theta, objective=0.0, n_points=0, huber_delta=0.0)
+        fitted = np.log(point.loss(np.exp(log_n), np.exp(log_d)))
+        residual = (log_loss - fitted) * np.sqrt(len(log_n) / max(len(log_n) - 5, 1))
         rng = np.random.default_rng(seed)
         samples = np.array(
             [
-                _fit_once(log_n[pick], log_d[pick], log_loss[pick], huber_delta, theta[None, :])[0]
-                for pick in (draw_runs(members, rng) for _ in range(bootstrap))
+                _fit_once(
+                    log_n,
+                    log_d,
+                    fitted + rng.choice(residual, len(residual)),
+                    huber_delta,
+                    theta[None, :],
+                )[0]
+                for _ in range(bootstrap)
             ]
         )
         natural = np.column_stack([np.exp(samples[:, :3]), samples[:, 3:]])
         for i, name in enumerate(("A", "B", "E", "alpha", "beta")):
             intervals[name] = percentile_interval(natural[:, i])
-        note = f"{bootstrap} bootstrap refits: " + what_is_resampled(
-            len(members), "runs within each budget with replacement"
+        note = (
+            f"{bootstrap} bootstrap refits: every run's log loss redrawn as the fit's value plus "
+            f"a residual from the {len(residual)} runs' own, the law refitted"
         )
     return ParametricFit.from_theta(
         theta,

@@ -23,8 +23,15 @@ from moescale.fitting.data_constrained import (
 )
 from moescale.fitting.envelope import EnvelopeFit, annealed_curves, branched, fit_envelope
 from moescale.fitting.extrapolation import ExtrapolationCheck, extrapolation_check
-from moescale.fitting.isoflop import DEFAULT_METHOD, EdgeOptimumWarning, IsoflopFit, fit_isoflop
+from moescale.fitting.isoflop import (
+    DEFAULT_METHOD,
+    EdgeOptimumWarning,
+    IsoflopFit,
+    LossFloor,
+    fit_isoflop,
+)
 from moescale.fitting.isoflop import METHODS as ISOFLOP_METHODS
+from moescale.fitting.lack_of_fit import LackOfFit, approach3_lack_of_fit
 from moescale.fitting.moe_design import (
     MoEDesignFit,
     fit_moe_design,
@@ -97,6 +104,7 @@ class FitReport:
     variants: dict[str, IsoflopFit] = field(default_factory=dict)  # each MoE variant's own
     moe: MoEDesignFit | None = None  # the design answers across variants
     tuning: TuningFit | None = None  # tuned points, LR and batch laws, untuned vs tuned
+    lack_of_fit: LackOfFit | None = None  # Approach 3 against the isoFLOP curves
 
     def to_dict(self) -> dict:
         def part(obj):
@@ -126,6 +134,7 @@ class FitReport:
             "variants": {name: fit.to_dict() for name, fit in self.variants.items()},
             "moe": part(self.moe),
             "tuning": part(self.tuning),
+            "lack_of_fit": part(self.lack_of_fit),
         }
 
     @classmethod
@@ -157,6 +166,7 @@ class FitReport:
             variants={k: IsoflopFit.from_dict(v) for k, v in (data.get("variants") or {}).items()},
             moe=part(MoEDesignFit, "moe"),
             tuning=part(TuningFit, "tuning"),
+            lack_of_fit=part(LackOfFit, "lack_of_fit"),
         )
 
     def predict_at(self, flops: float) -> dict[str, dict]:
@@ -304,24 +314,6 @@ def fit_all(
     iso_args = {"method": isoflop_method, "n_nearest": n_nearest}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EdgeOptimumWarning)  # listed in `excluded` instead
-        if method in ("isoflop", "all"):
-            try:
-                report.isoflop = fit_isoflop(runs, bootstrap=bootstrap, **iso_args)
-                report.predictions["isoflop"] = method_prediction(
-                    "isoflop",
-                    report.isoflop.predict(target, law),
-                    report.isoflop.interval_note,
-                    law,
-                )
-                if not isinstance(report.isoflop.loss_law, SaturatingLaw):
-                    report.predictions["isoflop"]["loss_note"] = (
-                        "optimal loss from a power law in C with no floor (fewer than 4 "
-                        "budgets): it falls without limit and extrapolates low"
-                    )
-            except UserError as err:
-                if strict and method == "isoflop":
-                    raise
-                report.skipped["isoflop"] = str(err)
         if method in ("parametric", "all"):
             try:
                 report.parametric = (
@@ -340,6 +332,26 @@ def fit_all(
                 if strict and method == "parametric":
                     raise
                 report.skipped["parametric"] = str(err)
+        if method in ("isoflop", "all"):
+            try:
+                report.isoflop = fit_isoflop(
+                    runs, bootstrap=bootstrap, loss_floor=loss_floor(report.parametric), **iso_args
+                )
+                report.predictions["isoflop"] = method_prediction(
+                    "isoflop",
+                    report.isoflop.predict(target, law),
+                    report.isoflop.interval_note,
+                    law,
+                )
+                if not isinstance(report.isoflop.loss_law, SaturatingLaw):
+                    report.predictions["isoflop"]["loss_note"] = (
+                        "optimal loss from a power law in C with no floor (fewer than 4 "
+                        "budgets): it falls without limit and extrapolates low"
+                    )
+            except UserError as err:
+                if strict and method == "isoflop":
+                    raise
+                report.skipped["isoflop"] = str(err)
         if report.isoflop is not None or report.parametric is not None:
             try:
                 report.extrapolation = extrapolation_check(
@@ -347,6 +359,8 @@ def fit_all(
                 )
             except UserError as err:
                 report.skipped["extrapolation"] = str(err)
+        if report.isoflop is not None and report.parametric is not None:
+            report.lack_of_fit = approach3_lack_of_fit(runs, report.parametric, report.isoflop, law)
     if method in ("envelope", "all"):
         try:
             if curves is None:
@@ -387,10 +401,20 @@ def fit_all(
         allocation_interval_width=allocation_width(
             None if report.parametric is None else report.parametric.samples
         ),
+        lack_of_fit=report.lack_of_fit,
     )
     if report.tuning is not None and report.prediction:
         report.prediction |= report.tuning.predict(target)
     return report
+
+
+def loss_floor(parametric: ParametricFit | None) -> LossFloor | None:
+    """The irreducible loss E of the parametric fit, with its bootstrap draws: the floor the
+    isoFLOP optimal-loss law levels off at (a power law in C alone falls without limit)."""
+    if parametric is None:
+        return None
+    draws = None if parametric.samples is None else np.exp(parametric.samples[:, 2])
+    return LossFloor(float(parametric.E), draws)
 
 
 def _fit_variants(

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from moescale.fitting.compute_law import ComputeLaw
+from moescale.fitting.lack_of_fit import LackOfFit
 from moescale.fitting.powerlaw import percentile_interval
 
 LABELS = {
@@ -97,15 +98,49 @@ def allocation_width(parametric_samples: np.ndarray | None) -> float | None:
     return None if interval is None else interval[1] - interval[0]
 
 
-def choose_method(predictions: dict[str, dict], allocation_interval_width: float | None) -> str:
-    """Approach 3 when fitted and identified (or when nothing else was fitted), else Approach 2."""
+def choose_method(
+    predictions: dict[str, dict],
+    allocation_interval_width: float | None,
+    lack_of_fit: LackOfFit | None = None,
+) -> str:
+    """Approach 3 when fitted, identified and not refused by the lack-of-fit test (or when
+    nothing else was fitted), else Approach 2."""
     if "parametric" in predictions and (
         "isoflop" not in predictions
-        or allocation_interval_width is None
-        or allocation_interval_width <= IDENTIFIED_WIDTH
+        or (
+            (allocation_interval_width is None or allocation_interval_width <= IDENTIFIED_WIDTH)
+            and (lack_of_fit is None or lack_of_fit.fits)
+        )
     ):
         return "parametric"
     return "isoflop"
+
+
+def _chosen_because(
+    method: str, has_parametric: bool, width: float | None, lack_of_fit: LackOfFit | None
+) -> str:
+    fit_words = (
+        "its lack-of-fit test was not run (no isoFLOP bootstrap)"
+        if lack_of_fit is None
+        else f"its lack-of-fit test against the isoFLOP curves: {lack_of_fit.words()}"
+    )
+    if method == "parametric":
+        return (
+            "Approach 3 leads (it carries the b·D share of C that a power law of C cannot)"
+            + ("" if width is None else f"; its allocation exponent's interval is {width:.2f} wide")
+            + f"; {fit_words}"
+        )
+    if not has_parametric:
+        return "Approach 3 could not be fitted"
+    if width is not None and width > IDENTIFIED_WIDTH:
+        return (
+            f"Approach 3 is not identified by these runs: the 95% interval of its allocation "
+            f"exponent β/(α+β) is {width:.2f} wide (more than {IDENTIFIED_WIDTH})"
+        )
+    return (
+        "Approach 3 does not describe these runs (identified, but refused by its lack-of-fit "
+        f"test, p < {lack_of_fit.threshold:g} in a family): {lack_of_fit.words()}"
+    )
 
 
 def headline(
@@ -114,26 +149,17 @@ def headline(
     largest_budget: float,
     checked_factor: dict[str, float | None],
     allocation_interval_width: float | None,
+    lack_of_fit: LackOfFit | None = None,
 ) -> dict:
     """The prediction fit.json leads with (`choose_method`), its agreement with the others,
     and its reach past the largest budget against what the hold-out check covered."""
     if not predictions:
         return {}
-    method = choose_method(predictions, allocation_interval_width)
+    method = choose_method(predictions, allocation_interval_width, lack_of_fit)
     out = dict(predictions[method])
-    width = allocation_interval_width
-    if method == "parametric":
-        out["chosen_because"] = (
-            "Approach 3 leads (it carries the b·D share of C that a power law of C cannot)"
-            + ("" if width is None else f"; its allocation exponent's interval is {width:.2f} wide")
-        )
-    else:
-        out["chosen_because"] = (
-            "Approach 3 could not be fitted"
-            if "parametric" not in predictions
-            else f"Approach 3 is not identified by these runs: the 95% interval of its allocation "
-            f"exponent β/(α+β) is {width:.2f} wide (more than {IDENTIFIED_WIDTH})"
-        )
+    out["chosen_because"] = _chosen_because(
+        method, "parametric" in predictions, allocation_interval_width, lack_of_fit
+    )
     out["agreement"] = agreement(predictions)
     reach = out["flops"] / largest_budget
     covered = checked_factor.get(method)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -249,3 +251,101 @@ def lr_tuned_sweep(
                 row |= {"lr": lr, "untuned": bool(np.isclose(lr, SIMULATED_LR_FIXED)), "seed": 0}
                 rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --- the designs the headline is scored on (tests/test_headline.py, benchmarks/headline_designs.py)
+# Noise as real runs have it, not as any estimator assumes: relative Student-t (3 dof) noise,
+# a positive mistuning penalty, and outliers at the grid edges (a size far from its optimum
+# is the hardest to tune): each edge run is one with probability EDGE_OUTLIER_RATE (about 5%
+# of all runs at 7–9 sizes a budget), EDGE_OUTLIER_SCALE × the noise scale worse.
+EDGE_OUTLIER_RATE = 0.2
+EDGE_OUTLIER_SCALE = 4.0
+SYMMETRIC_LAW = ParametricFit(
+    E=1.8, A=400.0, B=400.0, alpha=0.3, beta=0.3, objective=0.0, n_points=0, huber_delta=0.0
+)
+ASYMMETRIC_LAW = ParametricFit(
+    E=1.8, A=3000.0, B=400.0, alpha=0.7, beta=0.25, objective=0.0, n_points=0, huber_delta=0.0
+)
+DENSE_COMPUTE_LAW = ComputeLaw(6.0, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Design:
+    """A simulated isoFLOP sweep whose truth is known: its law, compute law and budgets, and
+    a grid of `sizes` sizes `step` apart around a guess that is `guess_offset` × the true
+    optimum at the first budget and drifts off it (`guess_drift` added to the true local
+    exponent), with relative noise of scale `noise`."""
+
+    name: str
+    law: ParametricFit
+    compute_law: ComputeLaw
+    budgets: tuple[float, ...]
+    sizes: int = 7
+    step: float = 2.0
+    guess_offset: float = 0.6
+    guess_drift: float = 0.05
+    noise: float = 0.007
+    mistuning: float = 0.002
+
+    def truth(self, flops: float) -> float:
+        return float(self.law.optimal(flops, self.compute_law)["n_opt"])
+
+    def sweep(self, seed: int) -> pd.DataFrame:
+        rng = np.random.default_rng(seed)
+        first, last = self.budgets[0], self.budgets[-1]
+        exponent = np.log(self.truth(last) / self.truth(first)) / np.log(last / first)
+        exponent += self.guess_drift
+        coef = self.guess_offset * self.truth(first) / first**exponent
+        rows = []
+        for budget in self.budgets:
+            grid = guessed_sizes(budget, coef, exponent, self.sizes, self.step)
+            for i, n in enumerate(grid):
+                clean = float(self.law.loss(n, float(self.compute_law.tokens(budget, n))))
+                loss = observed(clean, rng, self.noise, self.mistuning)
+                if i in (0, len(grid) - 1) and rng.random() < EDGE_OUTLIER_RATE:
+                    loss += clean * EDGE_OUTLIER_SCALE * self.noise * abs(rng.standard_t(3))
+                rows.append(_row(self.law, self.compute_law, budget, n, loss))
+        return pd.DataFrame(rows)
+
+
+def _designs() -> dict[str, Design]:
+    out = {}
+    for k in (3, 6, 9):
+        out[f"hunyuan-{k}"] = Design(
+            f"hunyuan-{k}",
+            SIMULATED_LAW,
+            SIMULATED_COMPUTE_LAW,
+            tuple(np.geomspace(5e18, 9.5e19, k)),
+        )
+        out[f"symmetric-{k}"] = Design(
+            f"symmetric-{k}",
+            SYMMETRIC_LAW,
+            DENSE_COMPUTE_LAW,
+            tuple(np.geomspace(1e15, 1e18, k)),
+            sizes=9,
+            step=10 ** (2 / 8),  # 9 sizes over 2 decades
+            noise=0.005,
+        )
+        out[f"asymmetric-{k}"] = Design(
+            f"asymmetric-{k}",
+            ASYMMETRIC_LAW,
+            DENSE_COMPUTE_LAW,
+            tuple(np.geomspace(1e18, 1e20, k)),
+            sizes=9,
+            step=2.5,  # a span of 1,500×
+            guess_offset=0.5,
+            noise=0.005,
+        )
+    # a design like a real sweep: 9 budgets over 2 decades, 8 sizes a budget, 0.5% noise
+    out["real-like"] = Design(
+        "real-like",
+        SIMULATED_LAW,
+        ComputeLaw(6.0, 2.0e7, 1.0),
+        tuple(np.geomspace(1e17, 1e19, 9)),
+        sizes=8,
+        noise=0.005,
+    )
+    return out
+
+
+DESIGNS = _designs()

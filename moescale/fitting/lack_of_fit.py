@@ -1,0 +1,144 @@
+"""Does Approach 3 describe the runs it was fitted to? Being identified (a narrow bootstrap
+interval) is not enough: on real sweeps a five-parameter law can be pinned down precisely and
+still be the wrong shape — then it extrapolates with false confidence (on published isoFLOP
+sweeps it was off by a median 66% with intervals that covered 4 of 15 settings).
+
+The test compares what the law implies with what the isoFLOP curves show, budget by budget,
+in units of each budget's own standard error (its noise draws plus the scatter between
+budgets, from the isoFLOP bootstrap):
+- in sample: the law's optimal N and its loss there against every interior budget's optimum;
+- held out: the law refitted without the largest third of the budgets (while 3 remain),
+  against their optima.
+Each family of z-scores gives a χ² with as many degrees of freedom as budgets; the law fits
+when no family's p-value is below THRESHOLD.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.stats import chi2
+
+from moescale.errors import UserError
+from moescale.fitting.compute_law import ComputeLaw
+from moescale.fitting.extrapolation import HOLD_OUT_GRID
+from moescale.fitting.isoflop import IsoflopFit
+from moescale.fitting.parametric import ParametricFit, fit_parametric, grid_at
+
+THRESHOLD = 0.01  # per family: three families, so about 3% of well-fitting laws are refused
+HELD_OUT_BOOTSTRAP = 40  # refits of the held-out law, for its own spread at the far budgets
+
+
+@dataclass(frozen=True)
+class Family:
+    """One family of z-scores and its χ² test."""
+
+    name: str
+    z: tuple[float, ...]
+    chi2: float
+    dof: int
+    p_value: float
+
+
+@dataclass(frozen=True)
+class LackOfFit:
+    families: tuple[Family, ...]
+    threshold: float = THRESHOLD
+
+    @property
+    def fits(self) -> bool:
+        return all(f.p_value >= self.threshold for f in self.families)
+
+    def words(self) -> str:
+        parts = [
+            f"{f.name}: χ² {f.chi2:.3g} on {f.dof} (p = {f.p_value:.2g}, worst |z| "
+            f"{max(abs(z) for z in f.z):.2g})"
+            for f in self.families
+        ]
+        return "; ".join(parts) if parts else "nothing to test against"
+
+    def to_dict(self) -> dict:
+        return {"threshold": self.threshold, "families": [asdict(f) for f in self.families]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LackOfFit:
+        families = tuple(Family(**{**f, "z": tuple(f["z"])}) for f in data.get("families", ()))
+        return cls(families=families, threshold=data.get("threshold", THRESHOLD))
+
+
+def _family(name: str, z: np.ndarray) -> Family | None:
+    z = z[np.isfinite(z)]
+    if not len(z):
+        return None
+    stat = float(np.sum(z**2))
+    return Family(name, tuple(float(v) for v in z), stat, len(z), float(chi2.sf(stat, len(z))))
+
+
+def _implied_spread(
+    fit: ParametricFit, budgets: np.ndarray, law: ComputeLaw
+) -> tuple[np.ndarray, np.ndarray]:
+    """The standard deviation over the fit's bootstrap draws of log N_opt and of the optimal
+    loss at each budget (zeros without draws): a grid search in log N, every draw at once."""
+    if fit.samples is None or len(fit.samples) < 2:
+        return np.zeros(len(budgets)), np.zeros(len(budgets))
+    log_a, log_b, log_e, alpha, beta = (fit.samples[:, i : i + 1] for i in range(5))
+    se_n, se_loss = [], []
+    for c in budgets:
+        centre = np.log(fit.optimal(c, law)["n_opt"])
+        log_n = centre + np.linspace(-3.0, 3.0, 1201)  # ± a factor 20 around the point fit
+        log_d = np.log(law.tokens(c, np.exp(log_n)))
+        loss = np.exp(log_e) + np.exp(log_a - alpha * log_n) + np.exp(log_b - beta * log_d)
+        best = np.argmin(loss, axis=1)
+        se_n.append(np.std(log_n[best]))
+        se_loss.append(np.std(loss[np.arange(len(best)), best]))
+    return np.array(se_n), np.array(se_loss)
+
+
+def _implied(fit: ParametricFit, budgets, law: ComputeLaw) -> tuple[np.ndarray, np.ndarray]:
+    rows = [fit.optimal(c, law) for c in budgets]
+    return np.array([r["n_opt"] for r in rows]), np.array([r["loss_opt"] for r in rows])
+
+
+def approach3_lack_of_fit(
+    runs: pd.DataFrame,
+    parametric: ParametricFit,
+    isoflop: IsoflopFit,
+    compute_law: ComputeLaw,
+) -> LackOfFit | None:
+    """The test above; None when the isoFLOP fit has no standard errors (no bootstrap). Each
+    z-score's variance is the isoFLOP optimum's plus the law's own (its bootstrap draws)."""
+    interior = isoflop.interior.sort_values("budget")
+    if "n_opt_log_se" not in interior or not interior["n_opt_log_se"].notna().any():
+        return None
+    budgets = interior["budget"].to_numpy(float)
+    n_iso, loss_iso = interior["n_opt"].to_numpy(float), interior["loss_opt"].to_numpy(float)
+    se_n, se_loss = (
+        interior["n_opt_log_se"].to_numpy(float),
+        interior["loss_opt_se"].to_numpy(float),
+    )
+    n_law, loss_law = _implied(parametric, budgets, compute_law)
+    spread_n, spread_loss = _implied_spread(parametric, budgets, compute_law)
+    families = [
+        _family("optimal N in sample", np.log(n_law / n_iso) / np.hypot(se_n, spread_n)),
+        _family("optimal loss in sample", (loss_law - loss_iso) / np.hypot(se_loss, spread_loss)),
+    ]
+    held = max(1, len(budgets) // 3)
+    if len(budgets) - held >= 3:
+        below = runs[runs["budget_flops"] < interior["budget_min"].iloc[-held:].min()]
+        try:
+            refit = min(
+                (fit_parametric(below, grid=g) for g in (HOLD_OUT_GRID, grid_at(parametric))),
+                key=lambda f: f.objective,
+            )
+            refit = fit_parametric(below, grid=grid_at(refit), bootstrap=HELD_OUT_BOOTSTRAP, seed=1)
+        except UserError:
+            refit = None
+        if refit is not None:
+            far = budgets[-held:]
+            n_far = _implied(refit, far, compute_law)[0]
+            spread = _implied_spread(refit, far, compute_law)[0]
+            z = np.log(n_far / n_iso[-held:]) / np.hypot(se_n[-held:], spread)
+            families.append(_family(f"optimal N of the largest {held} held out", z))
+    return LackOfFit(tuple(f for f in families if f is not None))
