@@ -26,8 +26,8 @@ $MOESCALE_SHARED_DATA names the data folder when it is not ../shared/data.
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -71,11 +71,12 @@ def epoch_isoflop() -> pd.DataFrame:
     return table[off < np.log(1.25)]
 
 
-def realised(runs: pd.DataFrame) -> tuple[float, float] | None:
+def realised(runs: pd.DataFrame, draws: int = 200) -> tuple[float, float, float] | None:
     """A held-out budget's own optimum, model-light: a parabola in log N through the sizes
-    within a factor 3 of its lowest loss (seeds and repeats averaged; 4 sizes or more), its
-    vertex inside them — local enough that the curve's asymmetry does not move it, wide
-    enough to average the noise. None when the lowest loss is at an edge."""
+    within a factor 3 of its lowest loss (repeats averaged; 4 sizes or more), its vertex
+    inside them — local enough that the curve's asymmetry does not move it, wide enough to
+    average the noise — and the s.d. of its log from a residual bootstrap (the truth is
+    measured too). None when the lowest loss is at an edge."""
     per_size = runs.groupby("n_active")["final_loss"].mean()
     x, y = np.log(per_size.index.to_numpy(float)), per_size.to_numpy(float)
     lowest = int(np.argmin(y))
@@ -83,12 +84,21 @@ def realised(runs: pd.DataFrame) -> tuple[float, float] | None:
         return None
     near = np.abs(x - x[lowest]) <= np.log(3.0)
     if near.sum() < 4:
-        near = np.argsort(np.abs(x - x[lowest]))[:4]
-    c2, c1, c0 = np.polyfit(x[near], y[near], 2)
-    if c2 <= 0 or not x[near].min() < -c1 / (2 * c2) < x[near].max():
+        near = np.sort(np.argsort(np.abs(x - x[lowest]))[:4])
+    x, y = x[near], y[near]
+    coeffs = np.polyfit(x, y, 2)
+    if coeffs[0] <= 0 or not x.min() < -coeffs[1] / (2 * coeffs[0]) < x.max():
         return None
-    vertex = -c1 / (2 * c2)
-    return float(np.exp(vertex)), float(np.polyval((c2, c1, c0), vertex))
+    vertex = -coeffs[1] / (2 * coeffs[0])
+    fitted = np.polyval(coeffs, x)
+    residual = (y - fitted) * np.sqrt(len(x) / max(len(x) - 3, 1))
+    rng = np.random.default_rng(0)
+    found = []
+    for _ in range(draws):
+        c2, c1, _c0 = np.polyfit(x, fitted + rng.choice(residual, len(x)), 2)
+        if c2 > 0:
+            found.append(np.clip(-c1 / (2 * c2), x.min(), x.max()))
+    return float(np.exp(vertex)), float(np.polyval(coeffs, vertex)), float(np.std(found))
 
 
 def _interval_width(interval) -> float:
@@ -111,7 +121,7 @@ def score_isoflop(data: str, name: str, table: pd.DataFrame, fit_up_to: float, b
         seconds = time.perf_counter() - started
     largest = float(fit_part["budget_flops"].max())
     rows = []
-    for budget, (n_real, loss_real) in truths.items():
+    for budget, (n_real, loss_real, se_real) in truths.items():
         at = fit.predict_at(budget)
         at["headline"] = at[fit.prediction["method"]]
         for method, p in at.items():
@@ -126,6 +136,11 @@ def score_isoflop(data: str, name: str, table: pd.DataFrame, fit_up_to: float, b
                     "factor": budget / largest,
                     "n_error": p["n_opt"] / n_real - 1,
                     "n_covered": bool(low <= n_real <= high),
+                    # inside the interval once the truth's own error is counted too
+                    "n_consistent": bool(
+                        abs(np.log(p["n_opt"] / n_real))
+                        <= 1.96 * np.hypot(np.log(high / low) / 3.92, se_real)
+                    ),
                     "n_width": _interval_width(p.get("n_opt_interval")),
                     "loss_error": p.get("loss_opt", np.nan) / loss_real - 1,
                     "loss_covered": bool(loss_low <= loss_real <= loss_high),
@@ -188,7 +203,8 @@ def clark_rows(curves: pd.DataFrame, bootstrap: int) -> list[dict]:
     """Every router × expert-count setting: the five smaller sizes' curve points past 50k
     steps fitted, the largest size's predicted."""
     rows = []
-    for (router, experts), part in curves[curves["step"] >= 50_000].groupby(
+    usable = curves[(curves["step"] >= 50_000) & curves["loss_validation"].notna()]
+    for (router, experts), part in usable.groupby(
         ["router_type", "num_experts"]
     ):
         points = part.groupby(["dense_parameter_count", "step"], as_index=False).agg(
@@ -211,6 +227,7 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
         if "n_error" in g and g["n_error"].notna().any():
             row |= {
                 "N coverage": f"{int(g['n_covered'].sum())}/{len(g)}",
+                "N within both errors": f"{int(g['n_consistent'].sum())}/{len(g)}",
                 "N median |error|": f"{g['n_error'].abs().median():.1%}",
                 "N median hi/lo": f"{g['n_width'].median():.2f}",
             }

@@ -164,7 +164,9 @@ def fit(
     ),
     bootstrap: int = typer.Option(200, min=0, help="Bootstrap samples for the intervals."),
     isoflop_method: str = typer.Option(
-        "akima", help="Per-budget fit: akima | parabola (the Hunyuan-Large report's)."
+        "auto",  # fitting.isoflop.DEFAULT_METHOD (not imported here: the CLI starts light)
+        help="Per-budget fit: auto (the slice or the parabola, whichever predicts left-out "
+        "sizes better) | slices | parabola (the Hunyuan-Large report's) | akima.",
     ),
     n_nearest: int | None = typer.Option(
         None, help="Per-budget fit on only the k sizes nearest the lowest loss."

@@ -15,7 +15,7 @@ import pytest
 
 from moescale.fitting import ComputeLaw, ParametricFit, fit_all, fit_isoflop, load_fit
 from moescale.fitting.pipeline import write_fit_json
-from moescale.fitting.prediction import IDENTIFIED_WIDTH, agreement, choose_method
+from moescale.fitting.prediction import IDENTIFIED_WIDTH, agreement, allocation_width, choose_method
 from moescale.fitting.synthetic import (
     DESIGNS,
     SIMULATED_COMPUTE_LAW,
@@ -63,9 +63,10 @@ def test_headline_is_right_and_its_interval_honest_far_past_the_sweep():
             assert spent == pytest.approx(flops, rel=0.01)
             d_low, d_high = p["d_opt_interval"]
             assert d_low <= p["d_opt"] <= d_high
-    # identified on 63 runs and of the right form: the lack-of-fit test refuses it at most
-    # once in 8 (a heavy-tailed budget optimum can push one family's p below 0.01)
-    assert chosen.count("parametric") >= len(SEEDS) - 1, chosen
+    # identified on 63 runs and of the right form: Approach 3 leads, or where a heavy-tailed
+    # budget optimum pushes a lack-of-fit p below 0.05 (2 seeds of 8), shares the headline
+    assert chosen.count("parametric") >= len(SEEDS) - 2, chosen
+    assert set(chosen) <= {"parametric", "combined"}, chosen
     for factor, limit in zip(FACTORS, (0.10, 0.15), strict=True):
         errors, covered, widths = (np.array(v, float) for v in zip(*scores[factor], strict=True))
         assert covered.mean() >= 0.8, (factor, covered.mean())
@@ -238,4 +239,94 @@ def test_fit_json_round_trips_to_equal_predictions(tmp_path):
             after = getattr(loaded, part).predict(flops, loaded.compute_law)
             assert numbers(after) == pytest.approx(numbers(before), rel=1e-12)
     assert loaded.extrapolation.table().equals(fit.extrapolation.table())
+    assert loaded.lack_of_fit == fit.lack_of_fit and loaded.isoflop.shape == fit.isoflop.shape
     assert loaded.conventions["n"].startswith("n_active: activated parameters")
+
+
+# --- designs with the noise real runs have (moescale.fitting.synthetic.DESIGNS) ------------
+
+
+@pytest.mark.parametrize(("name", "factor"), [("asymmetric-6", 100.0), ("real-like", 10.0)])
+def test_headline_is_honest_and_no_wider_than_it_must_be(name, factor):
+    """8 seeds of Student-t noise with outliers at the grid edges, off-centre grids: coverage
+    >= 80%, |bias| <= 10%, and the median log(hi/lo) at most 1.5 × 2 × 1.96 × the s.d. of log
+    N_opt across the seeds (vague intervals fail that); on the real-like design (9 budgets
+    over 2 decades, 8 sizes, 0.5% noise) a median hi/lo <= 2.5 at 10× past. All 13 designs
+    over 20 seeds: `python -m benchmarks.headline_designs`."""
+    from benchmarks.headline_designs import score_design, summarise
+
+    s = summarise(score_design(DESIGNS[name], range(8), factor, bootstrap=100))
+    assert s["coverage"] >= 0.8, s
+    assert abs(s["bias"]) <= 0.10, s
+    assert s["width ratio"] <= 1.5, s
+    if name == "real-like":
+        assert s["median hi/lo"] <= 2.5, s
+
+
+def _curved_path_sweep(seed: int) -> pd.DataFrame:
+    """isoFLOP curves that no L = E + A/N^α + B/D^β makes: parabolas in log N whose optimum
+    grows as C^0.7 over the small budgets and as C^0.35 over the large ones (the kind of bend
+    Chinchilla's own optima show, exaggerated), 0.2% noise."""
+    rng = np.random.default_rng(seed)
+    budgets = np.geomspace(1e18, 1e21, 7)
+    rows = []
+    for budget in budgets:
+        z = np.log(budget / budgets[0])
+        log_opt = np.log(5e7) + 0.7 * z - 0.025 * z**2  # slope 0.7 → 0.35 across the sweep
+        loss_opt = 1.8 + 40.0 * budget**-0.1
+        for k in range(-3, 4):
+            log_n = log_opt + 0.5 + k * np.log(2.0)  # off-centre grid
+            loss = (loss_opt + 0.02 * (log_n - log_opt) ** 2) * (1 + 0.002 * rng.standard_normal())
+            n = float(np.exp(log_n))
+            rows.append(
+                {
+                    "run_id": f"c{budget:.3g}-{k}",
+                    "n_active": n,
+                    "tokens": budget / (6 * n),
+                    "flops_per_token": 6 * n,
+                    "flops": budget,
+                    "budget_flops": budget,
+                    "final_loss": loss,
+                    "status": "completed",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_approach3_leads_only_where_it_fits():
+    """On curves of another form Approach 3 can still be fitted (and narrowly): the lack-of-fit
+    test refuses it, the headline weights it by its smallest p-value over the threshold and
+    Approach 2 takes the rest (draws pooled), and says why; on the simulated design of its
+    own form it passes (the headline test above)."""
+    fit = _quiet_fit(_curved_path_sweep(0))
+    assert allocation_width(fit.parametric.samples) <= IDENTIFIED_WIDTH  # identified
+    test = fit.lack_of_fit
+    assert test is not None and not test.fits and 0 <= test.weight < 1
+    p = fit.prediction
+    assert p["method"] == "combined"
+    assert p["weights"]["parametric"] == pytest.approx(test.weight)
+    assert "lack-of-fit test refuses it" in p["chosen_because"]
+    # the point lies between the two methods', and the pooled interval holds both points
+    # where they are inside their own intervals
+    n3, n2 = fit.predictions["parametric"]["n_opt"], fit.predictions["isoflop"]["n_opt"]
+    assert min(n3, n2) <= p["n_opt"] <= max(n3, n2)
+    low, high = p["n_opt_interval"]
+    assert low <= p["n_opt"] <= high
+    # and the same combination at any other budget (validation, report)
+    other = fit.predict_at(3 * fit.target_flops)["combined"]
+    assert other["weights"] == p["weights"] and other["n_opt"] > p["n_opt"]
+
+
+def test_optimal_loss_levels_off_at_the_parametric_floor_even_with_three_budgets():
+    """Three budgets: the optimal-loss law is E + k·C^−γ with E the parametric fit's (not a
+    power law with no floor), so far past the sweep it stays above E, with an interval."""
+    table = DESIGNS["symmetric-3"].sweep(0)
+    fit = _quiet_fit(table)
+    law = fit.isoflop.loss_law
+    assert law.floor == pytest.approx(fit.parametric.E)
+    far = 1e6 * table["budget_flops"].max()
+    predicted = fit.isoflop.predict(far, fit.compute_law)
+    assert fit.parametric.E < predicted["loss_opt"] < law(table["budget_flops"].max())
+    low, high = predicted["loss_opt_interval"]
+    assert low < predicted["loss_opt"] < high
+    assert "loss_note" not in fit.predictions["isoflop"]

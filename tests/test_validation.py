@@ -43,6 +43,7 @@ def test_scores_match_the_truth_on_a_simulated_sweep():
         )  # fmt: skip
         assert score.n_opt_realised == pytest.approx(truth["n_opt"], rel=0.08)
         assert score.loss_realised == pytest.approx(truth["loss_opt"], rel=2e-3)
+        assert not score.realised_at_edge
         assert score.n_opt_inside == (low <= score.n_opt_realised <= high)
         # regret: the truth's loss at the predicted size above its optimum
         n_pred = prediction["n_opt"]
@@ -50,6 +51,14 @@ def test_scores_match_the_truth_on_a_simulated_sweep():
         assert score.regret == pytest.approx(exact - truth["loss_opt"], abs=2e-3)
         assert score.regret >= 0
         assert method in score.words()
+    # sizes that all lie below the true optimum measure no optimum: no verdict, said so
+    below = truth["n_opt"] * np.geomspace(0.05, 0.5, 5)
+    losses = SIMULATED_LAW.loss(below, SIMULATED_COMPUTE_LAW.tokens(budget, below))
+    score = score_prediction(
+        "isoflop", fit.predictions["isoflop"], below, losses, compute_law=SIMULATED_COMPUTE_LAW
+    )
+    assert score.realised_at_edge and score.n_opt_inside is None
+    assert "no verdict" in score.words()
     # the compute that makes up a regret: more tokens at that size, by the law, exactly
     n = truth["n_opt"] * 2
     d = SIMULATED_COMPUTE_LAW.tokens(budget, n)

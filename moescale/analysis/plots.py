@@ -115,7 +115,9 @@ def isoflop_curves(fit: IsoflopFit, runs: pd.DataFrame | None = None) -> Figure:
     _log_axes(ax)
     ax.set_xlabel(N_LABEL)
     ax.set_ylabel(LOSS_LABEL)
-    ax.set_title(f"isoFLOP curves ({fit.method} fit per budget)")
+    shape = fit.shape or fit.method
+    how = f"{shape}, chosen by held-out error" if fit.method == "auto" else shape
+    ax.set_title(f"isoFLOP curves ({how} fit per budget)")
     colour_bar(fig, ax, BUDGET_CMAP, norm, C_LABEL)
     legend_below(fig, ax, ncol=4, handles=[
         Line2D([], [], ls="", marker="o", color="grey", label="run (mean ± s.d. over seeds)"),

@@ -1,18 +1,20 @@
 """Approach 2, as in the Hunyuan-Large report: per budget, the loss against log N is fitted
 and its minimum taken; then N_opt is regressed on the budget as a power law in log space.
 
-The per-budget fit defaults to Akima interpolation (Porian et al. 2024): real isoFLOP curves
-are asymmetric in log N, and a parabola over a wide span of sizes puts their minimum in the
-wrong place. The parabola (the report's own method) and a parabola on the `n_nearest` sizes
-around the lowest loss stay selectable.
+The per-budget fit (`auto`, the default) is the shape the runs support, by leave-one-out
+error: the shared-exponent slice of the parametric form (fitting/slices.py: asymmetric like
+real curves, noise averaged like a parabola) or the parabola in log N (where the slice's form
+does not fit, as on Chinchilla's sweep). `slices`, `parabola` (the report's own method),
+`akima` (Porian et al. 2024) and a parabola on the `n_nearest` sizes stay selectable.
 
 D_opt at a budget follows from N_opt and the compute law, D = C/(a·N + b), so that a
 prediction spends exactly its budget; the D_opt power law is kept for display only.
 
 An optimum at the edge of a budget's sizes (the lowest loss at the smallest or largest N,
-a non-convex quadratic, or a vertex outside the sizes) is flagged, warned about by name and
-left out of the power laws. The bootstrap re-runs the per-budget method actually used on
-losses perturbed by that sweep's own residuals, and resamples the budgets (resample.py).
+a non-convex quadratic, or a fitted minimum at the end of the sizes) is flagged, warned
+about by name and left out of the power laws. Intervals: a fixed-design residual bootstrap
+of the runs through the per-budget optima and the laws, with the scatter between budgets
+that the laws' own residuals show (`_noise_draws`, `_law_draws`); no case bootstrap.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from moescale.fitting.powerlaw import (
     fit_saturating_params,
     loss_law_from_dict,
 )
+from moescale.fitting.resample import draw_by_position, position_pools
 from moescale.fitting.slices import SliceData, SliceFit, fit_slices, refit_draws
 from moescale.results import RunStatus
 
@@ -107,6 +110,20 @@ class IsoflopFit:
             columns=["budget", "n_runs", "n_opt", "d_opt", "loss_opt", "at_edge", "reason"]
         )
         return cls(budgets=empty, n_law=n_law, d_law=d_law, loss_law=loss_law, method="published")
+
+    def draws(self, flops: float) -> dict[str, np.ndarray]:
+        """The bootstrap draws of N_opt and the optimal loss at `flops` (empty without)."""
+        out = {}
+        if self.n_law.samples is not None:
+            out["n_opt"] = np.exp(self.n_law.samples @ np.array([1.0, np.log(flops)]))
+        law = self.loss_law
+        if law is not None and law.samples is not None:
+            if isinstance(law, SaturatingLaw):
+                floor, scale, decay = law.samples.T
+                out["loss_opt"] = floor + scale * (flops / law.x_ref) ** (-decay)
+            else:
+                out["loss_opt"] = np.exp(law.samples @ np.array([1.0, np.log(flops)]))
+        return out
 
     def predict(self, flops: float, compute_law: ComputeLaw | None = None) -> dict:
         """N_opt, D_opt (and the optimal loss, when fitted) at budget `flops`, with 95%
@@ -181,6 +198,13 @@ def nearest_sizes(y: np.ndarray, n_nearest: int | None) -> np.ndarray:
     if n_nearest is None or len(y) <= n_nearest:
         return np.arange(len(y))
     return np.sort(np.argsort(np.abs(np.arange(len(y)) - np.argmin(y)), kind="stable")[:n_nearest])
+
+
+def single_budget_method(method: str) -> str:
+    """The per-budget fit for one budget on its own (a validation's runs): the method itself,
+    except that a slice needs other budgets to share its exponents with and the choice
+    between shapes needs a sweep to be scored on — so those read one budget by the parabola."""
+    return "parabola" if method in ("auto", "slices") else method
 
 
 def within_window(x: np.ndarray, y: np.ndarray, window: float) -> np.ndarray:
@@ -511,11 +535,13 @@ class LossFloor:
 
 def _noise_pool(
     data: list[SliceData], fitted: tuple[np.ndarray, ...], n_params: int
-) -> tuple[np.ndarray, list[np.ndarray]] | None:
-    """The sweep's loss noise, from the residuals about the slice fit (scaled up for the
-    parameters spent): (standardised residuals, each budget's per-run scale). Edge runs get
-    their own scale when both kinds have 5 or more residuals (they are noisier: a size far
-    from its optimum is harder to tune). None without residual degrees of freedom."""
+) -> tuple[dict[bool, np.ndarray], list[np.ndarray]] | None:
+    """The sweep's loss noise, from the residuals about the per-budget fits (scaled up for
+    the parameters spent): residual pools by position — edge runs (a budget's smallest and
+    largest size) and interior ones, each drawn only for its own kind when both have 5 or
+    more (edge runs are noisier: a size far from its optimum is the hardest to tune, and one
+    of them diverging says nothing of the runs near the optimum) — and each budget's edge
+    mask. None without residual degrees of freedom."""
     n_points = sum(len(d.y) for d in data)
     if n_points <= n_params:
         return None
@@ -524,19 +550,8 @@ def _noise_pool(
         for d, f in zip(data, fitted, strict=True)
     ]
     edge = [np.isin(np.arange(len(d.y)), (0, len(d.y) - 1)) for d in data]
-    pooled, at_edge = np.concatenate(residuals), np.concatenate(edge)
-    rms = float(np.sqrt(np.mean(pooled**2)))
-    if not rms > 0:
-        return None
-    scale = {True: rms, False: rms}
-    if at_edge.sum() >= 5 and (~at_edge).sum() >= 5:
-        scale = {
-            flag: float(np.sqrt(np.mean(pooled[at_edge == flag] ** 2))) for flag in (True, False)
-        }
-        if not min(scale.values()) > 0:
-            scale = {True: rms, False: rms}
-    standard = pooled / np.where(at_edge, scale[True], scale[False])
-    return standard, [np.where(e, scale[True], scale[False]) for e in edge]
+    pools = position_pools(np.concatenate(residuals), np.concatenate(edge))
+    return (pools, edge) if pools is not None else None
 
 
 def _noise_draws(
@@ -551,9 +566,13 @@ def _noise_draws(
     fitted curve plus residuals from the sweep's own pool, and every optimum found again by
     `method`. Returns (log n_opt, log d_opt, loss_opt) draws, each (S, interior budgets) and
     NaN where a draw's optimum fell at an edge, and what was resampled; or (None, why not)."""
-    if method == "parabola":  # its own residuals: where the slice's form misfits, they do not
-        fitted = tuple(np.polyval(np.polyfit(d.x, d.y, 2), d.x) for d in data)
-        noise = _noise_pool(data, fitted, 3 * len(data))
+    if method == "parabola":  # not the slice's residuals: where its form misfits they are
+        # misfit, not noise; nor the parabola's own over a wide span, for the same reason —
+        # a cubic per budget where there are 6 sizes or more (it follows an asymmetric curve)
+        fitted = tuple(
+            np.polyval(np.polyfit(d.x, d.y, 3 if len(d.x) >= 6 else 2), d.x) for d in data
+        )
+        noise = _noise_pool(data, fitted, sum(4 if len(d.x) >= 6 else 3 for d in data))
     else:
         noise = _noise_pool(data, slices.fitted, slices.n_params)
     if noise is None:
@@ -561,7 +580,7 @@ def _noise_draws(
             "no interval: no residual degrees of freedom to estimate loss noise from (the "
             "per-budget fits use every run: each budget needs more sizes than its 3 free terms)"
         )
-    standard, scales = noise
+    pools, edges = noise
     rng = np.random.default_rng(seed)
     # the centre the redrawn losses scatter about: the method's own fit — the slice's or the
     # parabola's values, or for Akima (an interpolant) the losses themselves, which adds the
@@ -573,8 +592,8 @@ def _noise_draws(
     else:
         centre = [d.y for d in data]
     ys = [
-        c[:, None] + standard[rng.integers(0, len(standard), (len(c), n_samples))] * s[:, None]
-        for c, s in zip(centre, scales, strict=True)
+        c[:, None] + draw_by_position(pools, e, (len(c), n_samples), rng)
+        for c, e in zip(centre, edges, strict=True)
     ]
     out = np.full((3, n_samples, len(inner)), np.nan)
     if method == "slices":
@@ -592,14 +611,14 @@ def _noise_draws(
     for k, j in enumerate(inner):
         out[1, :, k] = _interp_extrapolate(out[0, :, k], data[j].x, data[j].log_d)
     kinds = (
-        "edge and interior runs each their own scale"
-        if scales[0][0] != scales[0][1]
-        else "one scale"
+        "one pool for all runs"
+        if pools[True] is pools[False]
+        else "edge and interior runs each from their own"
     )
     note = (
         f"{n_samples} bootstrap samples: each budget's losses redrawn about its {method} fit "
-        f"with the sweep's {len(standard)} residuals about the "
-        f"{'per-budget parabolas' if method == 'parabola' else 'slice fit'} ({kinds}), the {method} "
+        f"with the sweep's {sum(len(d.y) for d in data)} residuals about the "
+        f"{'per-budget cubics' if method == 'parabola' else 'slice fit'} ({kinds}), the {method} "
         "optimum found again"
     )
     return list(out), note

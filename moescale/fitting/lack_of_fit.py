@@ -27,7 +27,10 @@ from moescale.fitting.extrapolation import HOLD_OUT_GRID
 from moescale.fitting.isoflop import IsoflopFit
 from moescale.fitting.parametric import ParametricFit, fit_parametric, grid_at
 
-THRESHOLD = 0.01  # per family: three families, so about 3% of well-fitting laws are refused
+# per family. Refusing a law that fits costs an interval from Approach 2 (honest, wider);
+# leading with one that does not is precise and wrong, the worse error: so 0.05, not 0.01
+# (on the simulated design of the law's own form it refuses 1 seed in 8 either way)
+THRESHOLD = 0.05
 HELD_OUT_BOOTSTRAP = 40  # refits of the held-out law, for its own spread at the far budgets
 
 
@@ -50,6 +53,15 @@ class LackOfFit:
     @property
     def fits(self) -> bool:
         return all(f.p_value >= self.threshold for f in self.families)
+
+    @property
+    def weight(self) -> float:
+        """The share of the headline Approach 3 keeps: all of it when it fits, else its
+        smallest p-value over the threshold — a law refused at p = 0.04 still carries most
+        of the headline, one refused at p = 0.0004 almost none (the test can err both ways:
+        on the simulated design of the law's own form it refuses 1 seed in 8)."""
+        smallest = min((f.p_value for f in self.families), default=1.0)
+        return min(1.0, smallest / self.threshold)
 
     def words(self) -> str:
         parts = [
@@ -124,8 +136,8 @@ def approach3_lack_of_fit(
         _family("optimal N in sample", np.log(n_law / n_iso) / np.hypot(se_n, spread_n)),
         _family("optimal loss in sample", (loss_law - loss_iso) / np.hypot(se_loss, spread_loss)),
     ]
-    held = max(1, len(budgets) // 3)
-    if len(budgets) - held >= 3:
+    held = max(1, len(budgets) // 2)
+    if len(budgets) - held >= 2:
         below = runs[runs["budget_flops"] < interior["budget_min"].iloc[-held:].min()]
         try:
             refit = min(

@@ -18,8 +18,10 @@ import pandas as pd
 from scipy.optimize import minimize, minimize_scalar
 
 from moescale.errors import UserError
+from moescale.fitting.budgets import group_budgets
 from moescale.fitting.compute_law import DEFAULT_LAW, ComputeLaw
 from moescale.fitting.powerlaw import percentile_interval
+from moescale.fitting.resample import draw_by_position, position_pools
 from moescale.results import RunStatus
 
 PARAMS = ("a", "b", "e", "alpha", "beta")
@@ -94,18 +96,26 @@ class ParametricFit:
             "loss_opt": float(result.fun),
         }
 
-    def predict(self, flops: float, compute_law: ComputeLaw | None = None) -> dict:
-        """The optimum at `flops` under the compute law, with 95% intervals from pushing every
-        bootstrap fit through `optimal` (D = C/(a·N + b) in each, so every sample spends C)."""
-        out = {"flops": float(flops), **self.optimal(flops, compute_law)}
-        draws = [
+    def draws(self, flops: float, compute_law: ComputeLaw | None = None) -> dict[str, np.ndarray]:
+        """Every bootstrap fit's optimum at `flops` (D = C/(a·N + b) in each, so every draw
+        spends C): arrays of n_opt, d_opt and loss_opt (empty without samples)."""
+        optima = [
             ParametricFit.from_theta(theta, objective=0.0, n_points=0, huber_delta=0.0).optimal(
                 flops, compute_law
             )
             for theta in (self.samples if self.samples is not None else [])
         ]
+        if not optima:
+            return {}
+        return {key: np.array([o[key] for o in optima]) for key in ("n_opt", "d_opt", "loss_opt")}
+
+    def predict(self, flops: float, compute_law: ComputeLaw | None = None) -> dict:
+        """The optimum at `flops` under the compute law, with 95% intervals from its
+        bootstrap fits' optima (`draws`)."""
+        out = {"flops": float(flops), **self.optimal(flops, compute_law)}
+        draws = self.draws(flops, compute_law)
         for key in ("n_opt", "d_opt", "loss_opt"):
-            out[f"{key}_interval"] = percentile_interval([d[key] for d in draws])
+            out[f"{key}_interval"] = percentile_interval(draws.get(key, []))
         return out
 
     def to_dict(self) -> dict:
@@ -295,6 +305,19 @@ def start_grid(grid: dict[str, np.ndarray] | None = None) -> np.ndarray:
     return np.array(list(itertools.product(*(grid[p] for p in PARAMS))), dtype=float)
 
 
+def _at_grid_edge(table: pd.DataFrame, n_col: str, budget_col: str) -> np.ndarray:
+    """Runs at their budget's smallest or largest size (all False without budgets)."""
+    if budget_col not in table:
+        return np.zeros(len(table), dtype=bool)
+    group = group_budgets(table[budget_col].to_numpy(float))[0]
+    n = table[n_col].to_numpy(float)
+    edge = np.zeros(len(table), dtype=bool)
+    for g in np.unique(group):
+        members = group == g
+        edge |= members & ((n == n[members].min()) | (n == n[members].max()))
+    return edge
+
+
 def fit_parametric(
     table: pd.DataFrame,
     n_col: str = "n_active",
@@ -345,13 +368,15 @@ def fit_parametric(
         point = ParametricFit.from_theta(theta, objective=0.0, n_points=0, huber_delta=0.0)
         fitted = np.log(point.loss(np.exp(log_n), np.exp(log_d)))
         residual = (log_loss - fitted) * np.sqrt(len(log_n) / max(len(log_n) - 5, 1))
+        at_edge = _at_grid_edge(table, n_col, budget_col)
+        pools = position_pools(residual, at_edge) or {True: residual, False: residual}
         rng = np.random.default_rng(seed)
         samples = np.array(
             [
                 _fit_once(
                     log_n,
                     log_d,
-                    fitted + rng.choice(residual, len(residual)),
+                    fitted + draw_by_position(pools, at_edge, (len(residual),), rng),
                     huber_delta,
                     theta[None, :],
                 )[0]
@@ -363,7 +388,8 @@ def fit_parametric(
             intervals[name] = percentile_interval(natural[:, i])
         note = (
             f"{bootstrap} bootstrap refits: every run's log loss redrawn as the fit's value plus "
-            f"a residual from the {len(residual)} runs' own, the law refitted"
+            f"a residual from the {len(residual)} runs' own (edge runs from the edge runs', "
+            "the rest from the rest), the law refitted"
         )
     return ParametricFit.from_theta(
         theta,

@@ -40,7 +40,13 @@ from moescale.fitting.moe_design import (
 )
 from moescale.fitting.parametric import ParametricFit, fit_parametric
 from moescale.fitting.powerlaw import SaturatingLaw
-from moescale.fitting.prediction import allocation_width, headline, method_prediction
+from moescale.fitting.prediction import (
+    IDENTIFIED_WIDTH,
+    allocation_width,
+    combined_prediction,
+    headline,
+    method_prediction,
+)
 from moescale.fitting.tables import ASSUMED_LAW_ATTR, map_columns, read_table
 from moescale.fitting.tuning import TuningFit, fit_tuning, tune_points, tuned_axes
 from moescale.results import ENDED, RunStatus, atomic_write_json, load_curves, load_runs, read_json
@@ -173,7 +179,15 @@ class FitReport:
         """Every fitted method's prediction at `flops`, under the fit's compute law."""
         law = self.compute_law or DEFAULT_LAW
         fitted = {"parametric": self.parametric, "isoflop": self.isoflop}
-        return {m: f.predict(flops, law) for m, f in fitted.items() if f is not None}
+        out = {m: f.predict(flops, law) for m, f in fitted.items() if f is not None}
+        weights = (
+            self.prediction.get("weights") if self.prediction.get("method") == "combined" else None
+        )
+        if weights:
+            out["combined"] = combined_prediction(
+                self.parametric, self.isoflop, weights["parametric"], flops, law
+            )
+        return out
 
 
 def load_source(
@@ -390,6 +404,20 @@ def fit_all(
             "no law could be fitted: "
             + "; ".join(f"{name}: {why}" for name, why in report.skipped.items())
         )
+    width = allocation_width(None if report.parametric is None else report.parametric.samples)
+    fit_test = report.lack_of_fit
+    if (
+        fit_test is not None
+        and not fit_test.fits
+        and fit_test.weight > 0
+        and (width is None or width <= IDENTIFIED_WIDTH)
+    ):
+        report.predictions["combined"] = method_prediction(
+            "combined",
+            combined_prediction(report.parametric, report.isoflop, fit_test.weight, target, law),
+            "the two methods' bootstrap draws pooled in the shares of `weights`",
+            law,
+        )
     check = report.extrapolation
     largest = (
         float(report.isoflop.interior["budget"].max()) if report.isoflop is not None else budget_max
@@ -397,10 +425,11 @@ def fit_all(
     report.prediction = headline(
         report.predictions,
         largest_budget=largest,
-        checked_factor={m: check.max_factor(m) if check else None for m in report.predictions},
-        allocation_interval_width=allocation_width(
-            None if report.parametric is None else report.parametric.samples
-        ),
+        checked_factor={
+            m: check.max_factor("isoflop" if m == "combined" else m) if check else None
+            for m in report.predictions
+        },
+        allocation_interval_width=width,
         lack_of_fit=report.lack_of_fit,
     )
     if report.tuning is not None and report.prediction:

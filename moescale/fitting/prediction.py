@@ -29,7 +29,9 @@ from moescale.fitting.powerlaw import percentile_interval
 LABELS = {
     "parametric": "Approach 3: L = E + A/N^α + B/D^β, minimised under the fitted compute law",
     "isoflop": "Approach 2: per-budget optima, N_opt power law in C, D_opt = C/(a·N_opt + b)",
+    "combined": "Approaches 3 and 2 weighted by how well Approach 3 fits (its lack-of-fit test)",
 }
+COMPARED = ("parametric", "isoflop")  # the methods `agreement` compares
 # β/(α+β) is 0.46–0.73 across published laws (Chinchilla to Kaplan): an interval wider than
 # 0.2 spans much of that disagreement, so it does not say how N_opt grows
 IDENTIFIED_WIDTH = 0.2
@@ -57,7 +59,7 @@ def agreement(predictions: dict[str, dict]) -> dict:
     """Do the methods' N_opt agree? 'agree' when every point lies inside every other
     method's interval, 'overlap' when the intervals overlap but a point falls outside,
     'disagree' when two intervals do not overlap, 'unknown' without intervals."""
-    named = [(m, p) for m, p in predictions.items() if m in LABELS]
+    named = [(m, p) for m, p in predictions.items() if m in COMPARED]
     if len(named) < 2:
         only = named[0][0] if named else "none"
         return {"verdict": "single", "text": f"only one method could be fitted ({only})"}
@@ -98,13 +100,48 @@ def allocation_width(parametric_samples: np.ndarray | None) -> float | None:
     return None if interval is None else interval[1] - interval[0]
 
 
+def combined_prediction(parametric, isoflop, weight: float, flops: float, law: ComputeLaw) -> dict:
+    """Approach 3 and Approach 2 at `flops`, weighted: the point a weighted mean in log N
+    (and in loss), the interval from their bootstrap draws pooled in those shares — so it
+    covers what either method's interval would where the data cannot tell them apart."""
+    p3, p2 = parametric.predict(flops, law), isoflop.predict(flops, law)
+    d3, d2 = parametric.draws(flops, law), isoflop.draws(flops)
+    rng = np.random.default_rng(0)
+    out = {"flops": float(flops), "weights": {"parametric": weight, "isoflop": 1.0 - weight}}
+    n_opt = float(np.exp(weight * np.log(p3["n_opt"]) + (1 - weight) * np.log(p2["n_opt"])))
+    out |= {"n_opt": n_opt, "d_opt": float(law.tokens(flops, n_opt))}
+    for key in ("n_opt", "loss_opt"):
+        if key == "loss_opt":
+            if "loss_opt" not in p2:
+                continue
+            out["loss_opt"] = float(weight * p3["loss_opt"] + (1 - weight) * p2["loss_opt"])
+        a, b = d3.get(key), d2.get(key)
+        if a is None or b is None or not len(a) or not len(b):
+            out[f"{key}_interval"] = None
+            continue
+        size = min(len(a), len(b))
+        share = int(round(weight * size))
+        pooled = np.concatenate(
+            [rng.choice(a, share, replace=False), rng.choice(b, size - share, replace=False)]
+        )
+        out[f"{key}_interval"] = percentile_interval(pooled)
+    low_high = out["n_opt_interval"]  # D falls as N grows: the ends swap
+    out["d_opt_interval"] = (
+        None if low_high is None else tuple(float(law.tokens(flops, n)) for n in low_high[::-1])
+    )
+    return out
+
+
 def choose_method(
     predictions: dict[str, dict],
     allocation_interval_width: float | None,
     lack_of_fit: LackOfFit | None = None,
 ) -> str:
     """Approach 3 when fitted, identified and not refused by the lack-of-fit test (or when
-    nothing else was fitted), else Approach 2."""
+    nothing else was fitted); the two combined when it is identified but refused (the
+    combination is made only then); else Approach 2."""
+    if "combined" in predictions:
+        return "combined"
     if "parametric" in predictions and (
         "isoflop" not in predictions
         or (
@@ -124,6 +161,13 @@ def _chosen_because(
         if lack_of_fit is None
         else f"its lack-of-fit test against the isoFLOP curves: {lack_of_fit.words()}"
     )
+    if method == "combined":
+        return (
+            f"Approach 3 is identified but its lack-of-fit test refuses it (p < "
+            f"{lack_of_fit.threshold:g} in a family), so it keeps {lack_of_fit.weight:.0%} of the "
+            f"headline (its smallest p over the threshold) and Approach 2 the rest, their "
+            f"bootstrap draws pooled in those shares: {lack_of_fit.words()}"
+        )
     if method == "parametric":
         return (
             "Approach 3 leads (it carries the b·D share of C that a power law of C cannot)"

@@ -1,7 +1,7 @@
-"""The bootstrap draw every fit shares: what really varies in an isoFLOP sweep is the runs
-within a budget (seed noise, mistuning) and the budgets themselves (each budget's optimum
-carries its own error), so both are resampled — budgets only when there are enough of them
-for a case resample to mean something."""
+"""Bootstrap draws the fits share. The isoFLOP and parametric fits redraw residuals by the
+runs' position (`position_pools`, `draw_by_position`: a fixed-design residual bootstrap);
+the data-constrained and joint MoE laws still resample budgets, then runs within them —
+budgets only when there are enough of them for a case resample to mean something."""
 
 from __future__ import annotations
 
@@ -40,3 +40,24 @@ def what_is_resampled(n_budgets: int, within: str) -> str:
         f"{within}; budgets not resampled (only {n_budgets}, fewer than "
         f"{MIN_BUDGETS_TO_RESAMPLE}: the interval leaves out the scatter between budgets)"
     )
+
+
+def position_pools(residuals: np.ndarray, at_edge: np.ndarray) -> dict[bool, np.ndarray] | None:
+    """Residual pools for edge (True) and interior (False) runs: each its own where both have
+    5 or more, else one pool for both; None where every residual is zero."""
+    if not np.any(residuals):
+        return None
+    if at_edge.sum() >= 5 and (~at_edge).sum() >= 5:
+        return {True: residuals[at_edge], False: residuals[~at_edge]}
+    return {True: residuals, False: residuals}
+
+
+def draw_by_position(
+    pools: dict[bool, np.ndarray], at_edge: np.ndarray, shape: tuple, rng: np.random.Generator
+) -> np.ndarray:
+    """Residuals for runs at `at_edge` (n,), `shape` = (n, S) draws, each from its kind's pool."""
+    out = np.empty(shape)
+    for flag, pool in pools.items():
+        rows = at_edge == flag
+        out[rows] = rng.choice(pool, (int(rows.sum()),) + tuple(shape[1:]))
+    return out

@@ -12,7 +12,12 @@ from scipy.optimize import brentq
 
 from moescale.errors import UserError
 from moescale.fitting.compute_law import ComputeLaw
-from moescale.fitting.isoflop import DEFAULT_METHOD, _budget_optimum, budget_curve
+from moescale.fitting.isoflop import (
+    DEFAULT_METHOD,
+    _budget_optimum,
+    budget_curve,
+    single_budget_method,
+)
 from moescale.fitting.parametric import ParametricFit
 from moescale.fitting.powerlaw import percentile_interval
 
@@ -44,7 +49,13 @@ class ValidationScore:
         def span(interval) -> str:
             return "" if not interval else f" ({interval[0]:.3g}–{interval[1]:.3g})"
 
-        inside = {True: "inside", False: "OUTSIDE", None: "no interval to judge by"}
+        inside = {
+            True: "inside",
+            False: "OUTSIDE",
+            None: "no verdict (the realised optimum is not inside the validation's sizes)"
+            if self.realised_at_edge
+            else "no interval to judge by",
+        }
         text = (
             f"{self.method}: N_opt predicted {self.n_opt_predicted:.3g}{span(self.n_opt_interval)}, "
             f"realised {self.n_opt_realised:.3g}{span(self.n_opt_realised_interval)}: "
@@ -87,8 +98,10 @@ def realised_optimum(
     seed: int = 0,
 ) -> tuple[float, float, tuple[float, float] | None, str, tuple[np.ndarray, np.ndarray]]:
     """(N_opt, loss_opt, N_opt interval, edge reason, fitted curve) of one budget's runs:
-    the sweep's per-budget method, and a bootstrap that redraws the losses about that fit
-    with the residuals of a smooth (cubic or quadratic) curve through them."""
+    the sweep's per-budget method as one budget reads it (`single_budget_method`), and a
+    bootstrap that redraws the losses about that fit with the residuals of a smooth (cubic
+    or quadratic) curve through them."""
+    method = single_budget_method(method)
     order = np.argsort(n_active)
     x, y = np.log(np.asarray(n_active, float)[order]), np.asarray(loss, float)[order]
     if len(x) < 3:
@@ -168,7 +181,8 @@ def score_prediction(
         n_opt_interval=None if not interval else tuple(interval),
         n_opt_realised=n_real,
         n_opt_realised_interval=n_interval,
-        n_opt_inside=_inside(n_real, interval),
+        # a realised optimum at an edge of the validation's sizes is not measured: no verdict
+        n_opt_inside=None if reason else _inside(n_real, interval),
         loss_predicted=None if loss_predicted is None else float(loss_predicted),
         loss_interval=None if not loss_interval else tuple(loss_interval),
         loss_realised=loss_real,

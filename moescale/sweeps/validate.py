@@ -107,11 +107,26 @@ def record_validation(
     return record
 
 
+def refresh_predictions(results_dir: Path, record: dict, fit, runs: pd.DataFrame) -> dict:
+    """A validation already planned, its predictions made again by the fit as it stands (a
+    newer moescale, more sweep runs): the fit never sees validation runs, so its prediction
+    stays blind to them, and the score is of the fit a user has now. Sizes stay as planned."""
+    records = load_validations(results_dir)
+    for stored in records:
+        if math.isclose(stored["budget"], record["budget"], rel_tol=1e-9):
+            stored["predictions"] = predictions_at(fit, runs, stored["budget"])
+            stored["headline_method"] = fit.prediction["method"]
+            stored["predicted_by"] = {"fit_created": fit.created, "runs_hash": fit.runs_hash}
+            record = stored
+    atomic_write_json(results_dir / VALIDATIONS, records)
+    return record
+
+
 def score_validation(results_dir: Path, record: dict, fit) -> list:
     """Score every recorded prediction against the validation runs at its budget; the
     scores are written back into validations.json."""
     from moescale.fitting.compute_law import DEFAULT_LAW
-    from moescale.fitting.isoflop import budget_curve
+    from moescale.fitting.isoflop import budget_curve, single_budget_method
     from moescale.fitting.validation import score_prediction
 
     runs = load_runs(results_dir)
@@ -121,7 +136,7 @@ def score_validation(results_dir: Path, record: dict, fit) -> list:
         & (runs["status"] == RunStatus.COMPLETED)
     ]
     per_size = at.groupby("n_active")["final_loss"].mean()
-    method = (fit.isoflop.method if fit.isoflop is not None else None) or "akima"
+    method = single_budget_method(fit.isoflop.method if fit.isoflop is not None else "auto")
     scores = [
         score_prediction(
             name,
@@ -222,7 +237,7 @@ def run_validation(
         )
     existing = [r for r in load_validations(results_dir) if math.isclose(r["budget"], budget)]
     if existing:
-        record = existing[0]
+        record = refresh_predictions(results_dir, existing[0], fit, swept)
     else:
         predictions = predictions_at(fit, swept, budget)
         headline = fit.prediction["method"]
