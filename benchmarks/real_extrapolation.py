@@ -204,9 +204,7 @@ def clark_rows(curves: pd.DataFrame, bootstrap: int) -> list[dict]:
     steps fitted, the largest size's predicted."""
     rows = []
     usable = curves[(curves["step"] >= 50_000) & curves["loss_validation"].notna()]
-    for (router, experts), part in usable.groupby(
-        ["router_type", "num_experts"]
-    ):
+    for (router, experts), part in usable.groupby(["router_type", "num_experts"]):
         points = part.groupby(["dense_parameter_count", "step"], as_index=False).agg(
             final_loss=("loss_validation", "mean"), flops_per_step=("flops_per_step", "first")
         )

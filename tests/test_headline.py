@@ -251,7 +251,7 @@ def test_headline_is_honest_and_no_wider_than_it_must_be(name, factor):
     """8 seeds of Student-t noise with outliers at the grid edges, off-centre grids: coverage
     >= 80%, |bias| <= 10%, and the median log(hi/lo) at most 1.5 × 2 × 1.96 × the s.d. of log
     N_opt across the seeds (vague intervals fail that); on the real-like design (9 budgets
-    over 2 decades, 8 sizes, 0.5% noise) a median hi/lo <= 2.5 at 10× past. All 13 designs
+    over 2 decades, 8 sizes, 0.5% noise) a median hi/lo <= 2.5 at 10× past. All 10 designs
     over 20 seeds: `python -m benchmarks.headline_designs`."""
     from benchmarks.headline_designs import score_design, summarise
 

@@ -74,8 +74,10 @@ def comparison_figure(fits: dict[str, FitReport], flops: float) -> Figure:
         p = fit.predict_at(flops).get(fit.prediction.get("method"), {})
         if p:
             interval = p.get("n_opt_interval")
-            error = (
-                None if not interval else [[p["n_opt"] - interval[0]], [interval[1] - p["n_opt"]]]
+            error = (  # clipped at 0: a percentile interval need not hold its point
+                None
+                if not interval
+                else [[max(0.0, p["n_opt"] - interval[0])], [max(0.0, interval[1] - p["n_opt"])]]
             )
             right.errorbar([i], [p["n_opt"]], yerr=error, fmt="D", color=colour, capsize=4)
     left.set_xscale("log")

@@ -178,7 +178,12 @@ def optimal_scaling(
             ax.set_ylabel(name)
         for i, (method, p) in enumerate((predictions or {}).items()):
             value, interval = p[column], p.get(f"{column}_interval")
-            error = None if not interval else [[value - interval[0]], [interval[1] - value]]
+            # a percentile interval need not hold its point (a skewed bootstrap): clip at 0
+            error = (
+                None
+                if not interval
+                else [[max(0.0, value - interval[0])], [max(0.0, interval[1] - value)]]
+            )
             far_ax.errorbar([target_flops * (1.25**i)], [value], yerr=error,
                             fmt=METHOD_MARKERS.get(method, "o"), ms=5,
                             color=METHOD_COLOURS.get(method, OKABE_ITO[4 + i % 3]), zorder=5,

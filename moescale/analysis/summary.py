@@ -126,7 +126,14 @@ def fit_summary(report: FitReport) -> list:
 
     if report.isoflop is not None:
         fit = report.isoflop
-        how = fit.method + (f" on the {fit.n_nearest} nearest sizes" if fit.n_nearest else "")
+        how = (fit.shape or fit.method) + (
+            " (auto: lower held-out error than the "
+            + ("parabola" if fit.shape == "slices" else "slice")
+            + ")"
+            if fit.method == "auto" and fit.shape_scores
+            else ""
+        )
+        how += f" on the {fit.n_nearest} nearest sizes" if fit.n_nearest else ""
         budgets = Table(title=f"isoFLOP optima (per budget: {how})", title_justify="left")
         for column in ("budget C", "runs", "n_opt", "d_opt", "loss_opt", "note"):
             budgets.add_column(column, justify="left" if column == "note" else "right")
