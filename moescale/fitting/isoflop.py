@@ -738,21 +738,17 @@ def _loss_draws(
     centre = np.array(_loss_law(c, loss, weights, floor, None)(c), float)
     tau = np.sqrt(_scatter(loss, centre, draws, weights).draws(rng, len(draws)))[:, None]
     target = centre + (draws - loss) + tau * rng.standard_normal(draws.shape)
-    floors = None
+    # each draw's floor: one of the floor's own draws, else its value, else none (fitted)
+    floors: list = [None] * len(target)
     if floor is not None and floor.samples is not None and len(floor.samples):
-        floors = rng.choice(np.asarray(floor.samples, float), len(target))
+        floors = list(rng.choice(np.asarray(floor.samples, float), len(target)))
+    elif floor is not None:
+        floors = [floor.value] * len(target)
     out = []
-    for s, row in enumerate(target):
+    for row, given in zip(target, floors, strict=True):
         ok = np.isfinite(row)
         if ok.sum() < 2:
             continue
-        given = (
-            floor.value
-            if floors is None and floor is not None
-            else None
-            if floors is None
-            else floors[s]
-        )
         params = _floored_params(c[ok], row[ok], weights[ok], x_ref, given)
         if params is not None:
             out.append(params)
