@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 from pathlib import Path
 
 import torch
@@ -110,8 +111,16 @@ def _worker(rank: int, world_size: int, port: int, backend: str, run, args) -> N
         if backend == "nccl":
             torch.cuda.set_device(rank)
         run(*args)
+        dist.barrier()  # no rank tears the group down while another still has work in flight
     finally:
         dist.destroy_process_group()
+    # The run's files are all written (atomically) by now. Leave without the interpreter's
+    # teardown: gloo's worker threads can still hold tensors then, and freeing them while
+    # Python finalises aborts the process (SIGABRT, "terminate called without an active
+    # exception"; pytorch/pytorch#179291), which would fail a run that finished.
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(0)
 
 
 def launch(world_size: int, device: str, run, *args) -> None:
