@@ -144,6 +144,7 @@ def score_isoflop(data: str, name: str, table: pd.DataFrame, fit_up_to: float, b
                     "n_width": _interval_width(p.get("n_opt_interval")),
                     "loss_error": p.get("loss_opt", np.nan) / loss_real - 1,
                     "loss_covered": bool(loss_low <= loss_real <= loss_high),
+                    "loss_width": _interval_width(p.get("loss_opt_interval")),
                     "seconds": seconds,
                 }
             )
@@ -155,16 +156,10 @@ def score_losses(data: str, setting: str, fit_on: pd.DataFrame, ask: pd.DataFram
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = fit_parametric(fit_on, bootstrap=bootstrap)
-    draws = fit.samples
     rows = []
     for run in ask.itertuples():
         predicted = float(fit.loss(run.n_active, run.tokens))
-        samples = (
-            np.exp(draws[:, 2])
-            + np.exp(draws[:, 0]) / run.n_active ** draws[:, 3]
-            + np.exp(draws[:, 1]) / run.tokens ** draws[:, 4]
-        )
-        low, high = np.percentile(samples, (2.5, 97.5))
+        low, high = np.percentile(fit.loss_draws(run.n_active, run.tokens), (2.5, 97.5))
         rows.append(
             {
                 "data": data,
@@ -174,7 +169,7 @@ def score_losses(data: str, setting: str, fit_on: pd.DataFrame, ask: pd.DataFram
                 "factor": np.nan,
                 "loss_error": predicted / run.final_loss - 1,
                 "loss_covered": bool(low <= run.final_loss <= high),
-                "loss_width": high - low,
+                "loss_width": _interval_width((low, high)),
             }
         )
     return rows
@@ -232,6 +227,7 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
         row |= {
             "loss coverage": f"{int(g['loss_covered'].sum())}/{len(g)}",
             "loss median |error|": f"{g['loss_error'].abs().median():.2%}",
+            "loss median hi/lo": f"{g['loss_width'].median():.3f}",
         }
         if "chosen" in g and method == "headline":
             row["headline chose"] = ", ".join(

@@ -63,6 +63,31 @@ def test_parametric_fit_reproduces_epochs_chinchilla_replication():
     assert fit.allocation_exponent == pytest.approx(0.514, abs=0.01)
 
 
+def test_parametric_run_losses_past_the_fit_are_covered_on_chinchillas_points():
+    """Real data: Approach 3 fitted on Chinchilla's points below 1e20 FLOPs, asked about the
+    runs above (up to 30× past). The parameters' spread alone covers about a fifth of them;
+    the prediction interval, with the runs' noise and the law's own extrapolation error
+    measured on the fitted part (lower half → upper half), covers most, a few per cent wide."""
+    table = published.epoch_chinchilla().sort_values("final_loss").iloc[:-5]
+    table["budget_flops"] = table["flops"]
+    below = table["flops"] < 1e20
+    fit = fit_parametric(table[below], bootstrap=100)
+    assert 0 < fit.noise_log_sd < 0.02 and 0 < fit.extrapolation_log_sd < 0.02
+    ask = table[~below]
+    mean_only, run = 0, 0
+    widths = []
+    for n, d, loss in ask[["n_active", "tokens", "final_loss"]].itertuples(index=False):
+        draws = fit.loss_draws(n, d)
+        low, high = np.percentile(draws / fit.run_scatter(draws.shape), (2.5, 97.5))
+        mean_only += low <= loss <= high
+        low, high = np.percentile(draws, (2.5, 97.5))
+        run += low <= loss <= high
+        widths.append(high / low)
+    assert mean_only / len(ask) < 0.35
+    assert run / len(ask) >= 0.8 and run >= 2 * mean_only  # 100 of 104 when written
+    assert np.median(widths) < 1.06  # ±2.4%: the law's extrapolation error, 1.4% in log
+
+
 def test_parametric_optimum_obeys_its_compute_constraint():
     law = ComputeLaw(a=6.0, b=0.0, r2=1.0)
     best = TRUE_LAW.optimal(1e21, law)

@@ -25,6 +25,10 @@ from moescale.fitting.resample import draw_by_position, position_pools
 from moescale.results import RunStatus
 
 PARAMS = ("a", "b", "e", "alpha", "beta")
+PREDICTION_SEED = 7  # the run-scatter draws' own stream, apart from the bootstrap's
+# the median of a χ² with one degree of freedom: median(e²)/0.455 estimates a mean square
+# that one far-off held-out run cannot inflate
+CHI2_1_MEDIAN = 0.4549
 
 # Epoch's grid of starting points: 6 × 6 × 5 × 5 × 5 = 4,500 (their analysis notebook).
 EPOCH_GRID = {
@@ -53,6 +57,11 @@ class ParametricFit:
     interval_note: str = ""  # what the bootstrap resampled
     # bootstrap parameter vectors [S, 5] as (log A, log B, log E, alpha, beta)
     samples: np.ndarray | None = field(default=None, repr=False, compare=False)
+    # what a run's log loss scatters about the law beyond the parameters' own spread: the
+    # runs' noise (robust s.d. of the log residuals) and the law's extrapolation error
+    # (`extrapolation_scatter`); both 0 without a bootstrap
+    noise_log_sd: float = 0.0
+    extrapolation_log_sd: float = 0.0
 
     @classmethod
     def from_theta(cls, theta: np.ndarray, **rest) -> ParametricFit:
@@ -70,6 +79,23 @@ class ParametricFit:
         n, d = np.asarray(n, float), np.asarray(d, float)
         with np.errstate(over="ignore"):  # a bootstrap fit's extreme exponent: an inf, not noise
             return self.E + self.A / n**self.alpha + self.B / d**self.beta
+
+    def run_scatter(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Multiplicative draws of a run's noise and the law's extrapolation error about its
+        expected loss, to widen the bootstrap's parameter draws into a prediction interval
+        for a run's loss (not only the law's mean). Seeded: a fit's intervals are repeatable."""
+        scale = float(np.hypot(self.noise_log_sd, self.extrapolation_log_sd))
+        return np.exp(scale * np.random.default_rng(PREDICTION_SEED).standard_normal(shape))
+
+    def loss_draws(self, n: float, d: float) -> np.ndarray:
+        """Draws of the loss a run of n parameters on d tokens reaches: every bootstrap fit's
+        value there times `run_scatter` (empty without samples)."""
+        if self.samples is None:
+            return np.array([])
+        log_a, log_b, log_e, alpha, beta = self.samples.T
+        with np.errstate(over="ignore"):
+            mean = np.exp(log_e) + np.exp(log_a) / n**alpha + np.exp(log_b) / d**beta
+        return mean * self.run_scatter(mean.shape)
 
     @property
     def allocation_exponent(self) -> float:
@@ -98,7 +124,8 @@ class ParametricFit:
 
     def draws(self, flops: float, compute_law: ComputeLaw | None = None) -> dict[str, np.ndarray]:
         """Every bootstrap fit's optimum at `flops` (D = C/(a·N + b) in each, so every draw
-        spends C): arrays of n_opt, d_opt and loss_opt (empty without samples)."""
+        spends C): arrays of n_opt, d_opt and loss_opt (empty without samples); loss_opt is
+        the loss a run trained there reaches (`run_scatter` included)."""
         optima = [
             ParametricFit.from_theta(theta, objective=0.0, n_points=0, huber_delta=0.0).optimal(
                 flops, compute_law
@@ -107,7 +134,9 @@ class ParametricFit:
         ]
         if not optima:
             return {}
-        return {key: np.array([o[key] for o in optima]) for key in ("n_opt", "d_opt", "loss_opt")}
+        out = {key: np.array([o[key] for o in optima]) for key in ("n_opt", "d_opt", "loss_opt")}
+        out["loss_opt"] = out["loss_opt"] * self.run_scatter(out["loss_opt"].shape)
+        return out
 
     def predict(self, flops: float, compute_law: ComputeLaw | None = None) -> dict:
         """The optimum at `flops` under the compute law, with 95% intervals from its
@@ -133,6 +162,8 @@ class ParametricFit:
             "excluded": list(self.excluded),
             "interval_note": self.interval_note,
             "samples": None if self.samples is None else self.samples.tolist(),
+            "noise_log_sd": self.noise_log_sd,
+            "extrapolation_log_sd": self.extrapolation_log_sd,
         }
 
     @classmethod
@@ -151,6 +182,8 @@ class ParametricFit:
             excluded=tuple(data.get("excluded", ())),
             interval_note=data.get("interval_note", ""),
             samples=None if samples is None else np.asarray(samples, float),
+            noise_log_sd=data.get("noise_log_sd", 0.0),
+            extrapolation_log_sd=data.get("extrapolation_log_sd", 0.0),
         )
 
 
@@ -359,6 +392,7 @@ def fit_parametric(
 
     intervals: dict[str, tuple[float, float]] = {}
     samples, note = None, "no bootstrap asked for"
+    noise = extrapolation = 0.0
     if bootstrap > 0:
         # a fixed-design residual bootstrap: every run's log loss redrawn as the fit's value
         # plus a residual from the sweep's own pool (scaled up for the 5 parameters spent),
@@ -386,10 +420,16 @@ def fit_parametric(
         natural = np.column_stack([np.exp(samples[:, :3]), samples[:, 3:]])
         for i, name in enumerate(("A", "B", "E", "alpha", "beta")):
             intervals[name] = percentile_interval(natural[:, i])
+        noise = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
+        extrapolation = extrapolation_scatter(
+            table, n_col, d_col, loss_col, budget_col, huber_delta, noise
+        )
         note = (
             f"{bootstrap} bootstrap refits: every run's log loss redrawn as the fit's value plus "
             f"a residual from the {len(residual)} runs' own (edge runs from the edge runs', "
-            "the rest from the rest), the law refitted"
+            "the rest from the rest), the law refitted; a loss is predicted for a run, with "
+            f"its noise ({noise:.2%}) and the law's extrapolation error ({extrapolation:.2%}, "
+            "refitted on the lower half of the budgets, asked about the upper half)"
         )
     return ParametricFit.from_theta(
         theta,
@@ -400,4 +440,38 @@ def fit_parametric(
         excluded=tuple(excluded),
         interval_note=note,
         samples=samples,
+        noise_log_sd=noise,
+        extrapolation_log_sd=extrapolation,
     )
+
+
+def extrapolation_scatter(
+    table: pd.DataFrame,
+    n_col: str,
+    d_col: str,
+    loss_col: str,
+    budget_col: str,
+    huber_delta: float,
+    noise_log_sd: float,
+) -> float:
+    """How far the law misses past the budgets it saw, beyond the runs' noise: refitted on
+    the lower half of the budgets, its log-loss errors on the upper half give a robust mean
+    square (`CHI2_1_MEDIAN`) less the noise's; the square root of what is left. One number
+    for any distance: measured at about the sweep's own span, the span the headline
+    extrapolates over is larger, so it is a floor, not a bound. 0 where the lower half
+    has fewer than 6 runs or the budgets are unknown."""
+    if budget_col not in table:
+        return 0.0
+    group, centres = group_budgets(table[budget_col].to_numpy(float))
+    below = group < (len(centres) + 1) // 2
+    if below.sum() < 6 or below.all():
+        return 0.0
+    lower, upper = table[below], table[~below]
+    try:
+        refit = fit_parametric(lower, n_col, d_col, loss_col, budget_col, huber_delta)
+    except UserError:
+        return 0.0
+    predicted = refit.loss(upper[n_col].to_numpy(float), upper[d_col].to_numpy(float))
+    error = np.log(upper[loss_col].to_numpy(float) / predicted)
+    mean_square = float(np.median(error**2)) / CHI2_1_MEDIAN
+    return float(np.sqrt(max(0.0, mean_square - noise_log_sd**2)))
