@@ -462,6 +462,11 @@ def validation(record: dict, runs: pd.DataFrame | None = None) -> Figure:
         )
     hover(fig, dots, labels)
     ax.plot(np.exp(realised["curve_log_n"]), realised["curve_loss"], color="black", lw=1)
+    aside = [n in realised.get("set_aside", ()) for n in realised["n_active"]]
+    if any(aside):  # drawn hollow over its dot: in the record, not in the realised curve
+        ax.scatter(np.array(realised["n_active"])[aside], np.array(realised["loss"])[aside],
+                   s=60, facecolors="white", edgecolors="black", zorder=6,
+                   label="set aside (5%+ above the others' curve)")  # fmt: skip
     for i, score in enumerate(record["scores"]):
         colour = METHOD_COLOURS.get(score["method"], OKABE_ITO[4 + i % 3])
         interval = score.get("n_opt_interval")

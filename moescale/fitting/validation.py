@@ -21,6 +21,12 @@ from moescale.fitting.isoflop import (
 from moescale.fitting.parametric import ParametricFit
 from moescale.fitting.powerlaw import percentile_interval
 
+# A validation run this far above the parabola through the others (log loss; 5% where the
+# runs' noise is 0.5–1%, up to 5% at a grid's edge across machines) did not train as its
+# neighbours did — a loss spike it never recovered from — and would drag the realised
+# optimum off: it is set aside, at most one, with five or more runs, and the score says so.
+OUTLIER_LOG_LOSS = 0.05
+
 
 @dataclass(frozen=True)
 class ValidationScore:
@@ -42,6 +48,7 @@ class ValidationScore:
     regret_compute_factor: float  # compute the predicted size needs to make up the regret ÷ C
     regret_how: str
     realised_at_edge: str  # '' when the realised optimum is inside the validation sizes
+    set_aside: tuple[float, ...] = ()  # n_active of runs left out of the realised optimum
 
     def words(self) -> str:
         """The score in a sentence, as the report shows it."""
@@ -72,6 +79,12 @@ class ValidationScore:
         )
         if self.realised_at_edge:
             text += f" (realised optimum at an edge: {self.realised_at_edge})"
+        if self.set_aside:
+            sizes = ", ".join(f"{n:.3g}" for n in self.set_aside)
+            text += (
+                f"; the run at N = {sizes} set aside, {OUTLIER_LOG_LOSS:.0%}+ above the curve "
+                "through the others"
+            )
         return text
 
     def to_dict(self) -> dict:
@@ -83,11 +96,33 @@ class ValidationScore:
         values = {k: v for k, v in data.items() if k in fields}
         for key in ("n_opt_interval", "n_opt_realised_interval", "loss_interval"):
             values[key] = None if values.get(key) is None else tuple(values[key])
+        values["set_aside"] = tuple(values.get("set_aside", ()))
         return cls(**values)
 
 
 def _inside(value: float, interval) -> bool | None:
     return None if not interval else bool(interval[0] <= value <= interval[1])
+
+
+def set_aside(log_n: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """A mask of the runs to keep: all but the one (if any) whose log loss lies more than
+    OUTLIER_LOG_LOSS above the parabola in log N through the others. Only upward: an
+    instability makes a run worse, never better. Needs five runs (four left to judge by)."""
+    keep = np.ones(len(log_n), dtype=bool)
+    if len(log_n) < 5:
+        return keep
+    # the candidate: the run without which the others lie closest to one parabola (a single
+    # bad run pulls every leave-one-out curve, so its own miss alone does not single it out)
+    misfit, excess = np.empty(len(log_n)), np.empty(len(log_n))
+    for i in range(len(log_n)):
+        others = np.arange(len(log_n)) != i
+        curve = np.polyfit(log_n[others], loss[others], 2)
+        misfit[i] = np.sum((loss[others] - np.polyval(curve, log_n[others])) ** 2)
+        excess[i] = np.log(loss[i] / np.polyval(curve, log_n[i]))
+    candidate = int(np.argmin(misfit))
+    if excess[candidate] > OUTLIER_LOG_LOSS:
+        keep[candidate] = False
+    return keep
 
 
 def realised_optimum(
@@ -96,16 +131,21 @@ def realised_optimum(
     method: str = DEFAULT_METHOD,
     bootstrap: int = 200,
     seed: int = 0,
-) -> tuple[float, float, tuple[float, float] | None, str, tuple[np.ndarray, np.ndarray]]:
-    """(N_opt, loss_opt, N_opt interval, edge reason, fitted curve) of one budget's runs:
-    the sweep's per-budget method as one budget reads it (`single_budget_method`), and a
-    bootstrap that redraws the losses about that fit with the residuals of a smooth (cubic
-    or quadratic) curve through them."""
+) -> tuple[
+    float, float, tuple[float, float] | None, str, tuple[np.ndarray, np.ndarray], tuple[float, ...]
+]:
+    """(N_opt, loss_opt, N_opt interval, edge reason, fitted curve, sizes set aside) of one
+    budget's runs: the sweep's per-budget method as one budget reads it
+    (`single_budget_method`) on the runs `set_aside` keeps, and a bootstrap that redraws the
+    losses about that fit with the residuals of a smooth (cubic or quadratic) curve."""
     method = single_budget_method(method)
     order = np.argsort(n_active)
     x, y = np.log(np.asarray(n_active, float)[order]), np.asarray(loss, float)[order]
     if len(x) < 3:
         raise UserError(f"validation: {len(x)} completed run(s) at this budget; needs 3")
+    keep = set_aside(x, y)
+    aside = tuple(float(v) for v in np.exp(x[~keep]))
+    x, y = x[keep], y[keep]
     log_n, loss_opt, reason = _budget_optimum(x, y, method)
     interval = None
     if len(x) >= 4:
@@ -120,7 +160,8 @@ def realised_optimum(
             found, _, why = _budget_optimum(x, centre + rng.choice(residual, len(x)), method)
             draws.append(np.nan if why else np.exp(found))
         interval = percentile_interval(np.array(draws))
-    return float(np.exp(log_n)), float(loss_opt), interval, reason, budget_curve(x, y, method)
+    curve = budget_curve(x, y, method)
+    return float(np.exp(log_n)), float(loss_opt), interval, reason, curve, aside
 
 
 def _loss_on_curve(curve: tuple[np.ndarray, np.ndarray], n: float) -> float:
@@ -163,7 +204,7 @@ def score_prediction(
 ) -> ValidationScore:
     """Score one method's prediction at a budget against the validation runs there."""
     budget = float(prediction["flops"])
-    n_real, loss_real, n_interval, reason, curve = realised_optimum(
+    n_real, loss_real, n_interval, reason, curve, aside = realised_optimum(
         n_active, loss, per_budget_method, bootstrap
     )
     at_prediction = _loss_on_curve(curve, prediction["n_opt"])
@@ -192,4 +233,5 @@ def score_prediction(
         regret_compute_factor=factor,
         regret_how=how,
         realised_at_edge=reason,
+        set_aside=aside,
     )

@@ -126,8 +126,8 @@ def score_validation(results_dir: Path, record: dict, fit) -> list:
     """Score every recorded prediction against the validation runs at its budget; the
     scores are written back into validations.json."""
     from moescale.fitting.compute_law import DEFAULT_LAW
-    from moescale.fitting.isoflop import budget_curve, single_budget_method
-    from moescale.fitting.validation import score_prediction
+    from moescale.fitting.isoflop import single_budget_method
+    from moescale.fitting.validation import realised_optimum, score_prediction
 
     runs = load_runs(results_dir)
     at = runs[
@@ -149,8 +149,9 @@ def score_validation(results_dir: Path, record: dict, fit) -> list:
         )
         for name, prediction in record["predictions"].items()
     ]
-    x = np.log(per_size.index.to_numpy(float))
-    grid, values = budget_curve(x, per_size.to_numpy(float), method)
+    *_, (grid, values), aside = realised_optimum(
+        per_size.index.to_numpy(float), per_size.to_numpy(float), method, bootstrap=0
+    )
     records = load_validations(results_dir)
     for stored in records:
         if math.isclose(stored["budget"], record["budget"], rel_tol=1e-9):
@@ -161,6 +162,7 @@ def score_validation(results_dir: Path, record: dict, fit) -> list:
                 "curve_log_n": grid.tolist(),
                 "curve_loss": values.tolist(),
                 "per_budget_method": method,
+                "set_aside": list(aside),
             }
     atomic_write_json(results_dir / VALIDATIONS, records)
     return scores
