@@ -483,7 +483,9 @@ def validation(record: dict, runs: pd.DataFrame | None = None) -> Figure:
     ax.set_xlabel(N_LABEL)
     ax.set_ylabel(LOSS_LABEL)
     ax.set_title(
-        f"validation at C = {sci(record['budget'])} FLOPs: predicted (dashed; band: 95%) against realised (dotted: predicted loss)"
+        f"validation at C = {sci(record['budget'])} FLOPs\n"
+        "predicted N (dashed; band 95%) and loss (dotted) against the runs",
+        fontsize="medium",
     )
     legend_below(fig, ax)
     return fig

@@ -140,11 +140,12 @@ def realised_optimum(
     losses about that fit with the residuals of a smooth (cubic or quadratic) curve."""
     method = single_budget_method(method)
     order = np.argsort(n_active)
-    x, y = np.log(np.asarray(n_active, float)[order]), np.asarray(loss, float)[order]
+    n, y = np.asarray(n_active, float)[order], np.asarray(loss, float)[order]
+    x = np.log(n)
     if len(x) < 3:
         raise UserError(f"validation: {len(x)} completed run(s) at this budget; needs 3")
     keep = set_aside(x, y)
-    aside = tuple(float(v) for v in np.exp(x[~keep]))
+    aside = tuple(float(v) for v in n[~keep])  # as recorded, so they match the runs table
     x, y = x[keep], y[keep]
     log_n, loss_opt, reason = _budget_optimum(x, y, method)
     interval = None
