@@ -104,7 +104,7 @@ def _inside(value: float, interval) -> bool | None:
     return None if not interval else bool(interval[0] <= value <= interval[1])
 
 
-def set_aside(log_n: np.ndarray, loss: np.ndarray) -> np.ndarray:
+def runs_to_keep(log_n: np.ndarray, loss: np.ndarray) -> np.ndarray:
     """A mask of the runs to keep: all but the one (if any) whose log loss lies more than
     OUTLIER_LOG_LOSS above the parabola in log N through the others. Only upward: an
     instability makes a run worse, never better. Needs five runs (four left to judge by)."""
@@ -136,7 +136,7 @@ def realised_optimum(
 ]:
     """(N_opt, loss_opt, N_opt interval, edge reason, fitted curve, sizes set aside) of one
     budget's runs: the sweep's per-budget method as one budget reads it
-    (`single_budget_method`) on the runs `set_aside` keeps, and a bootstrap that redraws the
+    (`single_budget_method`) on the runs `runs_to_keep` keeps, and a bootstrap that redraws the
     losses about that fit with the residuals of a smooth (cubic or quadratic) curve."""
     method = single_budget_method(method)
     order = np.argsort(n_active)
@@ -144,7 +144,7 @@ def realised_optimum(
     x = np.log(n)
     if len(x) < 3:
         raise UserError(f"validation: {len(x)} completed run(s) at this budget; needs 3")
-    keep = set_aside(x, y)
+    keep = runs_to_keep(x, y)
     aside = tuple(float(v) for v in n[~keep])  # as recorded, so they match the runs table
     x, y = x[keep], y[keep]
     log_n, loss_opt, reason = _budget_optimum(x, y, method)
