@@ -13,17 +13,9 @@ import pandas as pd
 from moescale.errors import UserError
 from moescale.fitting.compute_law import ComputeLaw
 from moescale.fitting.isoflop import fit_isoflop
-from moescale.fitting.parametric import ParametricFit, fit_parametric, grid_at
+from moescale.fitting.parametric import ParametricFit, refit_on
 
 HOLD_OUTS = (1, 2, 3)
-# starts for the held-out parametric refits: the full fit's optimum plus a coarse grid
-HOLD_OUT_GRID = {
-    "a": np.array([0.0, 10.0, 20.0]),
-    "b": np.array([0.0, 10.0, 20.0]),
-    "e": np.array([-1.0, 0.0, 1.0]),
-    "alpha": np.array([0.2, 0.5, 1.0]),
-    "beta": np.array([0.2, 0.5, 1.0]),
-}
 
 
 @dataclass(frozen=True)
@@ -117,14 +109,10 @@ def extrapolation_check(
         if parametric is None:
             continue
         try:
-            refit = fit_parametric(below, grid=HOLD_OUT_GRID)
+            refit = refit_on(below, parametric)
         except UserError as err:
             skipped.append(f"parametric, holding out {k}: {err}")
             continue
-        refit = min(
-            (refit, fit_parametric(below, grid=grid_at(parametric))),
-            key=lambda f: f.objective,
-        )
         rows += _scored(
             "parametric", held, lambda c, f=refit: f.optimal(c, compute_law), largest, common
         )

@@ -23,9 +23,8 @@ from scipy.stats import chi2
 
 from moescale.errors import UserError
 from moescale.fitting.compute_law import ComputeLaw
-from moescale.fitting.extrapolation import HOLD_OUT_GRID
 from moescale.fitting.isoflop import IsoflopFit
-from moescale.fitting.parametric import ParametricFit, fit_parametric, grid_at
+from moescale.fitting.parametric import ParametricFit, fit_parametric, grid_at, refit_on
 
 # per family. Refusing a law that fits costs an interval from Approach 2 (honest, wider);
 # leading with one that does not is precise and wrong, the worse error: so 0.05, not 0.01
@@ -140,11 +139,13 @@ def approach3_lack_of_fit(
     if len(budgets) - held >= 2:
         below = runs[runs["budget_flops"] < interior["budget_min"].iloc[-held:].min()]
         try:
-            refit = min(
-                (fit_parametric(below, grid=g) for g in (HOLD_OUT_GRID, grid_at(parametric))),
-                key=lambda f: f.objective,
+            refit = fit_parametric(
+                below,
+                grid=grid_at(refit_on(below, parametric)),
+                bootstrap=HELD_OUT_BOOTSTRAP,
+                seed=1,
+                extrapolation_error=False,  # only its parameters' spread is compared
             )
-            refit = fit_parametric(below, grid=grid_at(refit), bootstrap=HELD_OUT_BOOTSTRAP, seed=1)
         except UserError:
             refit = None
         if refit is not None:

@@ -30,6 +30,16 @@ PREDICTION_SEED = 7  # the run-scatter draws' own stream, apart from the bootstr
 # that one far-off held-out run cannot inflate
 CHI2_1_MEDIAN = 0.4549
 
+# starts for a refit on part of a sweep (`refit_on`): this coarse grid (3^5 = 243) plus the
+# full fit's own optimum — the full 4,500 where the part's law is near the whole's is waste
+REFIT_GRID = {
+    "a": np.array([0.0, 10.0, 20.0]),
+    "b": np.array([0.0, 10.0, 20.0]),
+    "e": np.array([-1.0, 0.0, 1.0]),
+    "alpha": np.array([0.2, 0.5, 1.0]),
+    "beta": np.array([0.2, 0.5, 1.0]),
+}
+
 # Epoch's grid of starting points: 6 × 6 × 5 × 5 × 5 = 4,500 (their analysis notebook).
 EPOCH_GRID = {
     "a": np.arange(0, 30, 5.0),
@@ -362,10 +372,13 @@ def fit_parametric(
     bootstrap: int = 0,
     grid: dict[str, np.ndarray] | None = None,
     seed: int = 0,
+    extrapolation_error: bool = True,
 ) -> ParametricFit:
     """Fit L = E + A/N^alpha + B/D^beta to a table (Approach 3). `drop_highest` removes the
     points of highest loss first (Epoch drops 5 of Chinchilla's 245); `bootstrap` > 0 refits
-    (from the best start) on that many residual redraws, for 95% intervals."""
+    (from the best start) on that many residual redraws, for 95% intervals, and (unless
+    `extrapolation_error` is off: a refit that only needs its parameters' spread) measures
+    the runs' noise and the law's extrapolation error for run-loss intervals."""
     excluded: list[str] = []
     if "status" in table:
         bad = table["status"] != RunStatus.COMPLETED
@@ -421,9 +434,9 @@ def fit_parametric(
         for i, name in enumerate(("A", "B", "E", "alpha", "beta")):
             intervals[name] = percentile_interval(natural[:, i])
         noise = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
-        extrapolation = extrapolation_scatter(
-            table, n_col, d_col, loss_col, budget_col, huber_delta, noise
-        )
+        if extrapolation_error:
+            columns = dict(n_col=n_col, d_col=d_col, loss_col=loss_col, budget_col=budget_col)
+            extrapolation = extrapolation_scatter(table, point, noise, huber_delta, **columns)
         note = (
             f"{bootstrap} bootstrap refits: every run's log loss redrawn as the fit's value plus "
             f"a residual from the {len(residual)} runs' own (edge runs from the edge runs', "
@@ -445,21 +458,31 @@ def fit_parametric(
     )
 
 
+def refit_on(part: pd.DataFrame, fit: ParametricFit, **args) -> ParametricFit:
+    """The law refitted on part of its runs (`fit_parametric`'s `args`), from REFIT_GRID and
+    from `fit`'s own optimum: whichever start ends lower."""
+    return min(
+        (fit_parametric(part, grid=g, **args) for g in (REFIT_GRID, grid_at(fit))),
+        key=lambda f: f.objective,
+    )
+
+
 def extrapolation_scatter(
     table: pd.DataFrame,
-    n_col: str,
-    d_col: str,
-    loss_col: str,
-    budget_col: str,
-    huber_delta: float,
+    fit: ParametricFit,
     noise_log_sd: float,
+    huber_delta: float,
+    n_col: str = "n_active",
+    d_col: str = "tokens",
+    loss_col: str = "final_loss",
+    budget_col: str = "budget_flops",
 ) -> float:
     """How far the law misses past the budgets it saw, beyond the runs' noise: refitted on
-    the lower half of the budgets, its log-loss errors on the upper half give a robust mean
-    square (`CHI2_1_MEDIAN`) less the noise's; the square root of what is left. One number
-    for any distance: measured at about the sweep's own span, the span the headline
-    extrapolates over is larger, so it is a floor, not a bound. 0 where the lower half
-    has fewer than 6 runs or the budgets are unknown."""
+    the lower half of the budgets (`refit_on`), its log-loss errors on the upper half give a
+    robust mean square (`CHI2_1_MEDIAN`) less the noise's; the square root of what is left.
+    One number for any distance: measured at about the sweep's own span, the span the
+    headline extrapolates over is larger, so it is a floor, not a bound. 0 where the lower
+    half has fewer than 6 runs or the budgets are unknown."""
     if budget_col not in table:
         return 0.0
     group, centres = group_budgets(table[budget_col].to_numpy(float))
@@ -467,8 +490,9 @@ def extrapolation_scatter(
     if below.sum() < 6 or below.all():
         return 0.0
     lower, upper = table[below], table[~below]
+    columns = dict(n_col=n_col, d_col=d_col, loss_col=loss_col, budget_col=budget_col)
     try:
-        refit = fit_parametric(lower, n_col, d_col, loss_col, budget_col, huber_delta)
+        refit = refit_on(lower, fit, huber_delta=huber_delta, **columns)
     except UserError:
         return 0.0
     predicted = refit.loss(upper[n_col].to_numpy(float), upper[d_col].to_numpy(float))
