@@ -198,6 +198,10 @@ def fit(
     if format not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got '{format}'")
 
+    if out is not None and out.is_dir():
+        raise UserError(f"--out {out}: is a folder; name the fit.json file to write")
+    if out is not None and not out.parent.is_dir():
+        raise UserError(f"--out {out}: no folder {out.parent} to write into")
     columns = {
         "n_active": n_col,
         "tokens": d_col,

@@ -250,7 +250,30 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
     nan_table.loc[5, "N"] = -1
     nan_table.to_csv(tmp / "nan.csv", index=False)
     mapping = ["--n-col", "N", "--flops-col", "C", "--loss-col", "L"]
+    twice = pd.read_csv(tmp / "table.csv").assign(run_id=[f"r{i}" for i in range(9)])
+    twice.loc[8, "run_id"] = "r0"
+    twice.to_csv(tmp / "twice.csv", index=False)
+    (tmp / "a_folder").mkdir()
+    sizes = "sizes: {n_active: [1e4]}"
+    for name, budget in (("inf", ".inf"), ("nan", ".nan"), ("overflow", "1e400")):
+        (tmp / f"budget_{name}.yaml").write_text(f"name: x\nbudgets: [{budget}]\n{sizes}\n")
+    (tmp / "huge.yaml").write_text("name: x\nbudgets: [1e20]\nsizes: {n_active: [1e30, 1e31]}\n")
+    (tmp / "longname.yaml").write_text(f"name: {'a' * 300}\nbudgets: [1e12]\n{sizes}\n")
     return {
+        "budget_inf": (["sweep", "--dry-run", str(tmp / "budget_inf.yaml")], "got inf"),
+        "budget_nan": (["sweep", "--dry-run", str(tmp / "budget_nan.yaml")], "got nan"),
+        "budget_overflow": (["flops", str(tmp / "budget_overflow.yaml")], "got inf"),
+        "sizes_huge": (["sweep", "--dry-run", str(tmp / "huge.yaml")], "at most 1e+14"),
+        "name_too_long": (["sweep", "--dry-run", str(tmp / "longname.yaml")], "at most 100"),
+        "target_below_budgets": (
+            ["fit", str(tmp / "table.csv"), *mapping, "--target-flops", "1e10"],
+            "below every budget",
+        ),
+        "out_is_a_folder": (
+            ["fit", str(tmp / "table.csv"), *mapping, "--out", str(tmp / "a_folder")],
+            "is a folder",
+        ),
+        "run_id_twice": (["fit", str(tmp / "twice.csv"), *mapping], "run_id r0 more than once"),
         "malformed_yaml": (["sweep", str(tmp / "malformed.yaml")], "malformed YAML"),
         "unknown_key": (["sweep", str(tmp / "unknown.yaml")], "colour: unknown key"),
         "wrong_type": (["sweep", str(tmp / "wrongtype.yaml")], "budgets"),
@@ -287,7 +310,10 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
 @pytest.mark.parametrize(
     "case",
     ["malformed_yaml", "unknown_key", "wrong_type", "impossible_shape", "budgets_too_small", "missing_data_path", "empty_corpus",
-     "truncated_parquet", "empty_results_fit", "empty_results_report", "csv_missing_column", "nan_and_negative"],
+     "truncated_parquet", "empty_results_fit", "empty_results_report", "csv_missing_column", "nan_and_negative",
+     # issue 27's
+     "budget_inf", "budget_nan", "budget_overflow", "sizes_huge", "name_too_long", "target_below_budgets",
+     "out_is_a_folder", "run_id_twice"],
 )  # fmt: skip
 def test_bad_input_matrix_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
     command, expected = _bad_inputs(tmp_path)[case]

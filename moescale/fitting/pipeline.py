@@ -274,6 +274,19 @@ def fit_all(
     runs = fit_inputs(runs)
     if target_flops is not None and not (np.isfinite(target_flops) and target_flops > 0):
         raise UserError(f"--target-flops must be a positive number, got {target_flops}")
+    if target_flops is not None and "budget_flops" in runs and len(runs):
+        smallest = float(runs["budget_flops"].min())
+        if target_flops < smallest:
+            raise UserError(
+                f"--target-flops {target_flops:.3g} is below every budget of the sweep "
+                f"(smallest {smallest:.3g}): the laws predict past their budgets, not before"
+            )
+    if "run_id" in runs and runs["run_id"].duplicated().any():
+        twice = sorted(set(runs.loc[runs["run_id"].duplicated(), "run_id"].astype(str)))
+        raise UserError(
+            f"the runs table holds run_id {', '.join(twice[:3])}{' …' if len(twice) > 3 else ''} "
+            "more than once: a duplicated row would count one run twice"
+        )
     if isoflop_method not in ISOFLOP_METHODS:
         raise UserError(
             f"--isoflop-method must be one of {', '.join(ISOFLOP_METHODS)}, got '{isoflop_method}'"

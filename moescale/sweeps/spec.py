@@ -5,6 +5,7 @@ one-line error naming the key."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,19 @@ from moescale.training.recipe import Recipe, resolve_recipe
 from moescale.yamlio import load_yaml, validate
 
 _SHAPE_FIELDS = {f.name for f in dataclasses.fields(ShapeRules)}
+# Bounds past any real run, so that a typo fails here in one line rather than as an
+# overflow, a hang in the size search (1e30 parameters) or a file name the OS refuses:
+MAX_BUDGET_FLOPS = 1e30  # ~1e5 × the largest published training runs (~1e25)
+MAX_N_ACTIVE = 1e14  # 100T activated parameters
+MAX_NAME_CHARS = 100  # the sweep's folder name; run folders and files sit under it
+
+
+def _in_range(values: list[float], what: str, top: float) -> None:
+    for v in values:
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{what} must be finite and > 0, got {v}")
+        if v > top:
+            raise ValueError(f"{what} must be at most {top:.0e}, got {v:.3g}")
 
 
 class Sizes(BaseModel):
@@ -44,8 +58,9 @@ class Sizes(BaseModel):
         if sum(given) != 1:
             raise ValueError("give exactly one of n_active, per_budget or guess_coef")
         for sizes in [self.n_active or []] + list(self.per_budget or []):
-            if any(n <= 0 for n in sizes):
-                raise ValueError("sizes must be > 0")
+            _in_range(sizes, "sizes (n_active)", MAX_N_ACTIVE)
+        if self.guess_coef is not None and not math.isfinite(self.guess_coef):
+            raise ValueError(f"guess_coef must be finite, got {self.guess_coef}")
         return self
 
 
@@ -138,7 +153,7 @@ class Tracking(BaseModel):
 class SweepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME_CHARS)
     budgets: list[float] = Field(min_length=1)
     family: dict[str, Any] = Field(default_factory=dict)  # models.family shape rules
     sizes: Sizes
@@ -170,8 +185,7 @@ class SweepSpec(BaseModel):
     @field_validator("budgets")
     @classmethod
     def _budgets(cls, value: list[float]) -> list[float]:
-        if any(b <= 0 for b in value):
-            raise ValueError("budgets must be > 0 FLOPs")
+        _in_range(value, "budgets (FLOPs)", MAX_BUDGET_FLOPS)
         return sorted(value)
 
     @field_validator("family")
