@@ -235,3 +235,28 @@ def test_numbers_on_figures_are_written_with_real_superscripts():
     assert sci(9.9996e4) == "$10^{5}$"  # rounding carries into the exponent
     assert sci(5.92e-3) == r"$5.92\times10^{-3}$"
     assert sci(1500) == "1500" and sci(0.0123) == "0.0123" and sci(6.49) == "6.49"
+
+
+def test_names_that_hold_html_are_text_in_both_the_page_and_the_markdown(tmp_path):
+    """A run or sweep name can hold anything a table or folder name can: <script> must reach
+    neither index.html (autoescape) nor report.md (Markdown passes raw HTML through)."""
+    import pandas as pd
+
+    from moescale.analysis.report import Section, write_html
+
+    evil = "<script>alert(1)</script>"
+    section = Section(
+        title=f"runs of {evil}",
+        paragraphs=[f"the run {evil} & co"],
+        table=pd.DataFrame({"run_id": [evil], "final_loss": [3.0]}),
+        warnings=[f"{evil} diverged"],
+    )
+    write_html(tmp_path, [section], f"sweep {evil}")
+    page = (tmp_path / "report" / "index.html").read_text()
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    for text in (page, markdown):
+        assert "<script>alert" not in text
+    assert (
+        markdown.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 5
+    )  # title, heading, text, warning, cell
+    assert "&amp; co" in markdown

@@ -4,6 +4,7 @@ Markdown twin, from a results folder — fitted first if `moescale fit` has not 
 from __future__ import annotations
 
 import datetime as dt
+import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -473,6 +474,16 @@ _TEMPLATES = jinja2.Environment(
 )
 
 
+def _markdown_text(value) -> str:
+    """Every value report.md shows, with <, > and & as HTML entities: Markdown passes raw
+    HTML through, so a run or sweep name holding a <script> would run wherever the file is
+    rendered (the HTML page escapes the same values by autoescape)."""
+    return html.escape("" if value is None else str(value), quote=False)
+
+
+_MARKDOWN_TEMPLATES = _TEMPLATES.overlay(finalize=_markdown_text)
+
+
 def write_html(results_dir: Path, sections: list[Section], title: str) -> Path:
     """report/index.html — self-contained: each figure inline as SVG with its text as text and
     hover labels naming runs — and report/report.md beside each figure's PDF, SVG and PNG."""
@@ -516,7 +527,8 @@ def write_html(results_dir: Path, sections: list[Section], title: str) -> Path:
         "version": moescale.__version__,
     }
     for kind, name in (("html", "index.html"), ("md", "report.md")):
-        text = _TEMPLATES.get_template(f"report.{kind}.j2").render(sections=pages[kind], **context)
+        templates = _MARKDOWN_TEMPLATES if kind == "md" else _TEMPLATES
+        text = templates.get_template(f"report.{kind}.j2").render(sections=pages[kind], **context)
         atomic_write_bytes(folder / name, text.encode())
     return folder / "index.html"
 
