@@ -112,10 +112,21 @@ def test_report_uses_a_matching_fit_json_and_refits_when_a_run_lands(example):
     assert refit.runs_hash != first.runs_hash
 
 
-def test_report_refits_over_a_fit_json_it_cannot_read(example):
-    (example / "fit.json").write_text(json.dumps({"source": "an older moescale"}))
+@pytest.mark.parametrize(
+    ("written", "said"),
+    [
+        ({"source": "an older moescale"}, "not a moescale fit.json"),
+        # a newer moescale's fit.json whose prediction means something else (issue 27)
+        ({"moescale_version": "9.0.0", "prediction": {"method": "x"}}, "newer than this one"),
+    ],
+    ids=["older", "newer"],
+)
+def test_report_refits_over_a_fit_json_it_cannot_read(example, written, said):
+    if "moescale_version" in written:
+        written = json.loads((EXAMPLE / "fit.json").read_text()) | written  # as committed
+    (example / "fit.json").write_text(json.dumps(written))
     index, fit = build_report(example, bootstrap=20)
-    assert "Refitted" in index.read_text() and "not a moescale fit.json" in index.read_text()
+    assert "Refitted" in index.read_text() and said in index.read_text()
     assert json.loads((example / "fit.json").read_text())["runs_hash"] == fit.runs_hash
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -550,10 +551,24 @@ def write_fit_json(report: FitReport, path: str | Path) -> None:
     atomic_write_json(path, report.to_dict())
 
 
+def _release(version: str) -> tuple[int, ...]:
+    """(major, minor, patch) of a version string, for ordering ('0.1.0.dev3' → (0, 1, 0))."""
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
 def load_fit(path: str | Path) -> FitReport:
     """A fit.json read back as the typed objects `fit_all` returns (no refitting), so that
     `load_fit(p).parametric.predict(3e24, law)` works in a notebook."""
     data = read_json(path)
+    written = str(data.get("moescale_version", "")) if isinstance(data, dict) else ""
+    if written and _release(written) > _release(__version__):
+        raise UserError(
+            f"{path}: written by moescale {written}, newer than this one ({__version__}), "
+            "whose fields may mean other things here"
+        )
+    prediction = data.get("prediction") if isinstance(data, dict) else None
+    if prediction and not {"method", "n_opt"} <= set(prediction):
+        raise UserError(f"{path}: not a fit.json this moescale reads (its prediction lacks n_opt)")
     try:
         return FitReport.from_dict(data)
     except (KeyError, TypeError, ValueError) as err:
