@@ -37,7 +37,7 @@ from moescale.fitting.powerlaw import (
     fit_saturating_params,
     loss_law_from_dict,
 )
-from moescale.fitting.resample import draw_by_position, position_pools
+from moescale.fitting.resample import MAD_TO_SD, draw_by_position, position_pools
 from moescale.fitting.slices import SliceData, SliceFit, fit_slices, refit_draws
 from moescale.results import RunStatus
 
@@ -324,7 +324,7 @@ def choose_shape(data: list[SliceData], slices: SliceFit | None) -> tuple[str, d
         residuals["parabola"].append(_loo_residuals(quadratic, d.y))
     pooled = {k: np.concatenate(v) for k, v in residuals.items()}
     both = np.concatenate(list(pooled.values()))
-    scale = 1.4826 * np.median(np.abs(both)) or 1.0
+    scale = MAD_TO_SD * np.median(np.abs(both)) or 1.0  # about zero: residuals, not centred
     limit = 1.345 * scale
 
     def huber(r: np.ndarray) -> float:

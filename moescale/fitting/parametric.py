@@ -21,7 +21,7 @@ from moescale.errors import UserError
 from moescale.fitting.budgets import group_budgets
 from moescale.fitting.compute_law import DEFAULT_LAW, ComputeLaw
 from moescale.fitting.powerlaw import percentile_interval
-from moescale.fitting.resample import draw_by_position, position_pools
+from moescale.fitting.resample import draw_by_position, position_pools, robust_sd
 from moescale.results import RunStatus
 
 PARAMS = ("a", "b", "e", "alpha", "beta")
@@ -433,7 +433,7 @@ def fit_parametric(
         natural = np.column_stack([np.exp(samples[:, :3]), samples[:, 3:]])
         for i, name in enumerate(("A", "B", "E", "alpha", "beta")):
             intervals[name] = percentile_interval(natural[:, i])
-        noise = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
+        noise = robust_sd(residual)
         if extrapolation_error:
             columns = dict(n_col=n_col, d_col=d_col, loss_col=loss_col, budget_col=budget_col)
             extrapolation = extrapolation_scatter(table, point, noise, huber_delta, **columns)

@@ -8,6 +8,14 @@ from __future__ import annotations
 import numpy as np
 
 MIN_BUDGETS_TO_RESAMPLE = 5  # with fewer, most draws repeat one or two budgets
+MAD_TO_SD = 1.4826  # a normal's s.d. over its median absolute deviation
+
+
+def robust_sd(values: np.ndarray) -> float:
+    """The s.d. a normal with these values' median absolute deviation would have: a noise
+    scale that edge outliers and a few bad runs cannot inflate."""
+    values = np.asarray(values, float)
+    return float(MAD_TO_SD * np.median(np.abs(values - np.median(values))))
 
 
 def resamples_budgets(n_budgets: int) -> bool:

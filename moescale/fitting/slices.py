@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
+from moescale.fitting.resample import robust_sd
+
 # exponents searched between these (published α, β lie in 0.1–1.0)
 LOG_EXPONENT_BOUNDS = (np.log(0.03), np.log(3.0))
 COARSE = 25  # grid points per exponent over the bounds, then Nelder–Mead from the best
@@ -146,7 +148,7 @@ def _best_on(
 
 def _huber_weights(residuals: list[np.ndarray], dof_scale: float) -> list[np.ndarray]:
     pooled = np.concatenate(residuals)
-    scale = 1.4826 * np.median(np.abs(pooled - np.median(pooled))) * dof_scale
+    scale = robust_sd(pooled) * dof_scale
     if not scale > 0:
         return [np.ones_like(r) for r in residuals]
     return [np.minimum(1.0, HUBER_K * scale / np.maximum(np.abs(r), 1e-300)) for r in residuals]

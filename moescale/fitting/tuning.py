@@ -29,7 +29,7 @@ from moescale.errors import UserError
 from moescale.fitting.budgets import group_budgets
 from moescale.fitting.isoflop import IsoflopFit
 from moescale.fitting.powerlaw import percentile_interval
-from moescale.fitting.resample import draw_runs, what_is_resampled
+from moescale.fitting.resample import draw_runs, robust_sd, what_is_resampled
 from moescale.results import RunStatus
 
 TUNE_COLUMNS = ("lr", "batch_tokens", "routed_lr_scale")
@@ -185,7 +185,7 @@ def _regress(log_c: np.ndarray, log_off: np.ndarray, log_y: np.ndarray) -> np.nd
         root = np.sqrt(weights)
         theta, *_ = np.linalg.lstsq(design * root[:, None], log_y * root, rcond=None)
         residual = log_y - design @ theta
-        scale = 1.4826 * np.median(np.abs(residual - np.median(residual))) or 1.0
+        scale = robust_sd(residual) or 1.0
         cut = HUBER_K * scale
         weights = np.minimum(1.0, cut / np.maximum(np.abs(residual), 1e-12))
     return theta
