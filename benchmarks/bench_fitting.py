@@ -6,6 +6,7 @@ per start, 128-bit floats, a process pool), given the same objective and starts;
 
     python -m benchmarks.bench_fitting                 # both, side by side
     python -m benchmarks.bench_fitting --only moescale # one side (for whole-process timers)
+    python -m benchmarks.bench_fitting --screen        # the screened start grid against all of it
 
 Objectives are compared as moescale computes them: the sum of Huber losses at the end point.
 """
@@ -18,10 +19,16 @@ import tempfile
 import time
 
 import numpy as np
+import pandas as pd
 
 from moescale import published
 from moescale.fitting import ComputeLaw, ParametricFit, fit_isoflop, fit_parametric
-from moescale.fitting.parametric import EPOCH_GRID, _objective_and_gradient
+from moescale.fitting.parametric import (
+    EPOCH_GRID,
+    _fit_once,
+    _objective_and_gradient,
+    start_grid,
+)
 from moescale.fitting.synthetic import synthetic_sweep
 
 DELTA = 1e-3
@@ -52,7 +59,6 @@ def run_moescale(table) -> tuple[float, np.ndarray]:
 
 
 def run_chinchilla(table) -> tuple[float, np.ndarray]:
-    import pandas as pd
     from chinchilla import Chinchilla
 
     def huber_on_log(y_true, y_pred):  # the same objective, per point (chinchilla averages)
@@ -128,10 +134,65 @@ def run_fit_defaults(budgets: int = 11, sizes: int = 9) -> tuple[float, int]:
     return time.perf_counter() - start, len(table)
 
 
+def screen_problems():
+    """(name, table) of every real data set in ../shared/data and one sweep of every
+    simulated design: the fits the start-grid screen must not change."""
+    from benchmarks.real_extrapolation import DATA, clark_curves, epoch_isoflop
+    from moescale.fitting.synthetic import DESIGNS
+
+    yield "epoch chinchilla, 240 points", chinchilla_data()
+    iso = epoch_isoflop()
+    yield "epoch isoFLOP budgets < 1e20", iso[iso["budget_flops"] < 1e20]
+    olmo = pd.read_csv(DATA / "olmo_ladder" / "ladder_final_c4_summary.csv")
+    yield (
+        "olmo ladder",
+        olmo.assign(
+            n_active=olmo["n_params"], tokens=olmo["total_tokens"], final_loss=olmo["c4_loss"]
+        ),
+    )
+    curves = clark_curves()
+    usable = curves[(curves["step"] >= 50_000) & curves["loss_validation"].notna()]
+    for (router, experts), part in usable.groupby(["router_type", "num_experts"]):
+        points = part.groupby(["dense_parameter_count", "step"], as_index=False).agg(
+            final_loss=("loss_validation", "mean"), flops_per_step=("flops_per_step", "first")
+        )
+        points["n_active"] = points["dense_parameter_count"]
+        points["tokens"] = points["step"] * points["flops_per_step"] / (6 * points["n_active"])
+        yield f"clark {router} E={experts}", points
+    for name, design in DESIGNS.items():
+        yield f"simulated {name}, seed 0", design.sweep(0)
+
+
+def run_screen() -> None:
+    """The Epoch grid screened (parametric.SCREEN_STEPS, SCREEN_KEEP) against every start run
+    to convergence: objective difference (relative) and wall time of each."""
+    print(
+        f"{'data set':<34} {'points':>6} {'objective':>12} {'screened - all':>15} {'all s':>6} {'screened s':>10}"
+    )
+    worst = 0.0
+    for name, table in screen_problems():
+        columns = [np.log(table[c].to_numpy(float)) for c in ("n_active", "tokens", "final_loss")]
+        times, values = [], []
+        for screen in (False, True):
+            start = time.perf_counter()
+            values.append(_fit_once(*columns, DELTA, start_grid(), screen=screen)[1])
+            times.append(time.perf_counter() - start)
+        relative = (values[1] - values[0]) / values[0]
+        worst = max(worst, relative)
+        print(
+            f"{name:<34} {len(table):>6} {values[0]:>12.6g} {relative:>+15.2e} {times[0]:>6.2f} {times[1]:>10.2f}"
+        )
+    print(f"worst relative excess of the screened objective: {worst:+.2e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=["moescale", "chinchilla"])
+    parser.add_argument("--screen", action="store_true", help="the start-grid screen's check")
     args = parser.parse_args()
+    if args.screen:
+        run_screen()
+        return
     table = chinchilla_data()
     rows = []
     for name, runner in (("moescale", run_moescale), ("chinchilla 0.2.0", run_chinchilla)):

@@ -29,6 +29,7 @@ from moescale.fitting import (
     fit_power_law,
     fit_routed,
     group_budgets,
+    parametric,
 )
 from moescale.fitting.synthetic import synthetic_sweep
 from moescale.fitting.tables import map_columns
@@ -61,6 +62,22 @@ def test_parametric_fit_reproduces_epochs_chinchilla_replication():
     assert fit.alpha == pytest.approx(0.347, abs=0.005)
     assert fit.beta == pytest.approx(0.367, abs=0.005)
     assert fit.allocation_exponent == pytest.approx(0.514, abs=0.01)
+
+
+@pytest.mark.parametrize("points", ["chinchilla", "chinchilla below 1e20"])
+def test_the_screened_start_grid_ends_where_every_start_does(points):
+    """Epoch's 4,500 starts screened (a few BFGS steps each, the lowest SCREEN_KEEP go on)
+    reach the objective of every start run to convergence, on Chinchilla's points (every
+    data set and design: `python -m benchmarks.bench_fitting --screen`)."""
+    table = published.epoch_chinchilla().sort_values("final_loss").iloc[:-5]
+    if points != "chinchilla":
+        table = table[table["flops"] < 1e20]
+    columns = [np.log(table[c].to_numpy(float)) for c in ("n_active", "tokens", "final_loss")]
+    starts = parametric.start_grid()
+    assert len(starts) > parametric.SCREEN_KEEP  # the screen is used
+    _, every = parametric._fit_once(*columns, 1e-3, starts, screen=False)
+    _, screened = parametric._fit_once(*columns, 1e-3, starts)
+    assert screened <= every * (1 + 1e-10)
 
 
 def test_parametric_run_losses_past_the_fit_are_covered_on_chinchillas_points():

@@ -34,6 +34,7 @@ BOOTSTRAP_WINDOW = 0.7  # a bootstrap draw's exponents are searched within ±thi
 BOOTSTRAP_POINTS = 29
 HUBER_K = 1.345  # Huber's tuning constant: 95% efficiency under Gaussian noise
 ROBUST_PASSES = 2  # reweighting passes after the first least-squares fit
+CHUNK_ELEMENTS = 2**21  # 16 MB per float64 temporary of a batched solve
 
 
 @dataclass(frozen=True)
@@ -85,47 +86,78 @@ def slice_curve(
     return e + a * np.exp(-alpha * log_n) + b * np.exp(-beta * log_d)
 
 
+@dataclass(frozen=True)
+class Stacked:
+    """Every budget's runs padded to one length, so that one solve covers all budgets: x,
+    log_d (budgets, n), the draws y (budgets, n, S) and the weights w (budgets, n). Padding
+    repeats a budget's first run with weight 0 (it changes no sum and no column's scale)."""
+
+    x: np.ndarray
+    log_d: np.ndarray
+    y: np.ndarray
+    w: np.ndarray
+
+    @classmethod
+    def of(cls, data: list[SliceData], ys: list[np.ndarray], weights: list[np.ndarray]) -> Stacked:
+        size = max(len(d.x) for d in data)
+
+        def pad(values: np.ndarray, fill=None) -> np.ndarray:
+            extra = np.repeat(values[:1] if fill is None else fill, size - len(values), axis=0)
+            return np.concatenate([values, extra])
+
+        return cls(
+            x=np.stack([pad(d.x) for d in data]),
+            log_d=np.stack([pad(d.log_d) for d in data]),
+            y=np.stack([pad(y) for y in ys]),
+            w=np.stack([pad(w, np.zeros(1)) for w in weights]),
+        )
+
+    def draw(self, s: int) -> Stacked:
+        """The same runs with only draw s."""
+        return Stacked(self.x, self.log_d, self.y[:, :, [s]], self.w)
+
+
 def _solve(columns: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted least squares of every draw y (n, S) on `columns` (pairs, n, p), for every
-    pair at once: (coefficients (pairs, S, p), weighted SSE (pairs, S)). Columns are scaled
-    for conditioning (N^−α spans many decades)."""
-    scale = np.maximum(np.abs(columns).max(axis=1, keepdims=True), 1e-300)
+    """Weighted least squares of every budget's draws y (budgets, n, S) on `columns` (pairs,
+    budgets, n, p), for every pair at once: (coefficients (pairs, budgets, S, p), weighted
+    SSE (pairs, budgets, S)). Columns are scaled for conditioning (N^−α spans many decades)."""
+    scale = np.maximum(np.abs(columns).max(axis=2, keepdims=True), 1e-300)
     z = columns / scale
-    zw = z * w[None, :, None]
-    gram = np.einsum("gnp,gnq->gpq", zw, z) + 1e-12 * np.eye(z.shape[2])
-    coef = np.linalg.solve(gram, np.einsum("gnp,ns->gps", zw, y))
-    resid = y[None] - np.einsum("gnp,gps->gns", z, coef)
-    sse = np.einsum("gns,n->gs", resid**2, w)
-    return np.swapaxes(coef / np.swapaxes(scale, 1, 2), 1, 2), sse
+    zw = z * w[None, :, :, None]
+    gram = np.einsum("gbnp,gbnq->gbpq", zw, z) + 1e-12 * np.eye(z.shape[3])
+    coef = np.linalg.solve(gram, np.einsum("gbnp,bns->gbps", zw, y))
+    resid = y[None] - np.einsum("gbnp,gbps->gbns", z, coef)
+    sse = np.einsum("gbns,bn->gbs", resid**2, w)
+    return np.swapaxes(coef / np.swapaxes(scale, 2, 3), 2, 3), sse
 
 
-def budget_terms(
-    theta: np.ndarray, data: SliceData, y: np.ndarray, w: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """The best (e, A ≥ 0, B ≥ 0) of one budget for every exponent pair in theta (pairs, 2:
-    log α, log β) and every draw in y (n, S), and the SSE (pairs, S): the unconstrained
-    solution where both terms come out non-negative, else the better of the one-term fits
-    (a curve with one term is monotone: its optimum is at an edge), else a constant."""
+def budget_terms(theta: np.ndarray, runs: Stacked) -> tuple[np.ndarray, np.ndarray]:
+    """The best (e, A ≥ 0, B ≥ 0) of every budget for every exponent pair in theta (pairs, 2:
+    log α, log β) and every draw, (pairs, budgets, S, 3), and the SSE (pairs, budgets, S):
+    the unconstrained solution where both terms come out non-negative, else the better of
+    the one-term fits (a curve with one term is monotone: its optimum is at an edge), else a
+    constant."""
     alpha, beta = np.exp(theta[:, 0]), np.exp(theta[:, 1])
-    ones = np.ones((len(alpha), len(data.x)))
-    term_n = np.exp(-alpha[:, None] * data.x[None, :])
-    term_d = np.exp(-beta[:, None] * data.log_d[None, :])
-    full, sse = _solve(np.stack([ones, term_n, term_d], axis=2), y, w)
+    term_n = np.exp(-alpha[:, None, None] * runs.x[None])
+    term_d = np.exp(-beta[:, None, None] * runs.log_d[None])
+    ones = np.ones_like(term_n)
+    y, w = runs.y, runs.w
+    full, sse = _solve(np.stack([ones, term_n, term_d], axis=3), y, w)
     ok = (full[..., 1] >= 0) & (full[..., 2] >= 0)
     coef = np.where(ok[..., None], full, 0.0)
     best = np.where(ok, sse, np.inf)
     for keep, term in ((1, term_n), (2, term_d)):
-        part, part_sse = _solve(np.stack([ones, term], axis=2), y, w)
+        part, part_sse = _solve(np.stack([ones, term], axis=3), y, w)
         better = ~ok & (part[..., 1] >= 0) & (part_sse < best)
         coef[..., 0] = np.where(better, part[..., 0], coef[..., 0])
         coef[..., keep] = np.where(better, part[..., 1], coef[..., keep])
         coef[..., 3 - keep] = np.where(better, 0.0, coef[..., 3 - keep])
         best = np.where(better, part_sse, best)
     constant = ~np.isfinite(best)
-    mean = (w @ y) / w.sum()
-    coef[..., 0] = np.where(constant, mean[None, :], coef[..., 0])
-    flat = np.einsum("ns,n->s", (y - mean) ** 2, w)
-    return coef, np.where(constant, flat[None, :], best)
+    mean = np.einsum("bn,bns->bs", w, y) / w.sum(1)[:, None]
+    coef[..., 0] = np.where(constant, mean[None], coef[..., 0])
+    flat = np.einsum("bns,bn->bs", (y - mean[:, None, :]) ** 2, w)
+    return coef, np.where(constant, flat[None], best)
 
 
 def _grid(centre: np.ndarray, half_width: float, points: int) -> np.ndarray:
@@ -134,16 +166,17 @@ def _grid(centre: np.ndarray, half_width: float, points: int) -> np.ndarray:
     return np.clip(pairs, *LOG_EXPONENT_BOUNDS)
 
 
-def _best_sse(theta: np.ndarray, data, ys, weights) -> np.ndarray:
-    """The SSE summed over budgets for every exponent pair and draw: (pairs, S)."""
-    return sum(budget_terms(theta, d, y, w)[1] for d, y, w in zip(data, ys, weights, strict=True))
+def _best_sse(theta: np.ndarray, runs: Stacked) -> np.ndarray:
+    """The SSE summed over budgets for every exponent pair and draw: (pairs, S), the pairs
+    taken in chunks whose (pairs, budgets, n, S) temporaries hold about CHUNK_ELEMENTS."""
+    step = max(1, CHUNK_ELEMENTS // runs.y.size)
+    chunks = (theta[i : i + step] for i in range(0, len(theta), step))
+    return np.concatenate([budget_terms(chunk, runs)[1].sum(axis=1) for chunk in chunks])
 
 
-def _best_on(
-    theta: np.ndarray, data: list[SliceData], ys: list[np.ndarray], weights: list[np.ndarray]
-) -> np.ndarray:
+def _best_on(theta: np.ndarray, runs: Stacked) -> np.ndarray:
     """For each draw, the exponent pair of `theta` with the lowest summed SSE: (S, 2)."""
-    return theta[np.argmin(_best_sse(theta, data, ys, weights), axis=0)]
+    return theta[np.argmin(_best_sse(theta, runs), axis=0)]
 
 
 def _huber_weights(residuals: list[np.ndarray], dof_scale: float) -> list[np.ndarray]:
@@ -154,15 +187,12 @@ def _huber_weights(residuals: list[np.ndarray], dof_scale: float) -> list[np.nda
     return [np.minimum(1.0, HUBER_K * scale / np.maximum(np.abs(r), 1e-300)) for r in residuals]
 
 
-def _fit_at(theta: np.ndarray, data, ys, weights) -> list[np.ndarray]:
+def _fit_at(theta: np.ndarray, runs: Stacked) -> list[np.ndarray]:
     """Every budget's (e, A, B) at one exponent pair per draw: list over budgets of (S, 3)."""
-    out = []
-    for d, y, w in zip(data, ys, weights, strict=True):
-        coef = np.stack(
-            [budget_terms(t[None, :], d, y[:, [s]], w)[0][0, 0] for s, t in enumerate(theta)]
-        )
-        out.append(coef)
-    return out
+    coef = np.stack(
+        [budget_terms(t[None, :], runs.draw(s))[0][0, :, 0] for s, t in enumerate(theta)], 1
+    )
+    return list(coef)
 
 
 def fit_slices(data: list[SliceData], robust: bool = True) -> SliceFit:
@@ -174,20 +204,19 @@ def fit_slices(data: list[SliceData], robust: bool = True) -> SliceFit:
     dof_scale = np.sqrt(n_points / max(n_points - n_params, 1))
     for _ in range(1 + (ROBUST_PASSES if robust else 0)):
         centre = np.full(2, np.mean(LOG_EXPONENT_BOUNDS))
-        centre = _best_on(
-            _grid(centre, np.ptp(LOG_EXPONENT_BOUNDS) / 2, COARSE), data, ys, weights
-        )[0]
+        runs = Stacked.of(data, ys, weights)
+        centre = _best_on(_grid(centre, np.ptp(LOG_EXPONENT_BOUNDS) / 2, COARSE), runs)[0]
         # the exponents trade off along a valley that a grid refined about one point can miss
         centre = minimize(
-            lambda t, w=weights: float(
-                _best_sse(np.clip(t, *LOG_EXPONENT_BOUNDS)[None, :], data, ys, w)[0, 0]
+            lambda t, runs=runs: float(
+                _best_sse(np.clip(t, *LOG_EXPONENT_BOUNDS)[None, :], runs)[0, 0]
             ),
             centre,
             method="Nelder-Mead",
             options={"xatol": 1e-5, "fatol": 1e-14, "maxiter": 600},
         ).x
         centre = np.clip(centre, *LOG_EXPONENT_BOUNDS)
-        coeffs = np.array([c[0] for c in _fit_at(centre[None, :], data, ys, weights)])
+        coeffs = np.array([c[0] for c in _fit_at(centre[None, :], runs)])
         alpha, beta = np.exp(centre)
         fitted = tuple(slice_curve(alpha, beta, coeffs[j], d, d.x) for j, d in enumerate(data))
         if robust:
@@ -210,6 +239,6 @@ def refit_draws(
     robust weights, exponents searched within ±BOOTSTRAP_WINDOW of its own: ((S, 2) log
     exponents, per budget (S, 3) coefficients)."""
     centre = np.log([fit.alpha, fit.beta])
-    weights = list(fit.weights)
-    theta = _best_on(_grid(centre, BOOTSTRAP_WINDOW, BOOTSTRAP_POINTS), data, ys, weights)
-    return theta, _fit_at(theta, data, ys, weights)
+    runs = Stacked.of(data, ys, list(fit.weights))
+    theta = _best_on(_grid(centre, BOOTSTRAP_WINDOW, BOOTSTRAP_POINTS), runs)
+    return theta, _fit_at(theta, runs)
