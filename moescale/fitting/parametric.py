@@ -242,11 +242,13 @@ def _objective_and_gradient(
 def batched_bfgs(
     starts: np.ndarray, fun, max_iter: int = 100, gtol: float = 1e-9, ftol: float = 1e-13
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Minimise `fun(x [S, P], gradient=bool)` from every start at once: BFGS with a
-    backtracking Armijo line search per start; converged starts drop out of the batch."""
+    """Minimise `fun(x [S, P], rows, gradient=bool)` from every start at once: BFGS with a
+    backtracking Armijo line search per start; converged starts drop out of the batch.
+    `rows` are the starts' indices among all (an objective may differ by row: the
+    bootstrap's draws); every row's steps depend on its own values only."""
     x = starts.astype(float).copy()
     n_starts, n_params = x.shape
-    f, g = fun(x)
+    f, g = fun(x, np.arange(n_starts))
     h_inv = np.broadcast_to(np.eye(n_params), (n_starts, n_params, n_params)).copy()
     h_inv /= np.maximum(np.linalg.norm(g, axis=1), 1e-12)[:, None, None]
     active = np.arange(n_starts)
@@ -272,7 +274,7 @@ def batched_bfgs(
             if not trying.any():
                 break
             candidate = xa[trying] + step[trying, None] * direction[trying]
-            values, _ = fun(candidate, gradient=False)
+            values, _ = fun(candidate, active[trying], gradient=False)
             ok = values <= fa[trying] + 1e-4 * step[trying] * slope[trying]
             idx = np.flatnonzero(trying)
             accepted[idx[ok]] = True
@@ -281,7 +283,7 @@ def batched_bfgs(
         moved = accepted
         s = step[:, None] * direction
         x_new = np.where(moved[:, None], xa + s, xa)
-        _, g_new = fun(x_new)
+        _, g_new = fun(x_new, active)
         y = g_new - ga
         sy = np.einsum("si,si->s", s, y)
         update = moved & (sy > 1e-12)
@@ -318,24 +320,48 @@ def minimise_from_starts(
     SCREEN_KEEP go on; `screen=False` takes every start on, the reference the screen is
     checked against), then batched BFGS, then L-BFGS-B from the `polish` best distinct end
     points (the batch stops early; the polish finishes)."""
+
+    def same_for_every_row(x, rows, gradient=True):
+        return fun(x, gradient)
+
     if screen and len(starts) > SCREEN_KEEP:
-        ends, values = batched_bfgs(starts, fun, max_iter=SCREEN_STEPS)
+        ends, values = batched_bfgs(starts, same_for_every_row, max_iter=SCREEN_STEPS)
         starts = ends[_lowest(values, SCREEN_KEEP)]
-    ends, values = batched_bfgs(starts, fun)
+    ends, values = batched_bfgs(starts, same_for_every_row)
     order = _lowest(values, len(values))
     _, distinct = np.unique(np.round(ends[order], 3), axis=0, return_index=True)
     best_theta, best_value = ends[order[0]], float(values[order[0]])
     for i in order[np.sort(distinct)[:polish]]:
-        result = minimize(
-            lambda th: tuple(v[0] for v in fun(th[None, :])),
-            ends[i],
-            jac=True,
-            method="L-BFGS-B",
-            options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 2000},
-        )
-        if result.fun < best_value:
-            best_theta, best_value = result.x, float(result.fun)
+        theta, value = _polish(fun, ends[i])
+        if value < best_value:
+            best_theta, best_value = theta, value
     return best_theta, best_value
+
+
+def _polish(fun, start: np.ndarray) -> tuple[np.ndarray, float]:
+    """L-BFGS-B from one point of `fun(theta [1, P], gradient=bool)` to tight tolerances."""
+    result = minimize(
+        lambda th: tuple(v[0] for v in fun(th[None, :])),
+        start,
+        jac=True,
+        method="L-BFGS-B",
+        options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 2000},
+    )
+    return result.x, float(result.fun)
+
+
+def minimise_each(fun, starts: np.ndarray) -> np.ndarray:
+    """Row s of `starts` minimised on its own objective `fun(theta, rows, gradient=bool)`
+    (rows: which objectives), as `minimise_from_starts` minimises one start: batched BFGS for
+    every row at once, then L-BFGS-B from each row's end, the lower of the two kept."""
+    ends, values = batched_bfgs(starts, fun)
+    for s in range(len(starts)):
+        theta, value = _polish(
+            lambda th, gradient=True, row=np.array([s]): fun(th, row, gradient), ends[s]
+        )
+        if value < values[s]:
+            ends[s] = theta
+    return ends
 
 
 def _fit_once(
@@ -444,18 +470,17 @@ def fit_parametric(
         at_edge = _at_grid_edge(table, n_col, budget_col)
         pools = position_pools(residual, at_edge) or {True: residual, False: residual}
         rng = np.random.default_rng(seed)
-        samples = np.array(
+        draws = np.array(
             [
-                _fit_once(
-                    log_n,
-                    log_d,
-                    fitted + draw_by_position(pools, at_edge, (len(residual),), rng),
-                    huber_delta,
-                    theta[None, :],
-                )[0]
+                fitted + draw_by_position(pools, at_edge, (len(residual),), rng)
                 for _ in range(bootstrap)
             ]
         )
+
+        def on_draws(theta: np.ndarray, rows: np.ndarray, gradient: bool = True):
+            return _objective_and_gradient(theta, log_n, log_d, draws[rows], huber_delta, gradient)
+
+        samples = minimise_each(on_draws, np.repeat(theta[None, :], bootstrap, axis=0))
         natural = np.column_stack([np.exp(samples[:, :3]), samples[:, 3:]])
         for i, name in enumerate(("A", "B", "E", "alpha", "beta")):
             intervals[name] = percentile_interval(natural[:, i])
