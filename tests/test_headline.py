@@ -246,20 +246,40 @@ def test_fit_json_round_trips_to_equal_predictions(tmp_path):
 # --- designs with the noise real runs have (moescale.fitting.synthetic.DESIGNS) ------------
 
 
-@pytest.mark.parametrize(("name", "factor"), [("asymmetric-6", 100.0), ("real-like", 10.0)])
-def test_headline_is_honest_and_no_wider_than_it_must_be(name, factor):
-    """8 seeds of Student-t noise with outliers at the grid edges, off-centre grids: coverage
-    >= 80%, |bias| <= 10%, and the median log(hi/lo) at most 1.5 × 2 × 1.96 × the s.d. of log
-    N_opt across the seeds (vague intervals fail that); on the real-like design (9 budgets
-    over 2 decades, 8 sizes, 0.5% noise) a median hi/lo <= 2.5 at 10× past. All 10 designs
-    over 20 seeds: `python -m benchmarks.headline_designs`."""
-    from benchmarks.headline_designs import score_design, summarise
+# every design at 100× past its largest budget, and the real-like one also at 10× (its width goal)
+DESIGN_CASES = [(name, 100.0) for name in DESIGNS] + [("real-like", 10.0)]
 
-    s = summarise(score_design(DESIGNS[name], range(8), factor, bootstrap=100))
+
+DESIGN_SEEDS = range(20)  # at 8 the width ratio's denominator (a spread over the seeds) is too
+# noisy for its 1.5 bound: seeds 0–7 of symmetric-6 happen to agree to 1.2% (2.6% over 20)
+
+
+@pytest.fixture(scope="module")
+def design_scores() -> pd.DataFrame:
+    """20 seeds of every case in DESIGN_CASES, fitted as `moescale fit` does (100 bootstrap
+    draws), two processes side by side."""
+    from benchmarks.headline_designs import score_designs
+
+    return score_designs(DESIGN_CASES, DESIGN_SEEDS, bootstrap=100, workers=2)
+
+
+@pytest.mark.parametrize(("name", "factor"), DESIGN_CASES)
+def test_headline_is_honest_and_no_wider_than_it_must_be(design_scores, name, factor):
+    """20 seeds of Student-t noise with outliers at the grid edges, off-centre grids, 3, 6 and 9
+    budgets, symmetric, asymmetric and Hunyuan-style curves: coverage >= 80%, |bias| <= 10%,
+    and the median log(hi/lo) at most 1.5 × 2 × 1.96 × the s.d. of log N_opt across the
+    seeds (vague intervals fail that); on the real-like design (9 budgets over 2 decades, 8
+    sizes, 0.5% noise) a median hi/lo <= 2.5 at 10× past. The same table:
+    `python -m benchmarks.headline_designs --bootstrap 100 --workers 2`."""
+    from benchmarks.headline_designs import summarise
+
+    scores = design_scores[(design_scores["design"] == name) & (design_scores["factor"] == factor)]
+    assert len(scores) == len(DESIGN_SEEDS)
+    s = summarise(scores)
     assert s["coverage"] >= 0.8, s
     assert abs(s["bias"]) <= 0.10, s
     assert s["width ratio"] <= 1.5, s
-    if name == "real-like":
+    if name == "real-like" and factor == 10.0:
         assert s["median hi/lo"] <= 2.5, s
 
 
