@@ -228,7 +228,18 @@ def test_compare_draws_every_sweep_on_one_figure_and_one_table(tmp_path):
         runs = load_runs(folder)
         runs["final_loss"] *= 1 + scale * runs["n_active"] / runs["n_active"].max()
         atomic_write_parquet(folder / "runs.parquet", runs)
+
+    def contents() -> dict:
+        return {
+            str(path): (path.stat().st_mtime_ns, path.read_bytes())
+            for name in ("baseline", "changed")
+            for path in sorted((tmp_path / name).rglob("*"))
+            if path.is_file()
+        }
+
+    before = contents()
     table = compare([tmp_path / "baseline", tmp_path / "changed"], tmp_path / "out")
+    assert contents() == before  # fitted in memory: no fit.json written into an input
     assert table["sweep"].tolist() == ["baseline", "changed"]
     # the change penalises large models: the optimum it predicts is smaller
     assert table.loc[1, "N_opt at C"] < table.loc[0, "N_opt at C"]

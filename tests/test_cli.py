@@ -196,6 +196,10 @@ def test_train_bad_input_is_one_line(tmp_path, content, expected):
             "--n-nearest must be at least 3",
         ),
         (["compare", "results/example", "--out", "OUT"], "give at least two results folders"),
+        (
+            ["compare", "results/example", "results/example", "--out", "results/example/cmp"],
+            "is inside the input results/example",
+        ),
     ],
 )
 def test_impossible_numbers_and_flag_combinations_are_one_line_errors(tmp_path, args, expected):

@@ -18,8 +18,8 @@ from moescale.results import RunStatus, atomic_write_bytes, load_curves, load_ru
 
 
 def load_fits(folders: list[Path]) -> dict[str, FitReport]:
-    """Each folder's fit (fit.json when it matches its runs, else a fresh fit written there),
-    named by the folder."""
+    """Each folder's fit (fit.json when it matches its runs, else a fresh fit, kept in
+    memory: compare reads its inputs and never writes into them), named by the folder."""
     if len(folders) < 2:
         raise UserError("compare: give at least two results folders")
     fits = {}
@@ -27,8 +27,19 @@ def load_fits(folders: list[Path]) -> dict[str, FitReport]:
         runs = load_runs(folder)
         curves = load_curves(folder) if (folder / "curves.parquet").exists() else None
         name = folder.name if folder.name not in fits else str(folder)
-        fits[name] = current_fit(folder, runs, curves)[0]
+        fits[name] = current_fit(folder, runs, curves, write=False)[0]
     return fits
+
+
+def check_out(folders: list[Path], out: Path) -> None:
+    """Refuse an output folder that is one of the inputs or inside one."""
+    target = out.resolve()
+    for folder in folders:
+        source = folder.resolve()
+        if target == source or source in target.parents:
+            raise UserError(
+                f"compare: --out {out} is inside the input {folder}; choose another folder"
+            )
 
 
 def comparison_table(fits: dict[str, FitReport], flops: float) -> pd.DataFrame:
@@ -95,7 +106,9 @@ def comparison_figure(fits: dict[str, FitReport], flops: float) -> Figure:
 
 
 def compare(folders: list[Path], out: Path, target_flops: float | None = None) -> pd.DataFrame:
-    """Write compare.pdf, .svg, .png and compare.csv into `out`; return the table."""
+    """Write compare.pdf, .svg, .png and compare.csv into `out` (never into an input); return
+    the table."""
+    check_out(folders, out)
     fits = load_fits(folders)
     flops = target_flops or max(f.target_flops for f in fits.values())
     table = comparison_table(fits, flops)

@@ -581,11 +581,13 @@ def current_fit(
     curves: pd.DataFrame | None,
     target_flops: float | None = None,
     bootstrap: int | None = None,
+    write: bool = True,
 ) -> tuple[FitReport, str]:
     """A results folder's fit.json when it was made from exactly these runs with every
     method (and the target and bootstrap asked for, if asked), else a new fit — with
     fit.json's own options (per-budget method, bootstrap, variant) unless asked otherwise —
-    written over it; and a sentence saying which."""
+    written over it (unless `write` is off: a reader that must leave the folder alone); and a
+    sentence saying which."""
     path = Path(results_dir) / "fit.json"
     existing, why = None, f"there was no {path.name}"
     if path.exists():
@@ -623,5 +625,7 @@ def current_fit(
             n_nearest=keep.get("n_nearest"),
             variant=keep.get("variant"),
         )
+    if not write:
+        return fit, f"Refitted ({why}); not written."
     write_fit_json(fit, path)
     return fit, f"Refitted ({why}); written to {path.name}."
