@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager, suppress
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -108,12 +109,51 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+_OUTPUTS: list[list[Path]] = []  # the open `one_output` blocks, each with what it wrote
+
+
+@contextmanager
+def one_output():
+    """Files and folders written inside this block are one output (a report, a figure set):
+    if the block fails, the ones it wrote are removed, so nothing half-written is left."""
+    written: list[Path] = []
+    _OUTPUTS.append(written)
     try:
+        yield
+    except BaseException:
+        for path in reversed(written):
+            if path.is_dir():
+                with suppress(OSError):
+                    path.rmdir()  # only if left empty
+            else:
+                path.unlink(missing_ok=True)
+        raise
+    finally:
+        _OUTPUTS.remove(written)
+
+
+def _record(path: Path) -> None:
+    for written in _OUTPUTS:
+        written.append(path)
+
+
+def _make_folder(folder: Path) -> None:
+    """mkdir -p, recording each folder it creates for `one_output`."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    folder.mkdir(parents=True, exist_ok=True)
+    for made in reversed(missing):
+        _record(made)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, fsync, then rename over `path`. A
+    failure (a full disk, a read-only folder) is a one-line UserError naming the path and the
+    reason, with the temporary file removed."""
+    path = Path(path)
+    tmp = None
+    try:
+        _make_folder(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         # mkstemp makes the file 0600; results are for the group to read, as any file would be
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as handle:
@@ -121,9 +161,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            with suppress(OSError):
+                Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            reason = err.strerror or err.__class__.__name__
+            raise UserError(f"{path}: cannot write ({reason})") from None
         raise
+    _record(path)
 
 
 def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:

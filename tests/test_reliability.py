@@ -323,3 +323,77 @@ def test_bad_input_matrix_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
         p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")
     } == before  # nothing written at all
     assert not (ROOT / "results" / "x").exists()
+
+
+# --- filesystem faults: a full disk (a small tmpfs) and a read-only folder (a bind mount) ---
+
+
+@pytest.fixture
+def mounts():
+    """Mount points this test made (root only), unmounted after, innermost first."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs or a read-only bind needs root and mount(8)")
+    made: list[Path] = []
+
+    def mount(*args: str, at: Path) -> Path:
+        at.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(["mount", *args, str(at)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"mount refused here: {done.stderr.strip()}")
+        made.append(at)
+        return at
+
+    yield mount
+    for at in reversed(made):
+        subprocess.run(["umount", "-l", str(at)], check=False)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _fill(disk: Path, leave: int) -> None:
+    """Fill a tmpfs with one file until only `leave` bytes are free."""
+    free = shutil.disk_usage(disk).free
+    (disk / "filler").write_bytes(b"\0" * max(0, free - leave))
+
+
+@pytest.mark.parametrize("command", ["fit", "report", "compare"])
+def test_a_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path, mounts, command):
+    """fit.json, the report and compare's figure set onto a disk with 48 KiB left: one line
+    naming the file and 'No space left on device', exit 2, and none of the output left."""
+    disk = mounts("-t", "tmpfs", "-o", "size=8m", "tmpfs", at=tmp_path / "disk")
+    example = ROOT / "results" / "example"
+    if command == "report":  # the results folder itself on the full disk, its fit current
+        folder = disk / "example"
+        shutil.copytree(example, folder, ignore=shutil.ignore_patterns("report", "runs", "trunks"))
+        args, out = ["report", str(folder)], folder / "report"
+    elif command == "fit":
+        args, out = ["fit", str(example), "--out", str(disk / "fit.json")], disk / "fit.json"
+    else:
+        shutil.copytree(example, tmp_path / "other", ignore=shutil.ignore_patterns("report"))
+        args = ["compare", str(example), str(tmp_path / "other"), "--out", str(disk / "cmp")]
+        out = disk / "cmp"
+    _fill(disk, 48 * 1024)
+    before = _files(disk)
+    result = moescale(*args)
+    assert_one_line_error(result, "No space left on device")
+    assert str(disk) in result.stderr  # names the file it could not write
+    assert not out.exists()  # nothing half-written: no partial report, figure set or fit
+    assert _files(disk) == before
+
+
+def test_a_read_only_results_folder_is_one_line_and_unchanged(tmp_path, mounts):
+    """`moescale fit` and `moescale report` on a results folder mounted read-only: one line
+    naming the file and 'Read-only file system', exit 2, the folder as it was."""
+    source = tmp_path / "example"
+    shutil.copytree(ROOT / "results" / "example", source, ignore=shutil.ignore_patterns("fit.json"))
+    shutil.rmtree(source / "report")
+    folder = mounts("--bind", str(source), at=tmp_path / "read_only")
+    mounts("-o", "remount,bind,ro", str(source), at=folder)
+    before = _files(folder)
+    for command in ("fit", "report"):
+        result = moescale(command, str(folder), "--bootstrap", "20")
+        assert_one_line_error(result, "Read-only file system")
+        assert "fit.json" in result.stderr
+    assert _files(folder) == before

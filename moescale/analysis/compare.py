@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from moescale.analysis.style import C_LABEL, OKABE_ITO, figure, hover, save_figure, sci, styled
 from moescale.errors import UserError
 from moescale.fitting.pipeline import FitReport, current_fit
-from moescale.results import RunStatus, atomic_write_bytes, load_curves, load_runs
+from moescale.results import RunStatus, atomic_write_bytes, load_curves, load_runs, one_output
 
 
 def load_fits(folders: list[Path]) -> dict[str, FitReport]:
@@ -113,7 +113,10 @@ def compare(folders: list[Path], out: Path, target_flops: float | None = None) -
     flops = target_flops or max(f.target_flops for f in fits.values())
     table = comparison_table(fits, flops)
     fig = comparison_figure(fits, flops)
-    save_figure(fig, out, "compare")
-    plt.close(fig)
-    atomic_write_bytes(out / "compare.csv", table.to_csv(index=False).encode())
+    try:
+        with one_output():  # a failed write leaves no half of the figure set
+            save_figure(fig, out, "compare")
+            atomic_write_bytes(out / "compare.csv", table.to_csv(index=False).encode())
+    finally:
+        plt.close(fig)
     return table

@@ -28,6 +28,7 @@ from moescale.results import (
     atomic_write_bytes,
     load_curves,
     load_runs,
+    one_output,
     read_json,
 )
 
@@ -487,6 +488,12 @@ _MARKDOWN_TEMPLATES = _TEMPLATES.overlay(finalize=_markdown_text)
 def write_html(results_dir: Path, sections: list[Section], title: str) -> Path:
     """report/index.html — self-contained: each figure inline as SVG with its text as text and
     hover labels naming runs — and report/report.md beside each figure's PDF, SVG and PNG."""
+    with one_output():  # a failed write leaves no half-written report
+        return _write_pages(results_dir, sections, title)
+
+
+def _write_pages(results_dir: Path, sections: list[Section], title: str) -> Path:
+    """The files of `write_html`, each written atomically."""
     folder = results_dir / "report"
     created = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     pages = {"html": [], "md": []}
