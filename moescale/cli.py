@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -516,7 +517,7 @@ def compare(
     one common budget, on one figure and one table."""
     from moescale.analysis.compare import compare as run_compare
 
-    if target_flops is not None and not target_flops > 0:
+    if target_flops is not None and not (math.isfinite(target_flops) and target_flops > 0):
         raise UserError(f"--target-flops must be a positive number, got {target_flops}")
     console = _console()
     with console.status("fitting (where fit.json does not match) and drawing…"):
@@ -547,12 +548,28 @@ def quickstart(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: a UserError becomes one line on stderr and exit code 2, never a traceback."""
+    """Entry point: a UserError, or a command line click cannot parse (a bad value, a missing
+    argument, an unknown flag), becomes one line on stderr and exit code 2, never a
+    traceback or a usage box."""
     try:
-        app(args=argv, prog_name="moescale")
+        code = app(args=argv, prog_name="moescale", standalone_mode=False)
+    except typer.TyperException as err:  # typer's own click: the command line itself
+        ctx = getattr(err, "ctx", None)
+        if type(err).__name__ == "NoArgsIsHelpError":  # bare `moescale` or `moescale sweep`
+            typer.echo(ctx.get_help() if ctx else err.format_message())
+            sys.exit(2)
+        _fail(err.format_message() + (f" (see {ctx.command_path} --help)" if ctx else ""))
+    except typer.Abort:
+        print("moescale: interrupted", file=sys.stderr)
+        sys.exit(130)
     except UserError as err:
-        print(f"moescale: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(err))
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str) -> None:
+    print(f"moescale: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

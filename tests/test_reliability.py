@@ -259,6 +259,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         (tmp / f"budget_{name}.yaml").write_text(f"name: x\nbudgets: [{budget}]\n{sizes}\n")
     (tmp / "huge.yaml").write_text("name: x\nbudgets: [1e20]\nsizes: {n_active: [1e30, 1e31]}\n")
     (tmp / "longname.yaml").write_text(f"name: {'a' * 300}\nbudgets: [1e12]\n{sizes}\n")
+    compare = ["compare", "results/example", "results/example"]
     return {
         "budget_inf": (["sweep", "--dry-run", str(tmp / "budget_inf.yaml")], "got inf"),
         "budget_nan": (["sweep", "--dry-run", str(tmp / "budget_nan.yaml")], "got nan"),
@@ -304,6 +305,40 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
             "missing column 'params'",
         ),
         "nan_and_negative": (["fit", str(tmp / "nan.csv"), *mapping], "NaN or non-positive"),
+        # the command line itself: one line, not click's usage box
+        "bootstrap_negative": (
+            ["fit", str(tmp / "table.csv"), *mapping, "--bootstrap", "-3"],
+            "Invalid value for '--bootstrap'",
+        ),
+        "seq_len_not_an_integer": (
+            ["flops", "configs/hunyuan-large.yaml", "--seq-len", "1e3"],
+            "Invalid value for '--seq-len'",
+        ),
+        "missing_argument": (["fit"], "Missing argument 'source'"),
+        "unknown_flag": (["sweep", "--no-such-flag", "x"], "No such option: --no-such-flag"),
+        "unknown_command": (["nosuchcommand"], "No such command 'nosuchcommand'"),
+        "compare_target_inf": (
+            [*compare, "--target-flops", "inf", "--out", str(tmp / "cmp")],
+            "--target-flops must be a positive number, got inf",
+        ),
+        "validate_budget_nan": (
+            ["validate", "results/example", "--budget", "nan"],
+            "--budget must be a positive number of FLOPs, got nan",
+        ),
+        "validate_budget_inside": (
+            ["validate", "results/example", "--budget", "1e12"],
+            "is not past the sweep's largest budget",
+        ),
+        "validate_one_size": (
+            ["validate", "results/example", "--budget", "3e14", "--sizes", "1"],
+            "--sizes must be at least 3",
+        ),
+        "validate_not_a_sweep": (
+            ["validate", str(tmp / "empty_results"), "--budget", "1e14"],
+            "not a sweep's results folder",
+        ),
+        "status_missing": (["status", str(tmp / "nowhere")], "no such results folder"),
+        "status_empty": (["status", str(tmp / "empty_results")], "empty results folder"),
     }
 
 
@@ -313,7 +348,11 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
      "truncated_parquet", "empty_results_fit", "empty_results_report", "csv_missing_column", "nan_and_negative",
      # issue 27's
      "budget_inf", "budget_nan", "budget_overflow", "sizes_huge", "name_too_long", "target_below_budgets",
-     "out_is_a_folder", "run_id_twice"],
+     "out_is_a_folder", "run_id_twice",
+     # and the next ones found: the command line, compare, validate, status
+     "bootstrap_negative", "seq_len_not_an_integer", "missing_argument", "unknown_flag", "unknown_command",
+     "compare_target_inf", "validate_budget_nan", "validate_budget_inside", "validate_one_size",
+     "validate_not_a_sweep", "status_missing", "status_empty"],
 )  # fmt: skip
 def test_bad_input_matrix_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
     command, expected = _bad_inputs(tmp_path)[case]
