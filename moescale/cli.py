@@ -526,10 +526,14 @@ def compare(
     for column in frame.columns:
         table.add_column(
             column,
-            justify="left" if column in ("sweep", "headline method", "agreement") else "right",
+            justify="left"
+            if column in ("sweep", "headline method", "agreement", "note")
+            else "right",
         )
     for row in frame.itertuples(index=False):
-        table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+        table.add_row(
+            *("" if v != v else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row)
+        )
     console.print(table)
     console.print(f"wrote {out / 'compare.pdf'}, .svg, .png and compare.csv")
 

@@ -249,6 +249,23 @@ def test_compare_draws_every_sweep_on_one_figure_and_one_table(tmp_path):
     assert len((tmp_path / "out" / "compare.csv").read_text().splitlines()) == 3
 
 
+def test_compare_shows_a_sweep_no_law_fits_and_says_why(tmp_path):
+    """One budget's runs fit no law: compare still draws and tabulates both sweeps, that one
+    marked 'no law fitted' with the fits' own reasons."""
+    from moescale.analysis.compare import compare
+
+    shutil.copytree(EXAMPLE, tmp_path / "example", ignore=shutil.ignore_patterns("report"))
+    one = tmp_path / "one"
+    shutil.copytree(EXAMPLE, one, ignore=shutil.ignore_patterns("report", "fit.json"))
+    runs = load_runs(one)
+    atomic_write_parquet(one / "runs.parquet", runs[runs["budget_flops"] == 3e12])
+    table = compare([tmp_path / "example", one], tmp_path / "out").set_index("sweep")
+    assert table.loc["example", "note"] == "" and table.loc["example", "N_opt at C"] > 0
+    assert table.loc["one", "headline method"] == "no law fitted"
+    assert "1 budget(s) with an interior optimum" in table.loc["one", "note"]
+    assert "no law" in (tmp_path / "out" / "compare.svg").read_text()
+
+
 def test_numbers_on_figures_are_written_with_real_superscripts():
     from moescale.analysis.style import sci
 

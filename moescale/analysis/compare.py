@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.transforms import blended_transform_factory
 
 from moescale.analysis.style import C_LABEL, OKABE_ITO, figure, hover, save_figure, sci, styled
 from moescale.errors import UserError
@@ -54,13 +55,15 @@ def comparison_table(fits: dict[str, FitReport], flops: float) -> pd.DataFrame:
             {
                 "sweep": name,
                 "runs fitted": fit.run_counts.get(RunStatus.COMPLETED.value, 0),
-                "headline method": lead,
+                "headline method": lead or "no law fitted",
                 "N_opt exponent (isoFLOP)": np.nan if exponent is None else exponent.exponent,
                 "N_opt at C": p.get("n_opt", np.nan),
                 "N_opt 95% low": interval[0],
                 "N_opt 95% high": interval[1],
                 "loss at C": p.get("loss_opt", np.nan),
                 "agreement": fit.prediction.get("agreement", {}).get("verdict", ""),
+                # a sweep no law fits (one budget, too few runs) is shown, with why
+                "note": "" if lead else "; ".join(fit.skipped.values()),
             }
         )
     return pd.DataFrame(rows)
@@ -91,6 +94,9 @@ def comparison_figure(fits: dict[str, FitReport], flops: float) -> Figure:
                 else [[max(0.0, p["n_opt"] - interval[0])], [max(0.0, interval[1] - p["n_opt"])]]
             )
             right.errorbar([i], [p["n_opt"]], yerr=error, fmt="D", color=colour, capsize=4)
+        else:  # said where its marker would be: x in data, y halfway up the axes
+            at = blended_transform_factory(right.transData, right.transAxes)
+            right.text(i, 0.5, "no law\nfitted", transform=at, ha="center", color=colour)
     left.set_xscale("log")
     left.set_yscale("log")
     left.set_xlabel(C_LABEL)
