@@ -172,6 +172,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     _record(path)
 
 
+def completed(runs: pd.DataFrame) -> pd.DataFrame:
+    """The completed runs of a table (all of a table without a status column: a published
+    table's points are finished runs). Every law is fitted on these alone."""
+    return runs[runs["status"] == RunStatus.COMPLETED] if "status" in runs else runs
+
+
 def atomic_write_json(path: str | os.PathLike, payload: Any) -> None:
     atomic_write_bytes(path, (json.dumps(payload, indent=2, default=_json_default) + "\n").encode())
 

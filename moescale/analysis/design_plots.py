@@ -37,6 +37,7 @@ from moescale.fitting.moe_design import (
 )
 from moescale.fitting.powerlaw import percentile_interval
 from moescale.fitting.tuning import TuningFit
+from moescale.results import completed
 
 MULTIPLIER_POINTS = 16  # budgets the multiplier curve is drawn at
 
@@ -234,7 +235,7 @@ def lr_sweeps(tuning: TuningFit, runs: pd.DataFrame) -> Figure:
     """Loss against the peak LR at each budget (one panel per budget), a line per size
     (cividis); ★ each point's interpolated best LR; the shaded band: the η_opt(C) law's 95%
     interval at that budget."""
-    done = runs[runs["status"] == "completed"] if "status" in runs else runs
+    done = completed(runs)
     points = tuning.points
     budgets = sorted(points["budget_flops"].unique())
     fig, axes = figure(1, len(budgets), width=3.6, height=3.4)

@@ -26,6 +26,7 @@ from moescale.results import (
     VALIDATIONS,
     RunStatus,
     atomic_write_bytes,
+    completed,
     load_curves,
     load_runs,
     one_output,
@@ -248,7 +249,7 @@ def build_sections(
 ) -> list[Section]:
     sections = [_headline_section(fit, fit_note), _sweep_section(runs)]
     swept = fit_inputs(runs)  # validation runs are shown, never fitted or drawn as the sweep
-    done = swept[swept["status"] == RunStatus.COMPLETED]
+    done = completed(swept)
     if fit.options.get("variant"):  # the laws below are the reference variant's alone
         done = done[done["variant"] == fit.options["variant"]]
     # what the laws were fitted on: the runs, or with a tuned axis each point at its best
@@ -543,7 +544,7 @@ def _write_pages(results_dir: Path, sections: list[Section], title: str) -> Path
 def _routing_of_a_run(results_dir: Path, runs: pd.DataFrame) -> tuple[str, pd.DataFrame] | None:
     """The routing log of the completed run nearest the middle of the sizes of the largest budget."""
     swept = fit_inputs(runs)
-    done = swept[swept["status"] == RunStatus.COMPLETED]
+    done = completed(swept)
     if done.empty:
         return None
     largest = done[done["budget_flops"] == done["budget_flops"].max()].sort_values("n_active")

@@ -11,7 +11,7 @@ import pandas as pd
 
 from moescale.errors import UserError
 from moescale.published.constants import DENSE_A, HUNYUAN_COMPUTE_A, HUNYUAN_COMPUTE_B
-from moescale.results import RunStatus
+from moescale.results import completed
 
 COSTS = {
     "flops": "exact FLOP counts",
@@ -92,7 +92,7 @@ def fit_compute_law(runs: pd.DataFrame, cost: Literal["flops", "time"] = "flops"
     relative error, Σ((a·N + b)/y − 1)²: an absolute fit would be decided by the largest
     models alone and could miss the smallest by a factor."""
     if "status" in runs:
-        runs = runs[runs["status"] == RunStatus.COMPLETED]
+        runs = completed(runs)
     if "n_active" not in runs:
         raise UserError("the compute law needs column 'n_active'")
     y = cost_per_token(runs, cost).to_numpy(float)

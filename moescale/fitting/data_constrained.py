@@ -34,7 +34,7 @@ from moescale.published.constants import (
     MUENNIGHOFF_R_STAR_D,
     MUENNIGHOFF_R_STAR_N,
 )
-from moescale.results import RunStatus
+from moescale.results import completed
 
 REPEAT_THRESHOLD = MUENNIGHOFF_FREE_EPOCHS  # passes over the data that cost little
 R_STAR_STARTS = (1.0, 3.0, 10.0, 100.0)  # beside the paper's own values, the first start
@@ -212,7 +212,7 @@ def fit_data_constrained(
     the paper's values and a few others) are followed by a joint polish of every parameter. `bootstrap` > 0
     redoes both stages on two-stage resamples (budgets, then runs) for 95% intervals."""
     if "status" in table:
-        table = table[table["status"] == RunStatus.COMPLETED]
+        table = completed(table)
     for column in (n_col, d_col, loss_col, unique_col):
         if column not in table:
             raise UserError(f"data-constrained fit: missing column '{column}'")

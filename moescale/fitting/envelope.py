@@ -10,7 +10,7 @@ import pandas as pd
 
 from moescale.errors import UserError
 from moescale.fitting.powerlaw import PowerLaw, fit_power_law
-from moescale.results import RunStatus
+from moescale.results import RunStatus, completed
 
 BIAS_NOTE = (
     "read off every logged point of every curve: a point before the end of its run's schedule "
@@ -30,14 +30,14 @@ def branched(runs: pd.DataFrame) -> bool:
     """Whether the completed runs are WSD branches (sweeps with `branching: true`)."""
     if "trunk_id" not in runs:
         return False
-    done = runs[runs["status"] == RunStatus.COMPLETED] if "status" in runs else runs
+    done = completed(runs)
     return bool(len(done)) and bool(done["trunk_id"].fillna("").astype(bool).all())
 
 
 def annealed_curves(runs: pd.DataFrame) -> pd.DataFrame:
     """One curve per WSD trunk from its completed branches' endpoints: (flops, final loss)
     at each budget, labelled by the trunk, for an envelope of annealed points only."""
-    done = runs[runs["status"] == RunStatus.COMPLETED] if "status" in runs else runs
+    done = completed(runs)
     table = done.rename(columns={"final_loss": "eval_loss"})[
         ["trunk_id", "flops", "eval_loss", "n_active"]
     ]
@@ -102,7 +102,7 @@ def fit_envelope(
             bad = runs[runs["status"] != RunStatus.COMPLETED]
             if len(bad):
                 excluded.append(f"{len(bad)} run(s) not completed: their curves not used")
-            runs = runs[runs["status"] == RunStatus.COMPLETED]
+            runs = completed(runs)
         curves = curves[curves["run_id"].isin(runs["run_id"])]
         if "n_active" not in curves:
             curves = curves.merge(runs[["run_id", "n_active"]], on="run_id")

@@ -50,7 +50,15 @@ from moescale.fitting.prediction import (
 )
 from moescale.fitting.tables import ASSUMED_LAW_ATTR, map_columns, read_table
 from moescale.fitting.tuning import TuningFit, fit_tuning, tune_points, tuned_axes
-from moescale.results import ENDED, RunStatus, atomic_write_json, load_curves, load_runs, read_json
+from moescale.results import (
+    ENDED,
+    RunStatus,
+    atomic_write_json,
+    completed,
+    load_curves,
+    load_runs,
+    read_json,
+)
 
 METHODS = ("isoflop", "parametric", "envelope", "all")
 DEFAULT_TARGET_FACTOR = 100.0  # the default target: 100 × the largest budget
@@ -310,10 +318,10 @@ def fit_all(
         if "status" in runs
         else {RunStatus.COMPLETED.value: len(runs)}
     )
-    completed = runs[runs["status"] == RunStatus.COMPLETED] if "status" in runs else runs
-    if completed.empty:
+    done = completed(runs)
+    if done.empty:
         raise UserError(f"{source}: no completed runs to fit")
-    budget_max = float(completed["budget_flops"].max())
+    budget_max = float(done["budget_flops"].max())
     target = float(target_flops) if target_flops else DEFAULT_TARGET_FACTOR * budget_max
     report = FitReport(
         source=source,
@@ -321,7 +329,7 @@ def fit_all(
         options=fit_options(method, target_flops, bootstrap, isoflop_method, n_nearest, variant),
         runs_hash=inputs_hash,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        conventions=_conventions(completed),
+        conventions=_conventions(done),
         run_counts={k: int(v) for k, v in statuses.items()}
         | ({"validation (not fitted)": validations} if validations else {}),
         cost=cost,
@@ -329,14 +337,14 @@ def fit_all(
 
     if runs.attrs.get(ASSUMED_LAW_ATTR):
         report.compute_law = DEFAULT_LAW
-    elif "flops_per_token" in completed and completed["n_active"].nunique() >= 2:
+    elif "flops_per_token" in done and done["n_active"].nunique() >= 2:
         report.compute_law = fit_compute_law(runs, cost="flops")
-        if {"train_s", "peak_flops"} <= set(runs) and (completed["train_s"].fillna(0) > 0).all():
+        if {"train_s", "peak_flops"} <= set(runs) and (done["train_s"].fillna(0) > 0).all():
             report.compute_law_time = fit_compute_law(runs, cost="time")
     law = report.compute_law or DEFAULT_LAW
     runs = _account_for_repetition(runs, report, bootstrap)
     tuned_from = None
-    if tuned_axes(completed):  # every point at several hyperparameter values: its tuned loss
+    if tuned_axes(done):  # every point at several hyperparameter values: its tuned loss
         tuned_from, runs = runs, tune_points(runs).assign(status=RunStatus.COMPLETED.value)
 
     iso_args = {"method": isoflop_method, "n_nearest": n_nearest}
@@ -464,7 +472,7 @@ def _fit_variants(
     runs: pd.DataFrame, report: FitReport, law: ComputeLaw, bootstrap: int, iso_args: dict
 ) -> None:
     """Each variant's own isoFLOP fit, then the design answers across the variants."""
-    done = runs[runs["status"] == RunStatus.COMPLETED] if "status" in runs else runs
+    done = completed(runs)
     if tuned_axes(done):
         done = tune_points(done)  # each (budget, size, variant, seed) at its best values
     with warnings.catch_warnings():

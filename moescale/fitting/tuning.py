@@ -30,7 +30,7 @@ from moescale.fitting.budgets import group_budgets
 from moescale.fitting.isoflop import IsoflopFit
 from moescale.fitting.powerlaw import percentile_interval
 from moescale.fitting.resample import draw_runs, robust_sd, what_is_resampled
-from moescale.results import RunStatus
+from moescale.results import completed
 
 TUNE_COLUMNS = ("lr", "batch_tokens", "routed_lr_scale")
 HUBER_K = 1.345  # the Huber weight's cut, in robust standard deviations (95% efficiency)
@@ -103,7 +103,7 @@ def tune_points(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per point of completed runs: the best run's row with its loss replaced by the
     tuned loss, plus lr_opt (and batch_tokens_opt, routed_lr_scale_opt when tuned),
     `at_edge`, `n_tried` and `untuned_loss` (the recipe's own values, where trained)."""
-    done = runs[runs["status"] == RunStatus.COMPLETED] if "status" in runs else runs
+    done = completed(runs)
     axes = tuned_axes(done)
     if not axes:
         raise UserError(
@@ -308,7 +308,7 @@ def fit_tuning(
 ) -> TuningFit:
     """The laws of the tuned values and the untuned comparison (`fit_isoflop` with the
     pipeline's options, on the runs at the recipe's own values)."""
-    axes = tuned_axes(runs[runs["status"] == RunStatus.COMPLETED] if "status" in runs else runs)
+    axes = tuned_axes(completed(runs))
     laws, skipped = {}, {}
     for name in ("lr", "batch_tokens"):
         if name in axes:

@@ -12,7 +12,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from moescale.results import ENDED, RunStatus
+from moescale.results import ENDED, RunStatus, completed
 from moescale.sweeps.plan import Plan
 
 
@@ -119,13 +119,13 @@ def status_tables(
         budgets.add_column(column, justify="right")
     for key, group in runs.groupby(keys, sort=True):
         budget = key[0] if isinstance(key, tuple) else key
-        completed = group[group["status"] == RunStatus.COMPLETED]
+        done = completed(group)
         best, at = "", ""
-        if len(completed):
-            row = completed.loc[completed["final_loss"].idxmin()]
+        if len(done):
+            row = done.loc[done["final_loss"].idxmin()]
             best, at = f"{row['final_loss']:.4f}", f"{int(row['n_active']):,}"
             # a size's loss: its best over any tuned values, averaged over seeds
-            per_seed = completed.groupby(["n_active", "seed"])["final_loss"].min()
+            per_seed = done.groupby(["n_active", "seed"])["final_loss"].min()
             sizes = per_seed.groupby(level=0).mean().sort_index()
             if len(sizes) >= 3 and sizes.idxmin() in (sizes.index[0], sizes.index[-1]):
                 at += " (edge)"

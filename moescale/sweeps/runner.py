@@ -21,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from moescale.errors import UserError
-from moescale.results import FINISHED, RunStatus, atomic_write_bytes, atomic_write_json
+from moescale.results import FINISHED, RunStatus, atomic_write_bytes, atomic_write_json, completed
 from moescale.sweeps.lock import SweepLock
 from moescale.sweeps.plan import (
     Plan,
@@ -406,7 +406,7 @@ def run_sweep(
             # after max_failures: stop here; running the same command again resumes it
             if outcome.unfinished:
                 break
-            finished = runs[runs["status"] == RunStatus.COMPLETED][["run_id", "final_loss"]]
+            finished = completed(runs)[["run_id", "final_loss"]]
             added = bracket_extensions(spec, plan, finished)
             new = [r for r in added if isinstance(r, PlannedRun)]
             outcome.notes.extend(r for r in added if isinstance(r, str))
