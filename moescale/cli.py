@@ -462,7 +462,7 @@ def validate(
 ) -> None:
     """Train K sizes at a budget past the sweep and score every method's prediction there:
     realised N_opt and loss against the predicted intervals, and the regret of following it."""
-    from moescale.sweeps.validate import run_validation
+    from moescale.validate import run_validation
 
     console = _console()
     record, scores, notes = run_validation(results_dir, budget, sizes, address=address)

@@ -366,6 +366,49 @@ def test_fitting_and_analysis_never_import_torch_or_ray():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# docs/design.md's picture of the house: what each part may import (every import, including
+# those inside functions). The base (results, errors, yamlio, published, configs) is open to all.
+BASE = {"results", "errors", "yamlio", "published", "configs", "__init__"}
+MAY_IMPORT = {
+    "models": set(),
+    "training": {"models"},
+    "sweeps": {"training", "models"},
+    "fitting": set(),
+    "analysis": {"fitting"},
+    "validate": {"sweeps", "training", "models", "fitting", "analysis"},
+    "quickstart": {"sweeps", "training", "models", "fitting", "analysis"},
+    "cli": {"sweeps", "training", "models", "fitting", "analysis", "validate", "quickstart"},
+}
+
+
+def test_every_part_imports_only_what_the_design_draws():
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "moescale"
+    parts = {
+        p.stem if p.is_file() else p.name for p in package.iterdir() if p.suffix in ("", ".py")
+    }
+    assert set(MAY_IMPORT) | BASE >= parts - {"__pycache__"}  # every part is drawn
+    wrong = []
+    for path in package.rglob("*.py"):
+        part = path.relative_to(package).parts[0].removesuffix(".py")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for name in names:
+                bits = name.split(".")
+                if bits[0] != "moescale" or len(bits) < 2 or bits[1] in BASE | {part}:
+                    continue
+                if bits[1] not in MAY_IMPORT.get(part, set()):
+                    wrong.append(f"{path.relative_to(package)} imports {name}")
+    assert not wrong, wrong
+
+
 def test_no_warning_leaks_from_a_clean_fit():
     table = synthetic_sweep(TRUE_LAW, HUNYUAN_LAW, BUDGETS, noise=0.0)
     with warnings.catch_warnings():

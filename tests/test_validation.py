@@ -18,7 +18,7 @@ from moescale.fitting.synthetic import (
     simulated_design_sweep,
 )
 from moescale.fitting.validation import regret_compute_factor, score_prediction
-from moescale.sweeps.validate import validation_sizes
+from moescale.validate import validation_sizes
 
 
 def test_scores_match_the_truth_on_a_simulated_sweep():

@@ -385,7 +385,7 @@ def run_sweep(
     show_progress: bool = True,
 ) -> SweepOutcome:
     """Plan, run what is missing, bracket, and consolidate; safe to call again after any stop."""
-    from moescale.sweeps.validate import planned_validations
+    from moescale.sweeps.validations import planned_validations
 
     # absolute: Ray Tune runs each trial in a working directory of its own
     results_dir = (Path(results_root) / spec.name).resolve()

@@ -1,9 +1,10 @@
 """`moescale validate`: train K sizes at a budget past the sweep, around the predicted N_opt,
 with the sweep's own recipe and data through the same Ray runner, and score every method's
-prediction there (fitting/validation.py). The runs live in the same results folder, marked
-`validation` in runs.parquet and never fitted; validations.json keeps each validation's plan,
-the predictions it tested and their scores. Idempotent: a validation already trained is
-scored again, not trained again."""
+prediction there (fitting/validation.py). A client of sweeps/ and fitting/, above both (the
+sweep itself only replans recorded validation runs: sweeps/validations.py). The runs live in
+the same results folder, marked `validation` in runs.parquet and never fitted;
+validations.json keeps each validation's plan, the predictions it tested and their scores.
+Idempotent: a validation already trained is scored again, not trained again."""
 
 from __future__ import annotations
 
@@ -15,17 +16,13 @@ import numpy as np
 import pandas as pd
 
 from moescale.errors import UserError
-from moescale.results import VALIDATIONS, RunStatus, atomic_write_json, load_runs, read_json
-from moescale.sweeps.plan import Plan, PlannedRun, plan_run
+from moescale.results import VALIDATIONS, RunStatus, atomic_write_json, load_runs
+from moescale.sweeps.plan import Plan, PlannedRun
 from moescale.sweeps.spec import SweepSpec
+from moescale.sweeps.validations import load_validations, planned_validations, validation_runs
 
 MARGIN = 1.3  # the grid reaches this factor beyond the interval's ends (sizes are rounded)
 DEFAULT_SIZES = 5
-
-
-def load_validations(results_dir: Path) -> list[dict]:
-    path = results_dir / VALIDATIONS
-    return read_json(path) if path.exists() else []
 
 
 def validation_sizes(prediction: dict, k: int) -> list[float]:
@@ -37,33 +34,6 @@ def validation_sizes(prediction: dict, k: int) -> list[float]:
     low, high = prediction.get("n_opt_interval") or (n / 3, n * 3)
     low, high = min(low, n / 1.5) / MARGIN, max(high, n * 1.5) * MARGIN
     return list(np.exp(np.linspace(np.log(low), np.log(high), k)))
-
-
-def validation_runs(
-    spec: SweepSpec, budget: float, sizes: list[float]
-) -> tuple[list[PlannedRun], list[str]]:
-    """The runs of a validation, and a line for each size that cannot be planned (a size the
-    family cannot build, too few steps, ...)."""
-    runs, dropped = [], []
-    for target in sizes:
-        for seed in spec.seeds:
-            run = plan_run(spec, -1, target, seed, validation_budget=budget)
-            if isinstance(run, str):
-                dropped.append(run)
-            else:
-                runs.append(run)
-    return runs, dropped
-
-
-def planned_validations(spec: SweepSpec, results_dir: Path) -> list[PlannedRun]:
-    """Every validation run recorded in validations.json, planned again (deterministic)."""
-    runs, seen = [], set()
-    for record in load_validations(results_dir):
-        for run in validation_runs(spec, record["budget"], record["sizes"])[0]:
-            if run.run_id not in seen:
-                seen.add(run.run_id)
-                runs.append(run)
-    return runs
 
 
 def predictions_at(fit, runs: pd.DataFrame, budget: float) -> dict[str, dict]:
