@@ -21,6 +21,7 @@ import time
 import numpy as np
 import pandas as pd
 
+from benchmarks.synthetic import synthetic_sweep
 from moescale import published
 from moescale.fitting import ComputeLaw, ParametricFit, fit_isoflop, fit_parametric
 from moescale.fitting.parametric import (
@@ -29,7 +30,6 @@ from moescale.fitting.parametric import (
     _objective_and_gradient,
     start_grid,
 )
-from moescale.fitting.synthetic import synthetic_sweep
 
 DELTA = 1e-3
 
@@ -120,8 +120,8 @@ def run_fit_defaults(budgets: int = 11, sizes: int = 9) -> tuple[float, int]:
     hold-out check) on a simulated sweep of budgets × sizes runs: (wall s, runs)."""
     import warnings
 
+    from benchmarks.synthetic import SIMULATED_GUESS, SIMULATED_LAW, realistic_sweep
     from moescale.fitting.pipeline import fit_all
-    from moescale.fitting.synthetic import SIMULATED_GUESS, SIMULATED_LAW, realistic_sweep
 
     table = realistic_sweep(
         SIMULATED_LAW, ComputeLaw(9.59, 2.3e8, 1.0), list(np.geomspace(5e18, 2e20, budgets)),
@@ -138,7 +138,7 @@ def screen_problems():
     """(name, table) of every real data set in ../shared/data and one sweep of every
     simulated design: the fits the start-grid screen must not change."""
     from benchmarks.real_extrapolation import DATA, clark_curves, epoch_isoflop
-    from moescale.fitting.synthetic import DESIGNS
+    from benchmarks.synthetic import DESIGNS
 
     yield "epoch chinchilla, 240 points", chinchilla_data()
     iso = epoch_isoflop()

@@ -1,4 +1,4 @@
-"""How right is the headline? On the simulated design of moescale.fitting.synthetic (known
+"""How right is the headline? On the simulated design of benchmarks.synthetic (known
 truth, grids not centred on it, Student-t noise plus a positive mistuning penalty), fit each
 seed's sweep with `fit_all` as `moescale fit` does and score the headline N_opt at 100× and
 10,000× past the largest budget: bias, median |error|, 95%-interval coverage, interval width,
@@ -26,7 +26,7 @@ FACTORS = (100.0, 10_000.0)
 
 
 def truth_at(flops: float) -> float:
-    from moescale.fitting.synthetic import SIMULATED_COMPUTE_LAW, SIMULATED_LAW
+    from benchmarks.synthetic import SIMULATED_COMPUTE_LAW, SIMULATED_LAW
 
     return SIMULATED_LAW.optimal(flops, SIMULATED_COMPUTE_LAW)["n_opt"]
 
@@ -73,7 +73,7 @@ def main() -> None:
         if args.tables:
             table = pd.read_parquet(args.tables / f"seed{seed}.parquet")
         else:
-            from moescale.fitting.synthetic import simulated_design_sweep
+            from benchmarks.synthetic import simulated_design_sweep
 
             table = simulated_design_sweep(seed)
         if args.save_tables:

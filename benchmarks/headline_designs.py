@@ -1,5 +1,5 @@
 """Is the headline right, honest *and* narrow? Every simulated design of
-moescale.fitting.synthetic.DESIGNS (Hunyuan-style, symmetric and asymmetric curves; 3, 6 and 9
+benchmarks.synthetic.DESIGNS (Hunyuan-style, symmetric and asymmetric curves; 3, 6 and 9
 budgets; off-centre grids; Student-t noise of 0.5–0.7% with outliers at the grid edges; and a
 design like a real sweep) is fitted seed by seed as `moescale fit` does, and the headline
 N_opt scored at a factor past the largest budget: bias (median error), median |error|,
@@ -21,8 +21,8 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pandas as pd
 
+from benchmarks.synthetic import DESIGNS
 from moescale.fitting.pipeline import fit_all
-from moescale.fitting.synthetic import DESIGNS
 
 
 def score_seed(name: str, seed: int, factor: float, bootstrap: int) -> dict:

@@ -1,4 +1,4 @@
-"""How right are the tuned answers? On a simulated LR-tuned sweep (moescale.fitting.synthetic:
+"""How right are the tuned answers? On a simulated LR-tuned sweep (benchmarks.synthetic:
 a known Chinchilla law plus a known best-LR law η* = k·C^a·(N/N_opt)^b, an asymmetric LR
 penalty the parabola does not assume, grids around a guessed optimum and around one fixed
 LR, Student-t noise plus a positive mistuning penalty), fit each seed as `moescale fit` does
@@ -17,8 +17,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from moescale.fitting.pipeline import fit_all
-from moescale.fitting.synthetic import (
+from benchmarks.synthetic import (
     SIMULATED_BUDGETS,
     SIMULATED_COMPUTE_LAW,
     SIMULATED_GUESS,
@@ -26,6 +25,7 @@ from moescale.fitting.synthetic import (
     SIMULATED_LR_TRUTH,
     lr_tuned_sweep,
 )
+from moescale.fitting.pipeline import fit_all
 
 BUDGETS = list(SIMULATED_BUDGETS[::2])  # five budgets over a factor 19
 

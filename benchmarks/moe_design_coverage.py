@@ -1,5 +1,5 @@
 """How right are the MoE design answers? On the simulated design study of
-moescale.fitting.synthetic (a known joint law in the per-E form, four variants — dense, 8 and
+benchmarks.synthetic (a known joint law in the per-E form, four variants — dense, 8 and
 32 experts, 8 experts cut 4-fine — on grids around a guessed optimum that is not any
 variant's, Student-t noise plus a positive mistuning penalty), fit each seed's sweep as
 `moescale fit` does and score: how often the form is chosen right, each law parameter's
@@ -18,16 +18,16 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from moescale.fitting.compute_law import ComputeLaw
-from moescale.fitting.isoflop import fit_isoflop
-from moescale.fitting.joint_law import JointLaw
-from moescale.fitting.moe_design import compute_multiplier, fit_moe_design
-from moescale.fitting.synthetic import (
+from benchmarks.synthetic import (
     SIMULATED_MOE_BUDGETS,
     SIMULATED_MOE_THETA,
     SIMULATED_MOE_VARIANTS,
     moe_design_sweep,
 )
+from moescale.fitting.compute_law import ComputeLaw
+from moescale.fitting.isoflop import fit_isoflop
+from moescale.fitting.joint_law import JointLaw
+from moescale.fitting.moe_design import compute_multiplier, fit_moe_design
 
 TRUTH = JointLaw("per-E", SIMULATED_MOE_THETA, "additive", 0.0, 0, (1.0, 32.0), (1.0, 4.0))
 LAW_6ND = ComputeLaw(a=6.0, b=0.0, r2=1.0)

@@ -51,8 +51,8 @@ def test_bad_model_configs_are_one_line_errors(tmp_path, content, expected):
 def _synthetic_csv(path: Path, budgets: int = 5) -> Path:
     import numpy as np
 
+    from benchmarks.synthetic import synthetic_sweep
     from moescale.fitting import ComputeLaw, ParametricFit
-    from moescale.fitting.synthetic import synthetic_sweep
 
     law = ParametricFit(
         E=1.8, A=480.0, B=2100.0, alpha=0.35, beta=0.37, objective=0, n_points=0, huber_delta=0

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.synthetic import synthetic_sweep
 from moescale import published
 from moescale.errors import UserError
 from moescale.fitting import (
@@ -31,7 +32,6 @@ from moescale.fitting import (
     group_budgets,
     parametric,
 )
-from moescale.fitting.synthetic import synthetic_sweep
 from moescale.fitting.tables import map_columns
 
 TRUE_LAW = ParametricFit(

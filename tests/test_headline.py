@@ -1,5 +1,5 @@
 """The headline prediction, tested like science: on simulated sweeps whose truth is known
-(moescale.fitting.synthetic: grids not centred on the optimum, Student-t noise plus a positive
+(benchmarks.synthetic: grids not centred on the optimum, Student-t noise plus a positive
 mistuning penalty, the Hunyuan-Large compute law so that b·D is up to a third of C), over many
 seeds — bias, coverage and width of the interval far past the sweep; and the defaults and
 intervals of the per-budget fit on curves that are not parabolas."""
@@ -13,10 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from moescale.fitting import ComputeLaw, ParametricFit, fit_all, fit_isoflop, load_fit
-from moescale.fitting.pipeline import write_fit_json
-from moescale.fitting.prediction import IDENTIFIED_WIDTH, agreement, allocation_width, choose_method
-from moescale.fitting.synthetic import (
+from benchmarks.synthetic import (
     DESIGNS,
     SIMULATED_COMPUTE_LAW,
     SIMULATED_LAW,
@@ -24,6 +21,9 @@ from moescale.fitting.synthetic import (
     simulated_design_sweep,
     synthetic_sweep,
 )
+from moescale.fitting import ComputeLaw, ParametricFit, fit_all, fit_isoflop, load_fit
+from moescale.fitting.pipeline import write_fit_json
+from moescale.fitting.prediction import IDENTIFIED_WIDTH, agreement, allocation_width, choose_method
 
 SEEDS = range(8)  # 20 in `python -m benchmarks.headline_coverage`
 FACTORS = (100.0, 10_000.0)
@@ -243,7 +243,7 @@ def test_fit_json_round_trips_to_equal_predictions(tmp_path):
     assert loaded.conventions["n"].startswith("n_active: activated parameters")
 
 
-# --- designs with the noise real runs have (moescale.fitting.synthetic.DESIGNS) ------------
+# --- designs with the noise real runs have (benchmarks.synthetic.DESIGNS) ------------
 
 
 # every design at 100× past its largest budget, and the real-like one also at 10× (its width goal)

@@ -16,14 +16,14 @@ import pandas as pd
 import pytest
 
 from benchmarks.moe_design_coverage import LAW_6ND, TRUTH, score_seed, study
-from moescale.errors import UserError
-from moescale.fitting.joint_law import fit_joint_law, g_mode_of
-from moescale.fitting.pipeline import fit_all, load_fit, runs_hash, write_fit_json
-from moescale.fitting.synthetic import (
+from benchmarks.synthetic import (
     SIMULATED_MOE_BUDGETS,
     SIMULATED_MOE_VARIANTS,
     moe_design_sweep,
 )
+from moescale.errors import UserError
+from moescale.fitting.joint_law import fit_joint_law, g_mode_of
+from moescale.fitting.pipeline import fit_all, load_fit, runs_hash, write_fit_json
 from moescale.sweeps.plan import Plan, bracket_extensions, plan_sweep
 from moescale.sweeps.spec import SweepSpec
 from tests.cli_helpers import QUICK_FAMILY, as_runs_table, moescale

@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmarks.synthetic import data_constrained_sweep
 from moescale.fitting import ComputeLaw, ParametricFit, fit_all, fit_isoflop, fit_power_law
 from moescale.fitting.data_constrained import (
     REPEAT_THRESHOLD,
     DataConstrainedFit,
     fit_data_constrained,
 )
-from moescale.fitting.synthetic import data_constrained_sweep
 
 DATA = Path(__file__).parent / "data"
 

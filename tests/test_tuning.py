@@ -13,13 +13,13 @@ import pytest
 import yaml
 
 from benchmarks.lr_law_coverage import BUDGETS, study
-from moescale.fitting.pipeline import fit_all, load_fit, write_fit_json
-from moescale.fitting.synthetic import (
+from benchmarks.synthetic import (
     SIMULATED_COMPUTE_LAW,
     SIMULATED_GUESS,
     SIMULATED_LAW,
     lr_tuned_sweep,
 )
+from moescale.fitting.pipeline import fit_all, load_fit, write_fit_json
 from moescale.fitting.tuning import tune_points
 from moescale.sweeps.plan import Plan, bracket_extensions, plan_sweep
 from moescale.sweeps.spec import SweepSpec

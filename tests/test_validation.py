@@ -11,12 +11,12 @@ import pytest
 import yaml
 from cli_helpers import assert_one_line_error, moescale
 
-from moescale.fitting import fit_all
-from moescale.fitting.synthetic import (
+from benchmarks.synthetic import (
     SIMULATED_COMPUTE_LAW,
     SIMULATED_LAW,
     simulated_design_sweep,
 )
+from moescale.fitting import fit_all
 from moescale.fitting.validation import regret_compute_factor, score_prediction
 from moescale.validate import validation_sizes
 

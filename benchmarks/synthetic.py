@@ -1,4 +1,5 @@
-"""Synthetic isoFLOP sweeps drawn from a known law, to check that fits recover what they should."""
+"""Synthetic isoFLOP sweeps drawn from a known law, to check that fits recover what they
+should: scaffolding for the tests and benchmarks, outside the installed package."""
 
 from __future__ import annotations
 
