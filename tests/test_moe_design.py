@@ -24,7 +24,7 @@ from benchmarks.synthetic import (
 from moescale.errors import UserError
 from moescale.fitting.joint_law import fit_joint_law, g_mode_of
 from moescale.fitting.pipeline import fit_all, load_fit, runs_hash, write_fit_json
-from moescale.sweeps.plan import Plan, bracket_extensions, plan_sweep
+from moescale.sweeps.plan import Plan, PlannedRun, bracket_extensions, plan_sweep
 from moescale.sweeps.spec import SweepSpec
 from tests.cli_helpers import QUICK_FAMILY, as_runs_table, moescale
 
@@ -155,12 +155,12 @@ def test_bracketing_extends_each_variant_on_its_own():
         centre = 21000 if r.variant != "dense" else 1e9
         losses[r.run_id] = 3 + np.log(r.n_active / centre) ** 2
     finished = pd.DataFrame({"run_id": list(losses), "final_loss": list(losses.values())})
-    added = [r for r in bracket_extensions(spec, plan, finished) if not isinstance(r, str)]
+    added = [r for r in bracket_extensions(spec, plan, finished) if isinstance(r, PlannedRun)]
     assert added and {r.variant for r in added} == {"dense"}
     assert all(r.extension == 1 for r in added)
     again = bracket_extensions(spec, Plan(plan.runs + added), finished)
     assert not [
-        r for r in again if not isinstance(r, str) and r.run_id in {a.run_id for a in added}
+        r for r in again if isinstance(r, PlannedRun) and r.run_id in {a.run_id for a in added}
     ]
 
 

@@ -16,7 +16,7 @@ from moescale.errors import UserError
 from moescale.models import count
 from moescale.results import RUNS_SCHEMA, load_curves, load_runs
 from moescale.sweeps import load_sweep_spec, plan_sweep
-from moescale.sweeps.plan import bracket_extensions
+from moescale.sweeps.plan import Dropped, PlannedRun, bracket_extensions
 from moescale.sweeps.spec import SweepSpec
 
 TINY = {
@@ -105,7 +105,7 @@ def test_bracketing_adds_the_next_size_beyond_the_edge():
             losses[run.run_id] = 3.0 + abs(np.log(run.n_active / 24000))
     finished = pd.DataFrame({"run_id": list(losses), "final_loss": list(losses.values())})
     added = bracket_extensions(spec, plan, finished)
-    assert len(added) == 1 and not isinstance(added[0], str)
+    assert len(added) == 1 and isinstance(added[0], PlannedRun)
     assert added[0].budget_index == 0 and added[0].extension == -1
     assert added[0].n_active == pytest.approx(6000, rel=0.1)
     # once the extension is spent, a budget still at its edge is reported, not extended
@@ -116,8 +116,8 @@ def test_bracketing_adds_the_next_size_beyond_the_edge():
     )
     assert (
         len(again) == 1
-        and isinstance(again[0], str)
-        and "smallest size after 1 extension" in again[0]
+        and isinstance(again[0], Dropped)
+        and "smallest size after 1 extension" in again[0].reason
     )
 
 

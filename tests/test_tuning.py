@@ -21,7 +21,7 @@ from benchmarks.synthetic import (
 )
 from moescale.fitting.pipeline import fit_all, load_fit, write_fit_json
 from moescale.fitting.tuning import tune_points
-from moescale.sweeps.plan import Plan, bracket_extensions, plan_sweep
+from moescale.sweeps.plan import Dropped, Plan, PlannedRun, bracket_extensions, plan_sweep
 from moescale.sweeps.spec import SweepSpec
 from tests.cli_helpers import QUICK_FAMILY, as_runs_table, assert_one_line_error, moescale
 
@@ -106,7 +106,7 @@ def test_lr_bracketing_extends_an_edge_and_never_trains_a_point_twice():
     # every point's best LR at the top of its grid (the size optimum interior)
     losses = {r.run_id: 3 + np.log(r.n_active / 21000) ** 2 - r.spec.recipe.lr for r in plan.runs}
     finished = pd.DataFrame({"run_id": list(losses), "final_loss": list(losses.values())})
-    added = [r for r in bracket_extensions(spec, plan, finished) if not isinstance(r, str)]
+    added = [r for r in bracket_extensions(spec, plan, finished) if isinstance(r, PlannedRun)]
     assert len(added) == 6 and [r.spec.recipe.lr for r in added] == pytest.approx([0.04] * 6)
     assert len({r.run_id for r in added}) == 6 and not {r.run_id for r in added} & set(losses)
     # the extension is still the best: past max_extensions nothing more is trained, and the
@@ -115,7 +115,7 @@ def test_lr_bracketing_extends_an_edge_and_never_trains_a_point_twice():
     losses |= {r.run_id: 3 + np.log(r.n_active / 21000) ** 2 - r.spec.recipe.lr for r in added}
     finished = pd.DataFrame({"run_id": list(losses), "final_loss": list(losses.values())})
     again = bracket_extensions(spec, grown, finished)
-    assert all(isinstance(r, str) and "still at the grid's edge" in r for r in again)
+    assert all(isinstance(r, Dropped) and "still at the grid's edge" in r.reason for r in again)
     assert len(again) == 6
 
 

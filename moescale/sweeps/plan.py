@@ -24,6 +24,14 @@ Setting = tuple[tuple[str, float], ...]  # tuned hyperparameters of a run: ((axi
 
 
 @dataclass(frozen=True)
+class Dropped:
+    """A run the plan could not make, and why (a size the family cannot build, too few
+    steps, a bracket or tuning grid that reached its limit): shown, never trained."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class PlannedRun:
     spec: RunSpec
     budget_flops: float
@@ -207,8 +215,8 @@ def plan_run(
     variant: Variant | None = None,
     tune: Setting = (),
     validation_budget: float | None = None,
-) -> PlannedRun | str:
-    """One run, or the reason it cannot be planned. A validation run (`validation_budget`)
+) -> PlannedRun | Dropped:
+    """One run, or why it cannot be planned. A validation run (`validation_budget`)
     trains at that budget with the largest budget's batch; its budget_index is -1. `variant`
     rewrites the family's feed-forward; `tune` sets tuned recipe fields (lr, batch_tokens,
     routed_lr_scale)."""
@@ -222,7 +230,7 @@ def plan_run(
     try:
         config = family(target, spec.shape_rules, variant=rewrite)
     except UserError as err:
-        return f"budget {budget:.3g}, size {target:.3g}: {err}"
+        return Dropped(f"budget {budget:.3g}, size {target:.3g}: {err}")
     settings = dict(tune)
     batch_tokens = int(settings.get("batch_tokens", batch_tokens))
     update: dict = {"batch_tokens": batch_tokens}
@@ -249,11 +257,11 @@ def plan_run(
     if variant is not None:
         where += f", variant {variant.name}"
     if steps < spec.min_steps:
-        return f"{where}: {steps} steps < min_steps {spec.min_steps}"
+        return Dropped(f"{where}: {steps} steps < min_steps {spec.min_steps}")
     low, high = spec.tokens_per_param
     ratio = tokens / accounting.n_active
     if not low <= ratio <= high:
-        return f"{where}: {ratio:.3g} tokens per parameter outside [{low:g}, {high:g}]"
+        return Dropped(f"{where}: {ratio:.3g} tokens per parameter outside [{low:g}, {high:g}]")
     run_spec = RunSpec(
         model=config,
         recipe=recipe,
@@ -300,8 +308,8 @@ def plan_sweep(spec: SweepSpec) -> Plan:
             size_grid(spec, index), variants_of(spec), tune_grid(spec), spec.seeds
         ):
             run = plan_run(spec, index, target, seed, variant=variant, tune=tune)
-            if isinstance(run, str):
-                plan.dropped.append(run)
+            if isinstance(run, Dropped):
+                plan.dropped.append(run.reason)
                 continue
             if run.run_id in seen:
                 continue
@@ -319,7 +327,7 @@ def plan_sweep(spec: SweepSpec) -> Plan:
 
 def bracket_extensions(
     spec: SweepSpec, plan: Plan, finished: pd.DataFrame
-) -> list[PlannedRun | str]:
+) -> list[PlannedRun | Dropped]:
     """Runs to add where a budget's lowest finished loss sits at its smallest or largest
     size (per variant): the next size beyond that edge, up to `bracket.max_extensions` per
     budget; and where a point's best tuned value sits at the edge of its grid: the next value
@@ -327,7 +335,7 @@ def bracket_extensions(
     completed runs. A run already in the plan is never added again."""
     losses = dict(zip(finished["run_id"], finished["final_loss"], strict=True))
     known = plan.by_id()
-    added: list[PlannedRun | str] = []
+    added: list[PlannedRun | Dropped] = []
     if spec.bracket.enabled:
         for index in range(len(spec.budgets)):
             for variant in variants_of(spec):
@@ -350,7 +358,7 @@ def bracket_extensions(
 
 def _size_extensions(
     spec: SweepSpec, plan: Plan, losses: dict, index: int, variant: Variant | None
-) -> list[PlannedRun | str]:
+) -> list[PlannedRun | Dropped]:
     """One budget and variant: the next size beyond its edge if its optimum sits there (the
     loss of a size: its lowest over the tuned values, averaged over seeds)."""
     name = variant.name if variant is not None else ""
@@ -377,7 +385,9 @@ def _size_extensions(
     where = f"budget {spec.budgets[index]:.3g}" + (f", variant {name}" if name else "")
     if done >= spec.bracket.max_extensions:
         return [
-            f"{where}: optimum still at the {'smallest' if side < 0 else 'largest'} size after {done} extension(s)"
+            Dropped(
+                f"{where}: optimum still at the {'smallest' if side < 0 else 'largest'} size after {done} extension(s)"
+            )
         ]
     step = size_step(size_grid(spec, index))
     edge = by_size.index[0] if side < 0 else by_size.index[-1]
@@ -390,11 +400,11 @@ def _size_extensions(
     ]
 
 
-def _tune_extensions(spec: SweepSpec, plan: Plan, losses: dict) -> list[PlannedRun | str]:
+def _tune_extensions(spec: SweepSpec, plan: Plan, losses: dict) -> list[PlannedRun | Dropped]:
     """For every point and tuned axis (the other axes held): the next value beyond the edge of
     the axis's grid where the point's lowest loss sits on it."""
     variants = {v.name: v for v in spec.variants}
-    added: list[PlannedRun | str] = []
+    added: list[PlannedRun | Dropped] = []
     for axis, grid_spec in spec.tune.axes().items():
         base = grid_spec.grid(getattr(spec.recipe, axis))
         step = size_step(base)
@@ -421,7 +431,9 @@ def _tune_extensions(spec: SweepSpec, plan: Plan, losses: dict) -> list[PlannedR
                 + f": best {axis} {value:.3g}"
             )
             if beyond >= spec.tune.max_extensions:
-                added.append(f"{where} still at the grid's edge after {beyond} extension(s)")
+                added.append(
+                    Dropped(f"{where} still at the grid's edge after {beyond} extension(s)")
+                )
                 continue
             new = value * step**side
             if axis == "batch_tokens":  # whole sequences

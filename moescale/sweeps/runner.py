@@ -24,6 +24,7 @@ from moescale.errors import UserError
 from moescale.results import FINISHED, RunStatus, atomic_write_bytes, atomic_write_json, completed
 from moescale.sweeps.lock import SweepLock
 from moescale.sweeps.plan import (
+    Dropped,
     Plan,
     PlannedRun,
     Repetition,
@@ -409,7 +410,7 @@ def run_sweep(
             finished = completed(runs)[["run_id", "final_loss"]]
             added = bracket_extensions(spec, plan, finished)
             new = [r for r in added if isinstance(r, PlannedRun)]
-            outcome.notes.extend(r for r in added if isinstance(r, str))
+            outcome.notes.extend(r.reason for r in added if isinstance(r, Dropped))
             if not new:
                 break
             for run in new:

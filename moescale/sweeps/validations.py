@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from moescale.results import VALIDATIONS, read_json
-from moescale.sweeps.plan import PlannedRun, plan_run
+from moescale.sweeps.plan import Dropped, PlannedRun, plan_run
 from moescale.sweeps.spec import SweepSpec
 
 
@@ -26,8 +26,8 @@ def validation_runs(
     for target in sizes:
         for seed in spec.seeds:
             run = plan_run(spec, -1, target, seed, validation_budget=budget)
-            if isinstance(run, str):
-                dropped.append(run)
+            if isinstance(run, Dropped):
+                dropped.append(run.reason)
             else:
                 runs.append(run)
     return runs, dropped
