@@ -10,6 +10,7 @@ finished record; the trunk's own checkpoint keeps its last state for a later ext
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 from moescale.results import FINISHED
@@ -18,6 +19,15 @@ from moescale.sweeps.store import finished_status
 from moescale.training.trainer import state_path
 
 DONE = "FINISHED"  # ray.tune.search.Searcher.FINISHED, without importing ray here
+
+
+class TrialKind(str, Enum):
+    """What a trial trains: a run on its own, a WSD trunk, or a branch off a trunk's state.
+    Trial configs carry the value (a plain string, as Tune's config is stored)."""
+
+    RUN = "run"
+    TRUNK = "trunk"
+    BRANCH = "branch"
 
 
 def trunk_dir(results_dir: Path, trunk_id: str) -> Path:
@@ -35,7 +45,7 @@ def _facts(run: PlannedRun) -> dict:
 
 
 class TrialQueue:
-    """What to start next. Trials are dicts {"kind": run | trunk | branch, "id": ...}."""
+    """What to start next. Trials are dicts {"kind": a TrialKind's value, "id": ...}."""
 
     def __init__(self, results_dir: Path, pending: list[PlannedRun], trunks: dict[str, Trunk]):
         self.results_dir = Path(results_dir)
@@ -68,13 +78,13 @@ class TrialQueue:
 
     def _next(self) -> dict | str | None:
         if self.waiting_trunks:
-            return {"kind": "trunk", "id": self.waiting_trunks.pop(0)}
+            return {"kind": TrialKind.TRUNK.value, "id": self.waiting_trunks.pop(0)}
         for branch in self.branches:
             if self._state(branch).exists():
                 self.branches.remove(branch)
-                return {"kind": "branch", "id": branch.run_id}
+                return {"kind": TrialKind.BRANCH.value, "id": branch.run_id}
         if self.runs:
-            return {"kind": "run", "id": self.runs.pop(0).run_id}
+            return {"kind": TrialKind.RUN.value, "id": self.runs.pop(0).run_id}
         # branches whose trunk has ended without their state are left for the next sweep
         self.branches = [b for b in self.branches if b.trunk_id not in self.ended_trunks]
         return None if self.branches else DONE
@@ -85,9 +95,10 @@ class TrialQueue:
         trial = self.trials.get(trial_id)
         if trial is None:
             return
-        if trial["kind"] == "trunk":
+        kind = TrialKind(trial["kind"])
+        if kind is TrialKind.TRUNK:
             self.ended_trunks.add(trial["id"])
-        elif trial["kind"] == "branch":
+        elif kind is TrialKind.BRANCH:
             prune_states(self.results_dir, self.branches, [trial["id"]], self.trunks)
 
 

@@ -53,12 +53,12 @@ def _trial(config: dict, specs: dict, trunks: dict, results_dir: str) -> None:
     import ray
     from ray import tune
 
-    from moescale.sweeps.queue import trunk_dir
+    from moescale.sweeps.queue import TrialKind, trunk_dir
     from moescale.training import RunSpec, train_run
     from moescale.training.trainer import state_path, train_branch, train_trunk
 
-    kind, name = config["kind"], config["id"]
-    if kind == "trunk":
+    kind, name = TrialKind(config["kind"]), config["id"]
+    if kind is TrialKind.TRUNK:
         spec = RunSpec.model_validate(trunks[name]["spec"])
         folder = trunk_dir(Path(results_dir), name)
     else:
@@ -69,11 +69,11 @@ def _trial(config: dict, specs: dict, trunks: dict, results_dir: str) -> None:
         "node_id": ray.get_runtime_context().get_node_id(),
         "pid": os.getpid(),
         "started": time.time(),
-        "kind": kind,
+        "kind": kind.value,
     }
     atomic_write_json(folder / "trial.json", attempt)
     # a branch reports the FLOPs of its cooldown only: its trunk's were reported by the trunk
-    offset = specs[name].get("trunk_flops", 0.0) if kind == "branch" else 0.0
+    offset = specs[name].get("trunk_flops", 0.0) if kind is TrialKind.BRANCH else 0.0
 
     def report(row: dict) -> None:
         numbers = {
@@ -83,11 +83,11 @@ def _trial(config: dict, specs: dict, trunks: dict, results_dir: str) -> None:
             numbers["flops"] -= offset
         tune.report(numbers)
 
-    if kind == "trunk":
+    if kind is TrialKind.TRUNK:
         reached = train_trunk(spec, trunks[name]["steps"], folder, progress=report)
         tune.report({"done": 1, "steps": reached})
         return
-    if kind == "branch":
+    if kind is TrialKind.BRANCH:
         state = state_path(
             trunk_dir(Path(results_dir), specs[name]["trunk_id"]), specs[name]["branch_step"]
         )
