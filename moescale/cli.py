@@ -12,7 +12,7 @@ from rich.table import Table
 
 from moescale import __version__
 from moescale.errors import UserError
-from moescale.results import RunStatus
+from moescale.results import RunStatus, SweepFolder
 
 app = typer.Typer(
     name="moescale",
@@ -415,7 +415,7 @@ def status(
     from moescale.sweeps.progress import status_tables, sweeps_in, trunk_progress
 
     console = _console()
-    inside = sweeps_in(results_dir) if not (results_dir / "runs.parquet").exists() else []
+    inside = sweeps_in(results_dir) if not SweepFolder(results_dir).runs_path.exists() else []
     for folder in inside or [results_dir]:  # a folder of sweeps: each one's progress
         if inside:
             console.rule(str(folder))

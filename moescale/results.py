@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,13 @@ class RunStatus(str, Enum):
 FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.DIVERGED})  # never trained again
 ENDED = FINISHED | {RunStatus.FAILED}  # no trial is working on it
 STATUSES = tuple(status.value for status in RunStatus)
+# the results folder's names (docs/design.md, "The results store"); paths come from SweepFolder
+RUNS_FILE = "runs.parquet"
+CURVES_FILE = "curves.parquet"
+FIT_FILE = "fit.json"
 VALIDATIONS = "validations.json"  # what `moescale validate` planned, predicted and scored
+RUN_RECORD = "run.json"  # a run's own record, in runs/<run_id>/ beside its curve
+CURVE_FILE = "curve.parquet"
 
 # column → pandas dtype family: "str", "int", "float", "bool"
 RUNS_SCHEMA: dict[str, str] = {
@@ -239,21 +246,68 @@ def _first_line(err: Exception) -> str:
     return text[0] if text else err.__class__.__name__
 
 
+@dataclass(frozen=True)
+class SweepFolder:
+    """A sweep's results folder: the one place that names its files and reads them back."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def runs_path(self) -> Path:
+        return self.root / RUNS_FILE
+
+    @property
+    def curves_path(self) -> Path:
+        return self.root / CURVES_FILE
+
+    @property
+    def fit_path(self) -> Path:
+        return self.root / FIT_FILE
+
+    @property
+    def validations_path(self) -> Path:
+        return self.root / VALIDATIONS
+
+    def run_dir(self, run_id: str) -> Path:
+        """runs/<run_id>/: the run's record (RUN_RECORD), curve, checkpoint and trial.json."""
+        return self.root / "runs" / run_id
+
+    def trunk_dir(self, trunk_id: str) -> Path:
+        """trunks/<trunk_id>/: a WSD trunk's curve, checkpoint and plateau states."""
+        return self.root / "trunks" / trunk_id
+
+    def runs(self) -> pd.DataFrame:
+        """runs.parquet, schema-checked."""
+        if not self.root.is_dir():
+            raise UserError(f"{self.root}: no such results folder")
+        if not self.runs_path.exists():
+            raise UserError(f"{self.root}: empty results folder (no {RUNS_FILE})")
+        runs = read_parquet(self.runs_path, RUNS_SCHEMA)
+        unknown = sorted(set(runs["status"].dropna()) - set(STATUSES))
+        if unknown:
+            raise UserError(f"{self.runs_path}: column 'status' has unknown value '{unknown[0]}'")
+        return runs
+
+    def curves(self) -> pd.DataFrame | None:
+        """curves.parquet, schema-checked; None where there is none (curves are optional:
+        every law but the envelope fits without them)."""
+        if not self.curves_path.exists():
+            return None
+        return read_parquet(self.curves_path, CURVES_SCHEMA)
+
+    def validations(self) -> list[dict]:
+        """validations.json's records (none where there is no file)."""
+        return read_json(self.validations_path) if self.validations_path.exists() else []
+
+
 def load_runs(results_dir: str | os.PathLike) -> pd.DataFrame:
     """`runs.parquet` of a sweep folder, schema-checked."""
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        raise UserError(f"{results_dir}: no such results folder")
-    path = results_dir / "runs.parquet"
-    if not path.exists():
-        raise UserError(f"{results_dir}: empty results folder (no runs.parquet)")
-    runs = read_parquet(path, RUNS_SCHEMA)
-    unknown = sorted(set(runs["status"].dropna()) - set(STATUSES))
-    if unknown:
-        raise UserError(f"{path}: column 'status' has unknown value '{unknown[0]}'")
-    return runs
+    return SweepFolder(results_dir).runs()
 
 
 def load_curves(results_dir: str | os.PathLike) -> pd.DataFrame:
-    """`curves.parquet` of a sweep folder, schema-checked."""
-    return read_parquet(Path(results_dir) / "curves.parquet", CURVES_SCHEMA)
+    """`curves.parquet` of a sweep folder, schema-checked (an error where it is missing)."""
+    return read_parquet(SweepFolder(results_dir).curves_path, CURVES_SCHEMA)

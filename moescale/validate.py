@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from moescale.errors import UserError
-from moescale.results import VALIDATIONS, RunStatus, atomic_write_json, load_runs
+from moescale.results import RunStatus, SweepFolder, atomic_write_json, load_runs
 from moescale.sweeps.plan import Plan, PlannedRun
 from moescale.sweeps.spec import SweepSpec
-from moescale.sweeps.validations import load_validations, planned_validations, validation_runs
+from moescale.sweeps.validations import planned_validations, validation_runs
 
 MARGIN = 1.3  # the grid reaches this factor beyond the interval's ends (sizes are rounded)
 DEFAULT_SIZES = 5
@@ -61,7 +61,7 @@ def record_validation(
 ) -> dict:
     """Add a validation to validations.json, or return the one already there for `budget`
     (same sizes, so nothing is trained twice)."""
-    records = load_validations(results_dir)
+    records = SweepFolder(results_dir).validations()
     for record in records:
         if math.isclose(record["budget"], budget, rel_tol=1e-9):
             return record
@@ -73,7 +73,7 @@ def record_validation(
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "scores": [],
     }
-    atomic_write_json(results_dir / VALIDATIONS, records + [record])
+    atomic_write_json(SweepFolder(results_dir).validations_path, records + [record])
     return record
 
 
@@ -81,14 +81,14 @@ def refresh_predictions(results_dir: Path, record: dict, fit, runs: pd.DataFrame
     """A validation already planned, its predictions made again by the fit as it stands (a
     newer moescale, more sweep runs): the fit never sees validation runs, so its prediction
     stays blind to them, and the score is of the fit a user has now. Sizes stay as planned."""
-    records = load_validations(results_dir)
+    records = SweepFolder(results_dir).validations()
     for stored in records:
         if math.isclose(stored["budget"], record["budget"], rel_tol=1e-9):
             stored["predictions"] = predictions_at(fit, runs, stored["budget"])
             stored["headline_method"] = fit.prediction["method"]
             stored["predicted_by"] = {"fit_created": fit.created, "runs_hash": fit.runs_hash}
             record = stored
-    atomic_write_json(results_dir / VALIDATIONS, records)
+    atomic_write_json(SweepFolder(results_dir).validations_path, records)
     return record
 
 
@@ -122,7 +122,7 @@ def score_validation(results_dir: Path, record: dict, fit) -> list:
     *_, (grid, values), aside = realised_optimum(
         per_size.index.to_numpy(float), per_size.to_numpy(float), method, bootstrap=0
     )
-    records = load_validations(results_dir)
+    records = SweepFolder(results_dir).validations()
     for stored in records:
         if math.isclose(stored["budget"], record["budget"], rel_tol=1e-9):
             stored["scores"] = [s.to_dict() for s in scores]
@@ -134,7 +134,7 @@ def score_validation(results_dir: Path, record: dict, fit) -> list:
                 "per_budget_method": method,
                 "set_aside": list(aside),
             }
-    atomic_write_json(results_dir / VALIDATIONS, records)
+    atomic_write_json(SweepFolder(results_dir).validations_path, records)
     return scores
 
 
@@ -171,10 +171,9 @@ def sweep_fit(results_dir: Path):
     """The sweep's fit (fit.json when it matches the runs; validations are never its inputs)
     and its runs."""
     from moescale.fitting.pipeline import current_fit
-    from moescale.results import load_curves
 
     runs = load_runs(results_dir)
-    curves = load_curves(results_dir) if (results_dir / "curves.parquet").exists() else None
+    curves = SweepFolder(results_dir).curves()
     return current_fit(results_dir, runs, curves)[0], runs
 
 
@@ -207,7 +206,9 @@ def run_validation(
         raise UserError(
             f"--budget {budget:.3g} is not past the sweep's largest budget ({largest:.3g})"
         )
-    existing = [r for r in load_validations(results_dir) if math.isclose(r["budget"], budget)]
+    existing = [
+        r for r in SweepFolder(results_dir).validations() if math.isclose(r["budget"], budget)
+    ]
     if existing:
         record = refresh_predictions(results_dir, existing[0], fit, swept)
     else:

@@ -15,7 +15,7 @@ from matplotlib.transforms import blended_transform_factory
 from moescale.analysis.style import C_LABEL, OKABE_ITO, figure, hover, save_figure, sci, styled
 from moescale.errors import UserError
 from moescale.fitting.pipeline import FitReport, current_fit
-from moescale.results import RunStatus, atomic_write_bytes, load_curves, load_runs, one_output
+from moescale.results import RunStatus, SweepFolder, atomic_write_bytes, load_runs, one_output
 
 
 def load_fits(folders: list[Path]) -> dict[str, FitReport]:
@@ -26,7 +26,7 @@ def load_fits(folders: list[Path]) -> dict[str, FitReport]:
     fits = {}
     for folder in folders:
         runs = load_runs(folder)
-        curves = load_curves(folder) if (folder / "curves.parquet").exists() else None
+        curves = SweepFolder(folder).curves()
         name = folder.name if folder.name not in fits else str(folder)
         fits[name] = current_fit(folder, runs, curves, write=False)[0]
     return fits

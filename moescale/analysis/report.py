@@ -23,14 +23,12 @@ from moescale.fitting.pipeline import FitReport, current_fit, fit_inputs, sweep_
 from moescale.fitting.prediction import headline_line
 from moescale.results import (
     ENDED,
-    VALIDATIONS,
     RunStatus,
+    SweepFolder,
     atomic_write_bytes,
     completed,
-    load_curves,
     load_runs,
     one_output,
-    read_json,
 )
 
 STEP_LIMITED_RATIO = 1.5  # optimal runs whose step counts all lie within this factor
@@ -549,7 +547,7 @@ def _routing_of_a_run(results_dir: Path, runs: pd.DataFrame) -> tuple[str, pd.Da
         return None
     largest = done[done["budget_flops"] == done["budget_flops"].max()].sort_values("n_active")
     run_id = largest.iloc[len(largest) // 2]["run_id"]
-    path = results_dir / "runs" / run_id / "routing.parquet"
+    path = SweepFolder(results_dir).run_dir(run_id) / "routing.parquet"
     if not path.exists():
         return None
     table = pd.read_parquet(path)
@@ -568,11 +566,9 @@ def build_report(
     runs = load_runs(results_dir)
     if not (runs["status"] == RunStatus.COMPLETED).any():
         raise UserError(f"{results_dir}: no completed runs yet; nothing to report")
-    curves = load_curves(results_dir) if (results_dir / "curves.parquet").exists() else None
+    curves = SweepFolder(results_dir).curves()
     fit, fit_note = current_fit(results_dir, runs, curves, target_flops, bootstrap)
-    validations = (
-        read_json(results_dir / VALIDATIONS) if (results_dir / VALIDATIONS).exists() else []
-    )
+    validations = SweepFolder(results_dir).validations()
     sections = build_sections(
         runs,
         curves,

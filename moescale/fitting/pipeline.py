@@ -53,10 +53,9 @@ from moescale.fitting.tuning import TuningFit, fit_tuning, tune_points, tuned_ax
 from moescale.results import (
     ENDED,
     RunStatus,
+    SweepFolder,
     atomic_write_json,
     completed,
-    load_curves,
-    load_runs,
     read_json,
 )
 
@@ -205,10 +204,8 @@ def load_source(
     """(runs, curves or None, default fit.json path) from a results folder or a table file."""
     source = Path(source)
     if source.is_dir():
-        runs = load_runs(source)
-        curves_path = source / "curves.parquet"
-        curves = load_curves(source) if curves_path.exists() else None
-        return runs, curves, source / "fit.json"
+        folder = SweepFolder(source)
+        return folder.runs(), folder.curves(), folder.fit_path
     table = map_columns(read_table(source), columns, source=str(source))
     return table, None, source.with_name(source.name.split(".")[0] + ".fit.json")
 
@@ -596,7 +593,7 @@ def current_fit(
     fit.json's own options (per-budget method, bootstrap, variant) unless asked otherwise —
     written over it (unless `write` is off: a reader that must leave the folder alone); and a
     sentence saying which."""
-    path = Path(results_dir) / "fit.json"
+    path = SweepFolder(results_dir).fit_path
     existing, why = None, f"there was no {path.name}"
     if path.exists():
         try:

@@ -12,7 +12,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from moescale.results import ENDED, RunStatus, completed
+from moescale.results import CURVE_FILE, ENDED, RunStatus, SweepFolder, completed
 from moescale.sweeps.plan import Plan
 
 
@@ -55,7 +55,7 @@ def trunk_progress(results_dir: Path, runs: pd.DataFrame) -> str:
     needed = runs[runs["trunk_id"].astype(bool)].groupby("trunk_id")["branch_step"].max()
     reached = {}
     for trunk_id in needed.index:
-        path = Path(results_dir) / "trunks" / trunk_id / "curve.parquet"
+        path = SweepFolder(results_dir).trunk_dir(trunk_id) / CURVE_FILE
         reached[trunk_id] = (
             int(pd.read_parquet(path, columns=["step"])["step"].max()) if path.exists() else 0
         )
@@ -150,7 +150,7 @@ class SweepProgress:
         self._live: Live | None = None
 
     def _render(self):
-        path = self.results_dir / "runs.parquet"
+        path = SweepFolder(self.results_dir).runs_path
         runs = (
             pd.read_parquet(path)
             if path.exists()

@@ -13,7 +13,7 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
-from moescale.results import FINISHED
+from moescale.results import FINISHED, SweepFolder
 from moescale.sweeps.plan import PlannedRun, Trunk
 from moescale.sweeps.store import finished_status
 from moescale.training.trainer import state_path
@@ -28,10 +28,6 @@ class TrialKind(str, Enum):
     RUN = "run"
     TRUNK = "trunk"
     BRANCH = "branch"
-
-
-def trunk_dir(results_dir: Path, trunk_id: str) -> Path:
-    return Path(results_dir) / "trunks" / trunk_id
 
 
 def _facts(run: PlannedRun) -> dict:
@@ -63,7 +59,9 @@ class TrialQueue:
             self.facts[trunk_id] = {**_facts(longest), "tokens": trunks[trunk_id].spec.tokens}
 
     def _state(self, branch: PlannedRun) -> Path:
-        return state_path(trunk_dir(self.results_dir, branch.trunk_id), branch.branch_step)
+        return state_path(
+            SweepFolder(self.results_dir).trunk_dir(branch.trunk_id), branch.branch_step
+        )
 
     def branch_steps(self, trunk_id: str) -> list[int]:
         """The branch points the trunk still owes (those of this round's branches)."""
@@ -114,6 +112,6 @@ def prune_states(
         if branch is None or (branch.trunk_id, branch.branch_step) in needed:
             continue
         if finished_status(results_dir, run_id) in FINISHED:
-            state_path(trunk_dir(results_dir, branch.trunk_id), branch.branch_step).unlink(
-                missing_ok=True
-            )
+            state_path(
+                SweepFolder(results_dir).trunk_dir(branch.trunk_id), branch.branch_step
+            ).unlink(missing_ok=True)

@@ -21,7 +21,14 @@ from pathlib import Path
 import yaml
 
 from moescale.errors import UserError
-from moescale.results import FINISHED, RunStatus, atomic_write_bytes, atomic_write_json, completed
+from moescale.results import (
+    FINISHED,
+    RunStatus,
+    SweepFolder,
+    atomic_write_bytes,
+    atomic_write_json,
+    completed,
+)
 from moescale.sweeps.lock import SweepLock
 from moescale.sweeps.plan import (
     Dropped,
@@ -53,17 +60,17 @@ def _trial(config: dict, specs: dict, trunks: dict, results_dir: str) -> None:
     import ray
     from ray import tune
 
-    from moescale.sweeps.queue import TrialKind, trunk_dir
+    from moescale.sweeps.queue import TrialKind
     from moescale.training import RunSpec, train_run
     from moescale.training.trainer import state_path, train_branch, train_trunk
 
     kind, name = TrialKind(config["kind"]), config["id"]
     if kind is TrialKind.TRUNK:
         spec = RunSpec.model_validate(trunks[name]["spec"])
-        folder = trunk_dir(Path(results_dir), name)
+        folder = SweepFolder(results_dir).trunk_dir(name)
     else:
         spec = RunSpec.model_validate(specs[name]["spec"])
-        folder = Path(results_dir) / "runs" / name
+        folder = SweepFolder(results_dir).run_dir(name)
     # where and when this attempt ran: a retried trial overwrites it with its new node and pid
     attempt = {
         "node_id": ray.get_runtime_context().get_node_id(),
@@ -89,7 +96,7 @@ def _trial(config: dict, specs: dict, trunks: dict, results_dir: str) -> None:
         return
     if kind is TrialKind.BRANCH:
         state = state_path(
-            trunk_dir(Path(results_dir), specs[name]["trunk_id"]), specs[name]["branch_step"]
+            SweepFolder(results_dir).trunk_dir(specs[name]["trunk_id"]), specs[name]["branch_step"]
         )
         result = train_branch(spec, state, folder, progress=report)
     else:

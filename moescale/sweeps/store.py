@@ -9,9 +9,12 @@ import pandas as pd
 
 from moescale.errors import UserError
 from moescale.results import (
+    CURVE_FILE,
     CURVES_SCHEMA,
+    RUN_RECORD,
     RUNS_SCHEMA,
     RunStatus,
+    SweepFolder,
     atomic_write_parquet,
     read_json,
     read_parquet,
@@ -39,7 +42,7 @@ EXTRA_COLUMNS = (
 
 def run_record(results_dir: Path, run_id: str) -> dict | None:
     """A run's run.json, or None if it has none (not started) or it is unreadable."""
-    path = results_dir / "runs" / run_id / "run.json"
+    path = SweepFolder(results_dir).run_dir(run_id) / RUN_RECORD
     if not path.exists():
         return None
     try:
@@ -121,21 +124,21 @@ def consolidate(
     for planned in plan.runs:
         record = run_record(results_dir, planned.run_id)
         rows.append(_row(planned, sweep, record, planned.run_id in running))
-        curve_path = results_dir / "runs" / planned.run_id / "curve.parquet"
+        curve_path = SweepFolder(results_dir).run_dir(planned.run_id) / CURVE_FILE
         if curve_path.exists():  # written atomically: never seen half-written
             curves.append(read_parquet(curve_path, CURVES_SCHEMA))
     for trunk_id in plan.trunks():  # a trunk's plateau once; its branches hold their cooldowns
-        curve_path = results_dir / "trunks" / trunk_id / "curve.parquet"
+        curve_path = SweepFolder(results_dir).trunk_dir(trunk_id) / CURVE_FILE
         if curve_path.exists():
             curves.append(read_parquet(curve_path, CURVES_SCHEMA))
     runs = pd.DataFrame(rows, columns=list(RUNS_SCHEMA) + list(EXTRA_COLUMNS))
-    atomic_write_parquet(results_dir / "runs.parquet", runs)
+    atomic_write_parquet(SweepFolder(results_dir).runs_path, runs)
     table = (
         pd.concat(curves, ignore_index=True)
         if curves
         else pd.DataFrame(columns=list(CURVES_SCHEMA))
     )
     atomic_write_parquet(
-        results_dir / "curves.parquet", table.astype({"step": "int64", "tokens": "int64"})
+        SweepFolder(results_dir).curves_path, table.astype({"step": "int64", "tokens": "int64"})
     )
     return runs

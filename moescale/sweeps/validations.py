@@ -6,15 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moescale.results import VALIDATIONS, read_json
+from moescale.results import SweepFolder
 from moescale.sweeps.plan import Dropped, PlannedRun, plan_run
 from moescale.sweeps.spec import SweepSpec
-
-
-def load_validations(results_dir: Path) -> list[dict]:
-    """The records of validations.json (none where it does not exist)."""
-    path = results_dir / VALIDATIONS
-    return read_json(path) if path.exists() else []
 
 
 def validation_runs(
@@ -36,7 +30,7 @@ def validation_runs(
 def planned_validations(spec: SweepSpec, results_dir: Path) -> list[PlannedRun]:
     """Every validation run recorded in validations.json, planned again (deterministic)."""
     runs, seen = [], set()
-    for record in load_validations(results_dir):
+    for record in SweepFolder(results_dir).validations():
         for run in validation_runs(spec, record["budget"], record["sizes"])[0]:
             if run.run_id not in seen:
                 seen.add(run.run_id)

@@ -25,8 +25,10 @@ import torch
 from moescale.errors import UserError
 from moescale.models import MoETransformer, count, param_groups
 from moescale.results import (
+    CURVE_FILE,
     CURVES_SCHEMA,
     FINISHED,
+    RUN_RECORD,
     RunStatus,
     atomic_write_json,
     atomic_write_parquet,
@@ -240,7 +242,7 @@ def _recorded(spec: RunSpec, out_dir: Path, progress, train) -> RunResult:
 
 def _recorded_result(out_dir: Path, spec: RunSpec) -> RunResult | None:
     """The result run.json holds for this very run (any status), or None."""
-    path = out_dir / "run.json"
+    path = out_dir / RUN_RECORD
     if not path.exists():
         return None
     record = read_json(path)
@@ -262,7 +264,7 @@ def _write_run_json(out_dir: Path, spec: RunSpec, result: RunResult, trace: str 
     }
     if trace:
         payload["traceback"] = trace
-    atomic_write_json(out_dir / "run.json", payload)
+    atomic_write_json(out_dir / RUN_RECORD, payload)
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -576,8 +578,6 @@ def _write_curve(out_dir: Path, run_id: str, rows: list[dict], routing_rows: lis
     each routed expert's share of the layer's assignments at each logged step)."""
     table = pd.DataFrame(rows, columns=list(CURVES_SCHEMA)[1:])
     table.insert(0, "run_id", run_id)
-    atomic_write_parquet(
-        out_dir / "curve.parquet", table.astype({"step": "int64", "tokens": "int64"})
-    )
+    atomic_write_parquet(out_dir / CURVE_FILE, table.astype({"step": "int64", "tokens": "int64"}))
     routing = pd.DataFrame(routing_rows, columns=["step", "layer", "expert", "fraction"])
     atomic_write_parquet(out_dir / "routing.parquet", routing)
