@@ -219,6 +219,40 @@ def _hover_every_figure(call) -> list[dict]:
     return figures
 
 
+def _numbers(value, path=""):
+    """Every number in a JSON tree, by its path; bootstrap draws ("samples") aside: in a flat
+    valley a draw may end elsewhere within its tolerance on another machine."""
+    if isinstance(value, dict):
+        return {
+            k: v
+            for key in value
+            if key != "samples"
+            for k, v in _numbers(value[key], f"{path}.{key}").items()
+        }
+    if isinstance(value, list):
+        return {k: v for i, x in enumerate(value) for k, v in _numbers(x, f"{path}[{i}]").items()}
+    return {path: value} if isinstance(value, int | float) and not isinstance(value, bool) else {}
+
+
+def test_refitting_the_example_gives_its_committed_fit_json(tmp_path):
+    """`moescale fit results/example`, as committed, writes the committed fit.json again: the
+    headline, every method's prediction, every law's parameters and intervals (to 1e-9: a
+    machine's BLAS may round differently), the same keys and the same words."""
+    from cli_helpers import moescale
+
+    result = moescale("fit", str(EXAMPLE), "--out", str(tmp_path / "fit.json"))
+    assert result.returncode == 0, result.stderr
+    committed = json.loads((EXAMPLE / "fit.json").read_text())
+    again = json.loads((tmp_path / "fit.json").read_text())
+    assert set(again) == set(committed)
+    for key in set(committed) - {"created", "source"}:
+        want, got = _numbers(committed[key], key), _numbers(again[key], key)
+        assert set(got) == set(want), key
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-12), key
+    assert again["prediction"]["method"] == committed["prediction"]["method"]
+    assert again["prediction"]["agreement"] == committed["prediction"]["agreement"]
+
+
 def test_compare_draws_every_sweep_on_one_figure_and_one_table(tmp_path):
     from moescale.analysis.compare import compare
 

@@ -413,6 +413,38 @@ def _at_grid_edge(table: pd.DataFrame, n_col: str, budget_col: str) -> np.ndarra
     return edge
 
 
+def _residual_bootstrap(
+    theta: np.ndarray,
+    log_n: np.ndarray,
+    log_d: np.ndarray,
+    log_loss: np.ndarray,
+    huber_delta: float,
+    at_edge: np.ndarray,
+    bootstrap: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(theta samples [bootstrap, 5], the scaled residuals) of a fixed-design residual
+    bootstrap: every run's log loss redrawn as the fit's value plus a residual from the
+    sweep's own pool (scaled up for the 5 parameters spent; edge runs from the edge runs'),
+    the law refitted from the fit's optimum. Not a case bootstrap of the budgets: drawing 5–9
+    budgets with replacement leaves draws that span half the sweep, and an interval several
+    times wider than the estimator's own spread."""
+    point = ParametricFit.from_theta(theta, objective=0.0, n_points=0, huber_delta=0.0)
+    fitted = np.log(point.loss(np.exp(log_n), np.exp(log_d)))
+    residual = (log_loss - fitted) * np.sqrt(len(log_n) / max(len(log_n) - 5, 1))
+    pools = position_pools(residual, at_edge) or {True: residual, False: residual}
+    rng = np.random.default_rng(seed)
+    draws = np.array(
+        [fitted + draw_by_position(pools, at_edge, (len(residual),), rng) for _ in range(bootstrap)]
+    )
+
+    def on_draws(x: np.ndarray, rows: np.ndarray, gradient: bool = True):
+        return _objective_and_gradient(x, log_n, log_d, draws[rows], huber_delta, gradient)
+
+    start = np.repeat(theta[None, :], bootstrap, axis=0)
+    return minimise_each(on_draws, start), residual
+
+
 def fit_parametric(
     table: pd.DataFrame,
     n_col: str = "n_active",
@@ -459,28 +491,11 @@ def fit_parametric(
     samples, note = None, "no bootstrap asked for"
     noise = extrapolation = 0.0
     if bootstrap > 0:
-        # a fixed-design residual bootstrap: every run's log loss redrawn as the fit's value
-        # plus a residual from the sweep's own pool (scaled up for the 5 parameters spent),
-        # the law refitted from the fit's optimum. Not a case bootstrap of the budgets:
-        # drawing 5–9 budgets with replacement leaves draws that span half the sweep, and
-        # an interval several times wider than the estimator's own spread.
         point = ParametricFit.from_theta(theta, objective=0.0, n_points=0, huber_delta=0.0)
-        fitted = np.log(point.loss(np.exp(log_n), np.exp(log_d)))
-        residual = (log_loss - fitted) * np.sqrt(len(log_n) / max(len(log_n) - 5, 1))
         at_edge = _at_grid_edge(table, n_col, budget_col)
-        pools = position_pools(residual, at_edge) or {True: residual, False: residual}
-        rng = np.random.default_rng(seed)
-        draws = np.array(
-            [
-                fitted + draw_by_position(pools, at_edge, (len(residual),), rng)
-                for _ in range(bootstrap)
-            ]
+        samples, residual = _residual_bootstrap(
+            theta, log_n, log_d, log_loss, huber_delta, at_edge, bootstrap, seed
         )
-
-        def on_draws(theta: np.ndarray, rows: np.ndarray, gradient: bool = True):
-            return _objective_and_gradient(theta, log_n, log_d, draws[rows], huber_delta, gradient)
-
-        samples = minimise_each(on_draws, np.repeat(theta[None, :], bootstrap, axis=0))
         natural = np.column_stack([np.exp(samples[:, :3]), samples[:, 3:]])
         for i, name in enumerate(("A", "B", "E", "alpha", "beta")):
             intervals[name] = percentile_interval(natural[:, i])
