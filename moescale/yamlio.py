@@ -34,35 +34,42 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def _field_names(model: Any, seen: set | None = None) -> set[str]:
-    """Every key a config model (and the models inside it) accepts, for 'did you mean'."""
+def _field_paths(model: Any, prefix: str = "", seen: set | None = None) -> dict[str, str]:
+    """Every key a config model (and the models inside it) accepts, with where it goes
+    ('recipe.seq_len'; the shallowest place where a name is accepted twice), for 'did you
+    mean'."""
     seen = set() if seen is None else seen
     if model in seen or not isinstance(model, type):
-        return set()
+        return {}
     seen.add(model)
     fields = getattr(model, "model_fields", None) or getattr(model, "__dataclass_fields__", None)
     if not fields:
-        return set()
-    names = set(fields)
-    for field in fields.values():
+        return {}
+    paths = {name: f"{prefix}{name}" for name in fields}
+    for name, field in fields.items():
         annotation = getattr(field, "annotation", None) or getattr(field, "type", None)
         for inner in (annotation, *getattr(annotation, "__args__", ())):
-            names |= _field_names(inner, seen)
-    return names
+            for key, path in _field_paths(inner, f"{prefix}{name}.", seen).items():
+                if key not in paths or path.count(".") < paths[key].count("."):
+                    paths[key] = path
+    return paths
 
 
 def validation_message(err: pydantic.ValidationError, prefix: str = "", model: Any = None) -> str:
     """Every problem of a pydantic error as 'key.path: message', on one line ('; ' between
     them), with the nearest known key suggested for an unknown one."""
-    known = _field_names(model) if model is not None else set()
+    known = _field_paths(model) if model is not None else {}
     problems = []
     for problem in err.errors():
         key = ".".join(str(p) for p in problem["loc"])
         message = problem["msg"]
         if problem["type"] == "extra_forbidden":
             message = "unknown key"
-            near = difflib.get_close_matches(str(problem["loc"][-1]), sorted(known), n=1)
-            if near:
+            name = str(problem["loc"][-1])
+            near = difflib.get_close_matches(name, sorted(known), n=1)
+            if near and near[0] == name:  # a known key, in the wrong place
+                message += f" here (it belongs at '{known[name]}')"
+            elif near:
                 message += f" (did you mean '{near[0]}'?)"
         elif problem["type"] == "value_error":
             message = str(problem.get("ctx", {}).get("error", message))

@@ -205,6 +205,30 @@ def tune_grid(spec: SweepSpec) -> list[Setting]:
     return [tuple(combo) for combo in itertools.product(*grids)]
 
 
+def _recipe_at(spec: SweepSpec, budget: float, batch_tokens: int, tune: Setting):
+    """The sweep's recipe for one run: its budget's batch (or the tuned one), the LR from the
+    LR law at this budget where the recipe follows one, the tuned fields, and the recipe's
+    micro-batch where it divides the batch (else whole batches)."""
+    settings = dict(tune)
+    batch_tokens = int(settings.get("batch_tokens", batch_tokens))
+    update: dict = {"batch_tokens": batch_tokens}
+    if spec.recipe.lr_rule == "law":
+        update |= {
+            "lr": lr_from_law(spec.recipe.lr_law, budget),
+            "lr_rule": "fixed",
+            "lr_law": None,
+        }
+    if "lr" in settings:
+        update["lr"] = settings["lr"]
+    if "routed_lr_scale" in settings:
+        update["routed_lr_scale"] = settings["routed_lr_scale"]
+    micro = spec.recipe.micro_batch_tokens
+    update["micro_batch_tokens"] = (
+        micro if micro and batch_tokens % micro == 0 and micro < batch_tokens else None
+    )
+    return spec.recipe.model_copy(update=update)
+
+
 def plan_run(
     spec: SweepSpec,
     budget_index: int,
@@ -231,25 +255,8 @@ def plan_run(
         config = family(target, spec.shape_rules, variant=rewrite)
     except UserError as err:
         return Dropped(f"budget {budget:.3g}, size {target:.3g}: {err}")
-    settings = dict(tune)
-    batch_tokens = int(settings.get("batch_tokens", batch_tokens))
-    update: dict = {"batch_tokens": batch_tokens}
-    if spec.recipe.lr_rule == "law":
-        update |= {
-            "lr": lr_from_law(spec.recipe.lr_law, budget),
-            "lr_rule": "fixed",
-            "lr_law": None,
-        }
-    if "lr" in settings:
-        update["lr"] = settings["lr"]
-    if "routed_lr_scale" in settings:
-        update["routed_lr_scale"] = settings["routed_lr_scale"]
-    # the recipe's micro-batch where it divides this budget's batch (else whole batches)
-    micro = spec.recipe.micro_batch_tokens
-    update["micro_batch_tokens"] = (
-        micro if micro and batch_tokens % micro == 0 and micro < batch_tokens else None
-    )
-    recipe = spec.recipe.model_copy(update=update)
+    recipe = _recipe_at(spec, budget, batch_tokens, tune)
+    batch_tokens = recipe.batch_tokens
     accounting = count(config, recipe.seq_len)
     steps = round(budget / accounting.flops_per_token / batch_tokens)
     tokens = steps * batch_tokens
