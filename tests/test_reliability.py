@@ -260,6 +260,10 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
     (tmp / "huge.yaml").write_text("name: x\nbudgets: [1e20]\nsizes: {n_active: [1e30, 1e31]}\n")
     (tmp / "longname.yaml").write_text(f"name: {'a' * 300}\nbudgets: [1e12]\n{sizes}\n")
     compare = ["compare", "results/example", "results/example"]
+    only = tmp / "only_validations"
+    only.mkdir()
+    example = read_parquet(ROOT / "results" / "example" / "runs.parquet")
+    atomic_write_parquet(only / "runs.parquet", example[example["validation"]])
     (tmp / "misplaced.yaml").write_text(f"name: x\nbudgets: [1e12]\n{sizes}\nseq_len: 64\n")
     return {
         "budget_inf": (["sweep", "--dry-run", str(tmp / "budget_inf.yaml")], "got inf"),
@@ -340,6 +344,10 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         ),
         "status_missing": (["status", str(tmp / "nowhere")], "no such results folder"),
         "status_empty": (["status", str(tmp / "empty_results")], "empty results folder"),
+        "only_validation_runs": (
+            ["fit", str(only)],
+            "no completed runs to fit (10 validation runs, which are never fitted)",
+        ),
         "key_in_the_wrong_place": (
             ["sweep", "--dry-run", str(tmp / "misplaced.yaml")],
             "seq_len: unknown key here (it belongs at 'recipe.seq_len')",
@@ -357,7 +365,8 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
      # and the next ones found: the command line, compare, validate, status
      "bootstrap_negative", "seq_len_not_an_integer", "missing_argument", "unknown_flag", "unknown_command",
      "compare_target_inf", "validate_budget_nan", "validate_budget_inside", "validate_one_size",
-     "validate_not_a_sweep", "status_missing", "status_empty", "key_in_the_wrong_place"],
+     "validate_not_a_sweep", "status_missing", "status_empty", "key_in_the_wrong_place",
+     "only_validation_runs"],
 )  # fmt: skip
 def test_bad_input_matrix_is_one_line_exit_2_and_writes_nothing(tmp_path, case):
     command, expected = _bad_inputs(tmp_path)[case]

@@ -317,7 +317,8 @@ def fit_all(
     )
     done = completed(runs)
     if done.empty:
-        raise UserError(f"{source}: no completed runs to fit")
+        also = f" ({validations} validation runs, which are never fitted)" if validations else ""
+        raise UserError(f"{source}: no completed runs to fit{also}")
     budget_max = float(done["budget_flops"].max())
     target = float(target_flops) if target_flops else DEFAULT_TARGET_FACTOR * budget_max
     report = FitReport(
