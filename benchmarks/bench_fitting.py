@@ -121,6 +121,7 @@ def run_fit_defaults(budgets: int = 11, sizes: int = 9) -> tuple[float, int]:
     import warnings
 
     from benchmarks.synthetic import SIMULATED_GUESS, SIMULATED_LAW, realistic_sweep
+    from moescale.fitting.options import FitOptions
     from moescale.fitting.pipeline import fit_all
 
     table = realistic_sweep(
@@ -130,7 +131,7 @@ def run_fit_defaults(budgets: int = 11, sizes: int = 9) -> tuple[float, int]:
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit_all(table, None, "bench", "all", None, 200)
+        fit_all(table, None, "bench", FitOptions(bootstrap=200))
     return time.perf_counter() - start, len(table)
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from moescale.fitting.options import FitOptions
 from moescale.fitting.pipeline import fit_all
 
 FACTORS = (100.0, 10_000.0)
@@ -38,20 +39,26 @@ def score(table: pd.DataFrame, bootstrap: int, method: str | None = None) -> lis
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             started = time.perf_counter()
-            fit = fit_all(table, None, "sim", "all", factor * largest, bootstrap, strict=False)
+            fit = fit_all(
+                table,
+                None,
+                "sim",
+                FitOptions(target_flops=factor * largest, bootstrap=bootstrap),
+                strict=False,
+            )
             seconds = time.perf_counter() - started
         p = fit.prediction if method is None else fit.predictions[method]
         truth = truth_at(factor * largest)
-        low, high = p.get("n_opt_interval") or (np.nan, np.nan)
+        low, high = p.n_opt_interval or (np.nan, np.nan)
         law = fit.compute_law
         rows.append(
             {
                 "factor": factor,
-                "method": p.get("method", "isoflop"),
-                "error": p["n_opt"] / truth - 1,
+                "method": p.method,
+                "error": p.n_opt / truth - 1,
                 "covered": bool(low <= truth <= high),
                 "width": high / low,
-                "spent": law.flops_per_token(p["n_opt"]) * p["d_opt"] / (factor * largest) - 1,
+                "spent": law.flops_per_token(p.n_opt) * p.d_opt / (factor * largest) - 1,
                 "seconds": seconds,
             }
         )
@@ -95,7 +102,7 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for factor, group in frame.groupby("factor"):
-        methods = ", ".join(f"{m} {n}" for m, n in group["method"].value_counts().items())
+        methods = ", ".join(f"{m} {n}" for m, n in group.method.value_counts().items())
         print(
             f"| {factor:.0f}× | {methods} | {group['error'].median():+.1%} | {group['error'].abs().median():.1%} | "
             f"{group['covered'].sum()} of {len(group)} | {group['width'].median():.2f} | "

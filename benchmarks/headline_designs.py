@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.synthetic import DESIGNS
+from moescale.fitting.options import FitOptions
 from moescale.fitting.pipeline import fit_all
 
 
@@ -33,16 +34,22 @@ def score_seed(name: str, seed: int, factor: float, bootstrap: int) -> dict:
     target = factor * max(design.budgets)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = fit_all(table, None, design.name, "all", target, bootstrap, strict=False)
+        fit = fit_all(
+            table,
+            None,
+            design.name,
+            FitOptions(target_flops=target, bootstrap=bootstrap),
+            strict=False,
+        )
     p = fit.prediction
     truth = design.truth(target)
-    low, high = p.get("n_opt_interval") or (np.nan, np.nan)
+    low, high = p.n_opt_interval or (np.nan, np.nan)
     return {
         "design": design.name,
         "factor": factor,
         "seed": seed,
-        "method": p["method"],
-        "log_error": np.log(p["n_opt"] / truth),
+        "method": p.method,
+        "log_error": np.log(p.n_opt / truth),
         "covered": bool(low <= truth <= high),
         "log_width": np.log(high / low),
     }

@@ -25,6 +25,7 @@ from benchmarks.synthetic import (
     SIMULATED_LR_TRUTH,
     lr_tuned_sweep,
 )
+from moescale.fitting.options import FitOptions
 from moescale.fitting.pipeline import fit_all
 
 BUDGETS = list(SIMULATED_BUDGETS[::2])  # five budgets over a factor 19
@@ -43,7 +44,9 @@ def score_seed(seed: int, bootstrap: int) -> dict:
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = fit_all(table, None, "sim", "isoflop", bootstrap=bootstrap, strict=False)
+        fit = fit_all(
+            table, None, "sim", FitOptions(method="isoflop", bootstrap=bootstrap), strict=False
+        )
     seconds = time.perf_counter() - started
     law = fit.tuning.laws["lr"]
     low, high = law.exponent_interval()

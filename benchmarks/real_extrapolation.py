@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from moescale.fitting import fit_all, fit_parametric
+from moescale.fitting.options import FitOptions
 
 DATA = Path(
     os.environ.get("MOESCALE_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -117,34 +118,40 @@ def score_isoflop(data: str, name: str, table: pd.DataFrame, fit_up_to: float, b
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         started = time.perf_counter()
-        fit = fit_all(fit_part, None, name, "all", max(truths), bootstrap, strict=False)
+        fit = fit_all(
+            fit_part,
+            None,
+            name,
+            FitOptions(target_flops=max(truths), bootstrap=bootstrap),
+            strict=False,
+        )
         seconds = time.perf_counter() - started
     largest = float(fit_part["budget_flops"].max())
     rows = []
     for budget, (n_real, loss_real, se_real) in truths.items():
         at = fit.predict_at(budget)
-        at["headline"] = at[fit.prediction["method"]]
+        at["headline"] = at[fit.lead_method]
         for method, p in at.items():
-            low, high = p.get("n_opt_interval") or (np.nan, np.nan)
-            loss_low, loss_high = p.get("loss_opt_interval") or (np.nan, np.nan)
+            low, high = p.n_opt_interval or (np.nan, np.nan)
+            loss_low, loss_high = p.loss_opt_interval or (np.nan, np.nan)
             rows.append(
                 {
                     "data": data,
                     "setting": name,
                     "method": method,
-                    "chosen": fit.prediction["method"],
+                    "chosen": fit.lead_method,
                     "factor": budget / largest,
-                    "n_error": p["n_opt"] / n_real - 1,
+                    "n_error": p.n_opt / n_real - 1,
                     "n_covered": bool(low <= n_real <= high),
                     # inside the interval once the truth's own error is counted too
                     "n_consistent": bool(
-                        abs(np.log(p["n_opt"] / n_real))
+                        abs(np.log(p.n_opt / n_real))
                         <= 1.96 * np.hypot(np.log(high / low) / 3.92, se_real)
                     ),
-                    "n_width": _interval_width(p.get("n_opt_interval")),
-                    "loss_error": p.get("loss_opt", np.nan) / loss_real - 1,
+                    "n_width": _interval_width(p.n_opt_interval),
+                    "loss_error": (np.nan if p.loss_opt is None else p.loss_opt) / loss_real - 1,
                     "loss_covered": bool(loss_low <= loss_real <= loss_high),
-                    "loss_width": _interval_width(p.get("loss_opt_interval")),
+                    "loss_width": _interval_width(p.loss_opt_interval),
                     "seconds": seconds,
                 }
             )

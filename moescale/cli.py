@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -11,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from moescale import __version__
-from moescale.errors import UserError
+from moescale.errors import OptionError, UserError
+from moescale.fitting import options as fit_choices  # light: no numpy (the CLI starts fast)
 from moescale.results import RunStatus, SweepFolder
 
 app = typer.Typer(
@@ -159,13 +159,16 @@ def _sweep_accounting(config: Path) -> None:
 @app.command()
 def fit(
     source: Path = typer.Argument(..., help="A results folder, or a CSV/Parquet table."),
-    method: str = typer.Option("all", help="isoflop | parametric | envelope | all"),
+    method: str = typer.Option("all", help=" | ".join(fit_choices.METHODS)),
     target_flops: float | None = typer.Option(
-        None, help="Budget to predict at (default: 100 × the largest)."
+        None,
+        help=f"Budget to predict at (default: {fit_choices.DEFAULT_TARGET_FACTOR:g} × the largest).",
     ),
-    bootstrap: int = typer.Option(200, min=0, help="Bootstrap samples for the intervals."),
+    bootstrap: int = typer.Option(
+        fit_choices.DEFAULT_BOOTSTRAP, help="Bootstrap samples for the intervals."
+    ),
     isoflop_method: str = typer.Option(
-        "auto",  # fitting.isoflop.DEFAULT_METHOD (not imported here: the CLI starts light)
+        fit_choices.DEFAULT_ISOFLOP_METHOD,
         help="Per-budget fit: auto (the slice or the parabola, whichever predicts left-out "
         "sizes better) | slices | parabola (the Hunyuan-Large report's) | akima.",
     ),
@@ -211,20 +214,18 @@ def fit(
         "budget_flops": budget_col,
         "unique_tokens": unique_col,
     }
+    options = fit_choices.FitOptions(
+        method=method,
+        target_flops=target_flops,
+        bootstrap=bootstrap,
+        isoflop_method=isoflop_method,
+        n_nearest=n_nearest,
+        variant=variant,
+    )
     runs, curves, default_out = load_source(source, columns)
     console = _console()
     with console.status("fitting…"):
-        report = fit_all(
-            runs,
-            curves,
-            str(source),
-            method,
-            target_flops,
-            bootstrap,
-            isoflop_method,
-            n_nearest=n_nearest,
-            variant=variant,
-        )
+        report = fit_all(runs, curves, str(source), options)
     path = out or default_out
     write_fit_json(report, path)
     if format != "rich":  # plain tables for a paper or a spreadsheet, on stdout
@@ -517,8 +518,6 @@ def compare(
     one common budget, on one figure and one table."""
     from moescale.analysis.compare import compare as run_compare
 
-    if target_flops is not None and not (math.isfinite(target_flops) and target_flops > 0):
-        raise UserError(f"--target-flops must be a positive number, got {target_flops}")
     console = _console()
     with console.status("fitting (where fit.json does not match) and drawing…"):
         frame = run_compare(results_dirs, out, target_flops)
@@ -566,6 +565,8 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         print("moescale: interrupted", file=sys.stderr)
         sys.exit(130)
+    except OptionError as err:  # the library names an option by its keyword; here, its flag
+        _fail(err.spelled(lambda keyword: "--" + keyword.replace("_", "-")))
     except UserError as err:
         _fail(str(err))
     sys.exit(code if isinstance(code, int) else 0)

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from moescale.errors import UserError
+from moescale.errors import OptionError, UserError
+from moescale.fitting.prediction import Prediction, method_prediction
 from moescale.results import RunStatus, SweepFolder, atomic_write_json, load_runs
 from moescale.sweeps.plan import Plan, PlannedRun
 from moescale.sweeps.spec import SweepSpec
@@ -25,18 +26,18 @@ MARGIN = 1.3  # the grid reaches this factor beyond the interval's ends (sizes a
 DEFAULT_SIZES = 5
 
 
-def validation_sizes(prediction: dict, k: int) -> list[float]:
+def validation_sizes(prediction: Prediction, k: int) -> list[float]:
     """K sizes, log-spaced, so that the predicted N_opt and both ends of its interval lie
     inside the grid (a factor 3 either side where there is no interval)."""
     if k < 3:
-        raise UserError(f"--sizes must be at least 3, got {k}")
-    n = prediction["n_opt"]
-    low, high = prediction.get("n_opt_interval") or (n / 3, n * 3)
+        raise OptionError(f"{{sizes}} must be at least 3, got {k}")
+    n = prediction.n_opt
+    low, high = prediction.n_opt_interval or (n / 3, n * 3)
     low, high = min(low, n / 1.5) / MARGIN, max(high, n * 1.5) * MARGIN
     return list(np.exp(np.linspace(np.log(low), np.log(high), k)))
 
 
-def predictions_at(fit, runs: pd.DataFrame, budget: float) -> dict[str, dict]:
+def predictions_at(fit, runs: pd.DataFrame, budget: float) -> dict[str, Prediction]:
     """Every method's prediction at `budget` from a fit (FitReport), and the old naive one —
     the report's parabola per budget with N_opt and D_opt as two independent power laws."""
     import warnings
@@ -48,7 +49,8 @@ def predictions_at(fit, runs: pd.DataFrame, budget: float) -> dict[str, dict]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", EdgeOptimumWarning)
             naive = fit_isoflop(runs, method="parabola", bootstrap=200)
-        out["naive"] = naive.predict(budget)
+        # D_opt from its own power law, as the naive method has it: no compute law
+        out["naive"] = method_prediction("naive", naive.predict(budget), naive.interval_note, None)
     except UserError:
         pass
     if not out:
@@ -69,7 +71,7 @@ def record_validation(
         "budget": float(budget),
         "sizes": [float(s) for s in sizes],
         "headline_method": headline,
-        "predictions": predictions,
+        "predictions": {name: p.to_dict() for name, p in predictions.items()},
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "scores": [],
     }
@@ -84,8 +86,9 @@ def refresh_predictions(results_dir: Path, record: dict, fit, runs: pd.DataFrame
     records = SweepFolder(results_dir).validations()
     for stored in records:
         if math.isclose(stored["budget"], record["budget"], rel_tol=1e-9):
-            stored["predictions"] = predictions_at(fit, runs, stored["budget"])
-            stored["headline_method"] = fit.prediction["method"]
+            predictions = predictions_at(fit, runs, stored["budget"])
+            stored["predictions"] = {name: p.to_dict() for name, p in predictions.items()}
+            stored["headline_method"] = fit.lead_method
             stored["predicted_by"] = {"fit_created": fit.created, "runs_hash": fit.runs_hash}
             record = stored
     atomic_write_json(SweepFolder(results_dir).validations_path, records)
@@ -110,7 +113,7 @@ def score_validation(results_dir: Path, record: dict, fit) -> list:
     scores = [
         score_prediction(
             name,
-            prediction,
+            Prediction.from_dict(prediction),
             per_size.index.to_numpy(float),
             per_size.to_numpy(float),
             compute_law=fit.compute_law or DEFAULT_LAW,
@@ -195,16 +198,16 @@ def run_validation(
     if not (results_dir / "sweep.yaml").is_file():
         raise UserError(f"{results_dir}: not a sweep's results folder (no sweep.yaml)")
     if not (math.isfinite(budget) and budget > 0):
-        raise UserError(f"--budget must be a positive number of FLOPs, got {budget}")
+        raise OptionError(f"{{budget}} must be a positive number of FLOPs, got {budget}")
     spec = load_sweep_spec(results_dir / "sweep.yaml")
     fit, runs = sweep_fit(results_dir)
-    if not fit.prediction:
+    if fit.prediction is None:
         raise UserError(f"{results_dir}: the fit has no prediction to validate")
     swept = fit_inputs(runs)
     largest = float(swept.loc[swept["status"] == RunStatus.COMPLETED, "budget_flops"].max())
     if budget <= largest * 1.01:
-        raise UserError(
-            f"--budget {budget:.3g} is not past the sweep's largest budget ({largest:.3g})"
+        raise OptionError(
+            f"{{budget}} {budget:.3g} is not past the sweep's largest budget ({largest:.3g})"
         )
     existing = [
         r for r in SweepFolder(results_dir).validations() if math.isclose(r["budget"], budget)
@@ -213,7 +216,7 @@ def run_validation(
         record = refresh_predictions(results_dir, existing[0], fit, swept)
     else:
         predictions = predictions_at(fit, swept, budget)
-        headline = fit.prediction["method"]
+        headline = fit.lead_method
         sizes = validation_sizes(predictions[headline], k)
         planned, dropped = validation_runs(spec, budget, sizes)
         if len({r.n_active for r in planned}) < 3:

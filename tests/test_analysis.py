@@ -14,6 +14,7 @@ from browser import Browser, find_chromium
 from PIL import Image
 
 from moescale.analysis.report import build_report, step_limited_warning
+from moescale.fitting.options import FitOptions
 from moescale.fitting.pipeline import fit_all
 from moescale.fitting.prediction import headline_line
 from moescale.results import atomic_write_parquet, load_runs
@@ -132,7 +133,7 @@ def test_report_refits_over_a_fit_json_it_cannot_read(example, written, said):
 
 def test_step_limited_optima_are_called_out(example):
     runs = load_runs(example)
-    fit = fit_all(runs, None, "example", "isoflop", None, 0, strict=False)
+    fit = fit_all(runs, None, "example", FitOptions(method="isoflop", bootstrap=0), strict=False)
     same = runs.assign(steps=1000)  # every optimum took the same number of steps
     assert "step-limited" in step_limited_warning(same, fit)
     growing = runs.assign(

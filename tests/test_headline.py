@@ -22,8 +22,15 @@ from benchmarks.synthetic import (
     synthetic_sweep,
 )
 from moescale.fitting import ComputeLaw, ParametricFit, fit_all, fit_isoflop, load_fit
+from moescale.fitting.options import FitOptions
 from moescale.fitting.pipeline import write_fit_json
-from moescale.fitting.prediction import IDENTIFIED_WIDTH, agreement, allocation_width, choose_method
+from moescale.fitting.prediction import (
+    IDENTIFIED_WIDTH,
+    Prediction,
+    agreement,
+    allocation_width,
+    choose_method,
+)
 
 SEEDS = range(8)  # 20 in `python -m benchmarks.headline_coverage`
 FACTORS = (100.0, 10_000.0)
@@ -32,7 +39,13 @@ FACTORS = (100.0, 10_000.0)
 def _quiet_fit(table: pd.DataFrame, method: str = "all", **args):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return fit_all(table, None, "simulated", method, bootstrap=200, strict=False, **args)
+        return fit_all(
+            table,
+            None,
+            "simulated",
+            FitOptions(method=method, bootstrap=200, **args),
+            strict=False,
+        )
 
 
 def test_headline_is_right_and_its_interval_honest_far_past_the_sweep():
@@ -48,21 +61,17 @@ def test_headline_is_right_and_its_interval_honest_far_past_the_sweep():
         table = simulated_design_sweep(seed)
         largest = table["budget_flops"].max()
         fit = _quiet_fit(table, target_flops=FACTORS[0] * largest)
-        chosen.append(fit.prediction["method"])
+        chosen.append(fit.prediction.method)
         for factor in FACTORS:
             flops = factor * largest
-            p = (
-                fit.prediction
-                if factor == FACTORS[0]
-                else fit.parametric.predict(flops, fit.compute_law)  # what the headline calls
-            )
+            p = fit.prediction if factor == FACTORS[0] else fit.predict_at(flops)["parametric"]
             truth = SIMULATED_LAW.optimal(flops, SIMULATED_COMPUTE_LAW)["n_opt"]
-            low, high = p["n_opt_interval"]
-            scores[factor].append((p["n_opt"] / truth - 1, low <= truth <= high, high / low))
-            spent = fit.compute_law.flops_per_token(p["n_opt"]) * p["d_opt"]
+            low, high = p.n_opt_interval
+            scores[factor].append((p.n_opt / truth - 1, low <= truth <= high, high / low))
+            spent = fit.compute_law.flops_per_token(p.n_opt) * p.d_opt
             assert spent == pytest.approx(flops, rel=0.01)
-            d_low, d_high = p["d_opt_interval"]
-            assert d_low <= p["d_opt"] <= d_high
+            d_low, d_high = p.d_opt_interval
+            assert d_low <= p.d_opt <= d_high
     # identified on 63 runs and of the right form: Approach 3 leads, or where a heavy-tailed
     # budget optimum pushes a lack-of-fit p below 0.05 (2 seeds of 8), shares the headline
     assert chosen.count("parametric") >= len(SEEDS) - 2, chosen
@@ -195,8 +204,8 @@ def test_no_residual_degrees_of_freedom_gives_no_interval_and_says_why():
         assert "residual degrees of freedom" in fit.interval_note
         assert fit.predict(1e22, SIMULATED_COMPUTE_LAW)["n_opt_interval"] is None
     report = _quiet_fit(table, method="isoflop")
-    assert report.predictions["isoflop"]["n_opt_interval"] is None
-    assert "residual degrees of freedom" in report.predictions["isoflop"]["interval_note"]
+    assert report.predictions["isoflop"].n_opt_interval is None
+    assert "residual degrees of freedom" in report.predictions["isoflop"].interval_note
 
 
 # --- the choice of headline, agreement, fit.json ---------------------------------------
@@ -212,13 +221,14 @@ def test_headline_method_is_chosen_by_identification():
 
 
 def test_agreement_says_in_words_when_methods_disagree():
-    a = {"n_opt": 1e9, "n_opt_interval": (0.8e9, 1.2e9)}
-    b = {"n_opt": 2e9, "n_opt_interval": (1.7e9, 2.4e9)}
-    c = {"n_opt": 1.1e9, "n_opt_interval": (0.9e9, 1.3e9)}
-    assert agreement({"parametric": a, "isoflop": b})["verdict"] == "disagree"
-    assert "DISAGREE" in agreement({"parametric": a, "isoflop": b})["text"]
-    assert agreement({"parametric": a, "isoflop": c})["verdict"] == "agree"
-    assert agreement({"parametric": a, "isoflop": {"n_opt": 1e9}})["verdict"] == "unknown"
+    def at(n_opt, interval=None):
+        return Prediction(method="m", flops=1e22, n_opt=n_opt, d_opt=1e11, n_opt_interval=interval)
+
+    a, b, c = at(1e9, (0.8e9, 1.2e9)), at(2e9, (1.7e9, 2.4e9)), at(1.1e9, (0.9e9, 1.3e9))
+    assert agreement({"parametric": a, "isoflop": b}).verdict == "disagree"
+    assert "DISAGREE" in agreement({"parametric": a, "isoflop": b}).text
+    assert agreement({"parametric": a, "isoflop": c}).verdict == "agree"
+    assert agreement({"parametric": a, "isoflop": at(1e9)}).verdict == "unknown"
 
 
 def test_fit_json_round_trips_to_equal_predictions(tmp_path):
@@ -227,7 +237,8 @@ def test_fit_json_round_trips_to_equal_predictions(tmp_path):
     write_fit_json(fit, tmp_path / "fit.json")
     assert (tmp_path / "fit.json").stat().st_mode & 0o044 == 0o044  # readable by group/others
     loaded = load_fit(tmp_path / "fit.json")
-    assert loaded.prediction["n_opt"] == fit.prediction["n_opt"]
+    assert loaded.prediction == fit.prediction  # every field, as a typed record
+    assert loaded.predictions == fit.predictions
     assert loaded.runs_hash == fit.runs_hash and loaded.options == fit.options
 
     def numbers(prediction: dict) -> list[float]:
@@ -323,18 +334,18 @@ def test_approach3_leads_only_where_it_fits():
     test = fit.lack_of_fit
     assert test is not None and not test.fits and 0 <= test.weight < 1
     p = fit.prediction
-    assert p["method"] == "combined"
-    assert p["weights"]["parametric"] == pytest.approx(test.weight)
-    assert "lack-of-fit test refuses it" in p["chosen_because"]
+    assert p.method == "combined"
+    assert p.weights["parametric"] == pytest.approx(test.weight)
+    assert "lack-of-fit test refuses it" in p.chosen_because
     # the point lies between the two methods', and the pooled interval holds both points
     # where they are inside their own intervals
-    n3, n2 = fit.predictions["parametric"]["n_opt"], fit.predictions["isoflop"]["n_opt"]
-    assert min(n3, n2) <= p["n_opt"] <= max(n3, n2)
-    low, high = p["n_opt_interval"]
-    assert low <= p["n_opt"] <= high
+    n3, n2 = fit.predictions["parametric"].n_opt, fit.predictions["isoflop"].n_opt
+    assert min(n3, n2) <= p.n_opt <= max(n3, n2)
+    low, high = p.n_opt_interval
+    assert low <= p.n_opt <= high
     # and the same combination at any other budget (validation, report)
     other = fit.predict_at(3 * fit.target_flops)["combined"]
-    assert other["weights"] == p["weights"] and other["n_opt"] > p["n_opt"]
+    assert other.weights == p.weights and other.n_opt > p.n_opt
 
 
 def test_optimal_loss_levels_off_at_the_parametric_floor_even_with_three_budgets():
@@ -349,4 +360,4 @@ def test_optimal_loss_levels_off_at_the_parametric_floor_even_with_three_budgets
     assert fit.parametric.E < predicted["loss_opt"] < law(table["budget_flops"].max())
     low, high = predicted["loss_opt_interval"]
     assert low < predicted["loss_opt"] < high
-    assert "loss_note" not in fit.predictions["isoflop"]
+    assert fit.predictions["isoflop"].loss_note is None

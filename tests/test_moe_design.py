@@ -23,6 +23,7 @@ from benchmarks.synthetic import (
 )
 from moescale.errors import UserError
 from moescale.fitting.joint_law import fit_joint_law, g_mode_of
+from moescale.fitting.options import FitOptions
 from moescale.fitting.pipeline import fit_all, load_fit, runs_hash, write_fit_json
 from moescale.sweeps.plan import Plan, PlannedRun, bracket_extensions, plan_sweep
 from moescale.sweeps.spec import SweepSpec
@@ -48,7 +49,7 @@ def fitted():
     runs = as_runs_table(runs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return runs, fit_all(runs, None, "sim", bootstrap=10, variant="e8-k1")
+        return runs, fit_all(runs, None, "sim", FitOptions(bootstrap=10, variant="e8-k1"))
 
 
 def test_joint_law_recovers_its_parameters_within_their_intervals(simulated_study):
@@ -107,12 +108,12 @@ def test_fit_json_keeps_the_design_answers_and_the_reference_headline(fitted, tm
     write_fit_json(report, path)
     back = load_fit(path)
     assert back.moe.law.params() == pytest.approx(report.moe.law.params())
-    assert back.options["variant"] == "e8-k1"
+    assert back.options.variant == "e8-k1"
     targets = [m for m in back.moe.multipliers if m["where"] == "target"]
     assert {m["variant"] for m in targets} == {"e8-k1", "e32-k1", "e32-k4-g4"}
     assert all(m["interval"][0] <= m["law"] <= m["interval"][1] for m in targets)
     with pytest.raises(UserError, match="no variant 'e64'"):
-        fit_all(runs, None, "sim", variant="e64")
+        fit_all(runs, None, "sim", FitOptions(variant="e64"))
 
 
 SPEC = {

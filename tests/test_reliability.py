@@ -313,7 +313,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
         # the command line itself: one line, not click's usage box
         "bootstrap_negative": (
             ["fit", str(tmp / "table.csv"), *mapping, "--bootstrap", "-3"],
-            "Invalid value for '--bootstrap'",
+            "--bootstrap must be at least 0, got -3",
         ),
         "seq_len_not_an_integer": (
             ["flops", "configs/hunyuan-large.yaml", "--seq-len", "1e3"],

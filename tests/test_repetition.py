@@ -18,6 +18,7 @@ from moescale.fitting.data_constrained import (
     DataConstrainedFit,
     fit_data_constrained,
 )
+from moescale.fitting.options import FitOptions
 
 DATA = Path(__file__).parent / "data"
 
@@ -110,7 +111,7 @@ def test_data_constrained_fit_recovers_r_star_and_the_correction_unbiases_the_ex
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             naive.append(fit_isoflop(table).n_exponent)
-            fit = fit_all(table, None, "sim", "all", None, 100, strict=False)
+            fit = fit_all(table, None, "sim", FitOptions(bootstrap=100), strict=False)
         low, high = fit.data_constrained.intervals["r_star_d"]
         covered += low <= TRUTH.r_star_d <= high
         corrected.append(fit.isoflop.n_exponent)
@@ -133,7 +134,7 @@ def test_without_a_fittable_law_the_repeated_runs_are_left_out_and_it_says_so():
     table.loc[table["tokens"] <= table["unique_tokens"], "unique_tokens"] = table["tokens"] / 2
     with warnings.catch_warnings():  # no run reads its data only once: no base law
         warnings.simplefilter("ignore")
-        fit = fit_all(table, None, "sim", "isoflop", None, 0, strict=False)
+        fit = fit_all(table, None, "sim", FitOptions(method="isoflop", bootstrap=0), strict=False)
     assert fit.repetition["action"].startswith("excluded")
     over = len(fit.repetition["runs_over_threshold"])
     assert fit.isoflop.points.shape[0] == len(table) - over

@@ -19,6 +19,7 @@ from benchmarks.synthetic import (
     SIMULATED_LAW,
     lr_tuned_sweep,
 )
+from moescale.fitting.options import FitOptions
 from moescale.fitting.pipeline import fit_all, load_fit, write_fit_json
 from moescale.fitting.tuning import tune_points
 from moescale.sweeps.plan import Dropped, Plan, PlannedRun, bracket_extensions, plan_sweep
@@ -68,14 +69,16 @@ def test_fit_json_predicts_the_lr_at_the_target_and_a_sweep_can_use_it(tmp_path)
     table = lr_tuned_sweep(SIMULATED_LAW, SIMULATED_COMPUTE_LAW, BUDGETS, seed=3, **SIMULATED_GUESS)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        report = fit_all(table, None, "sim", "isoflop", bootstrap=20)
+        report = fit_all(table, None, "sim", FitOptions(method="isoflop", bootstrap=20))
     # one row per point reaches the isoFLOP fit, never the LR grid's runs as repeats
     assert report.isoflop.points["run_id"].nunique() == len(report.isoflop.points)
     assert len(report.isoflop.points) == len(table.groupby(["budget_flops", "n_active"]))
     prediction = report.prediction
-    assert prediction["lr_opt"] == pytest.approx(report.tuning.laws["lr"](report.target_flops))
-    low, high = prediction["lr_opt_interval"]
-    assert low < prediction["lr_opt"] < high
+    assert prediction.tuned["lr_opt"] == pytest.approx(
+        report.tuning.laws["lr"](report.target_flops)
+    )
+    low, high = prediction.tuned["lr_opt_interval"]
+    assert low < prediction.tuned["lr_opt"] < high
     path = tmp_path / "fit.json"
     write_fit_json(report, path)
     assert load_fit(path).tuning.laws["lr"].exponent == report.tuning.laws["lr"].exponent
@@ -156,7 +159,7 @@ def test_the_report_shows_the_tuned_points_and_laws(tmp_path):
     table = as_runs_table(table)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        report = fit_all(table, None, "sim", bootstrap=10)
+        report = fit_all(table, None, "sim", FitOptions(bootstrap=10))
     sections = build_sections(table, None, report, None, False)
     tuned = next(s for s in sections if s.title == "Tuned hyperparameters")
     assert [stem for stem, _, _ in tuned.figures] == ["lr_sweeps", "tuned_laws"]

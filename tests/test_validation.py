@@ -17,6 +17,8 @@ from benchmarks.synthetic import (
     simulated_design_sweep,
 )
 from moescale.fitting import fit_all
+from moescale.fitting.options import FitOptions
+from moescale.fitting.prediction import Prediction
 from moescale.fitting.validation import regret_compute_factor, score_prediction
 from moescale.validate import validation_sizes
 
@@ -29,11 +31,13 @@ def test_scores_match_the_truth_on_a_simulated_sweep():
     budget = 30 * table["budget_flops"].max()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit = fit_all(table, None, "sim", "all", budget, 200, strict=False)
+        fit = fit_all(
+            table, None, "sim", FitOptions(target_flops=budget, bootstrap=200), strict=False
+        )
     truth = SIMULATED_LAW.optimal(budget, SIMULATED_COMPUTE_LAW)
     for method, prediction in fit.predictions.items():
         sizes = np.array(validation_sizes(prediction, 9))
-        low, high = prediction["n_opt_interval"]
+        low, high = prediction.n_opt_interval
         assert sizes[0] < low and high < sizes[-1]  # the interval's ends inside the grid
         tokens = SIMULATED_COMPUTE_LAW.tokens(budget, sizes)
         losses = SIMULATED_LAW.loss(sizes, tokens)
@@ -46,7 +50,7 @@ def test_scores_match_the_truth_on_a_simulated_sweep():
         assert not score.realised_at_edge
         assert score.n_opt_inside == (low <= score.n_opt_realised <= high)
         # regret: the truth's loss at the predicted size above its optimum
-        n_pred = prediction["n_opt"]
+        n_pred = prediction.n_opt
         exact = SIMULATED_LAW.loss(n_pred, SIMULATED_COMPUTE_LAW.tokens(budget, n_pred))
         assert score.regret == pytest.approx(exact - truth["loss_opt"], abs=2e-3)
         assert score.regret >= 0
@@ -77,7 +81,9 @@ def test_a_run_that_never_recovered_from_a_spike_is_set_aside_and_said_so():
     truth = SIMULATED_LAW.optimal(budget, SIMULATED_COMPUTE_LAW)
     sizes = truth["n_opt"] * np.geomspace(0.4, 2.5, 5)
     clean = SIMULATED_LAW.loss(sizes, SIMULATED_COMPUTE_LAW.tokens(budget, sizes))
-    prediction = {"flops": budget, "n_opt": truth["n_opt"], "n_opt_interval": None}
+    prediction = Prediction(
+        method="parametric", flops=budget, n_opt=truth["n_opt"], d_opt=truth["d_opt"]
+    )
 
     def score(losses):
         return score_prediction(

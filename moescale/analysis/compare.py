@@ -13,7 +13,8 @@ from matplotlib.figure import Figure
 from matplotlib.transforms import blended_transform_factory
 
 from moescale.analysis.style import C_LABEL, OKABE_ITO, figure, hover, save_figure, sci, styled
-from moescale.errors import UserError
+from moescale.errors import OptionError, UserError
+from moescale.fitting.options import check_target_flops
 from moescale.fitting.pipeline import FitReport, current_fit
 from moescale.results import RunStatus, SweepFolder, atomic_write_bytes, load_runs, one_output
 
@@ -38,8 +39,8 @@ def check_out(folders: list[Path], out: Path) -> None:
     for folder in folders:
         source = folder.resolve()
         if target == source or source in target.parents:
-            raise UserError(
-                f"compare: --out {out} is inside the input {folder}; choose another folder"
+            raise OptionError(
+                f"compare: {{out}} {out} is inside the input {folder}; choose another folder"
             )
 
 
@@ -47,9 +48,9 @@ def comparison_table(fits: dict[str, FitReport], flops: float) -> pd.DataFrame:
     rows = []
     for name, fit in fits.items():
         predictions = fit.predict_at(flops)
-        lead = fit.prediction.get("method")
-        p = predictions.get(lead, {})
-        interval = p.get("n_opt_interval") or (np.nan, np.nan)
+        lead = fit.lead_method
+        p = predictions.get(lead)
+        interval = (p and p.n_opt_interval) or (np.nan, np.nan)
         exponent = fit.isoflop.n_law if fit.isoflop is not None else None
         rows.append(
             {
@@ -57,11 +58,11 @@ def comparison_table(fits: dict[str, FitReport], flops: float) -> pd.DataFrame:
                 "runs fitted": fit.run_counts.get(RunStatus.COMPLETED.value, 0),
                 "headline method": lead or "no law fitted",
                 "N_opt exponent (isoFLOP)": np.nan if exponent is None else exponent.exponent,
-                "N_opt at C": p.get("n_opt", np.nan),
+                "N_opt at C": np.nan if p is None else p.n_opt,
                 "N_opt 95% low": interval[0],
                 "N_opt 95% high": interval[1],
-                "loss at C": p.get("loss_opt", np.nan),
-                "agreement": fit.prediction.get("agreement", {}).get("verdict", ""),
+                "loss at C": np.nan if p is None or p.loss_opt is None else p.loss_opt,
+                "agreement": "" if fit.prediction is None else fit.prediction.agreement.verdict,
                 # a sweep no law fits (one budget, too few runs) is shown, with why
                 "note": "" if lead else "; ".join(fit.skipped.values()),
             }
@@ -85,15 +86,15 @@ def comparison_figure(fits: dict[str, FitReport], flops: float) -> Figure:
             ])  # fmt: skip
             grid = np.geomspace(usable["budget"].min() / 1.5, flops * 1.5, 100)
             left.plot(grid, fit.isoflop.n_law(grid), color=colour, lw=1)
-        p = fit.predict_at(flops).get(fit.prediction.get("method"), {})
-        if p:
-            interval = p.get("n_opt_interval")
+        p = fit.predict_at(flops).get(fit.lead_method)
+        if p is not None:
+            interval = p.n_opt_interval
             error = (  # clipped at 0: a percentile interval need not hold its point
                 None
                 if not interval
-                else [[max(0.0, p["n_opt"] - interval[0])], [max(0.0, interval[1] - p["n_opt"])]]
+                else [[max(0.0, p.n_opt - interval[0])], [max(0.0, interval[1] - p.n_opt)]]
             )
-            right.errorbar([i], [p["n_opt"]], yerr=error, fmt="D", color=colour, capsize=4)
+            right.errorbar([i], [p.n_opt], yerr=error, fmt="D", color=colour, capsize=4)
         else:  # said where its marker would be: x in data, y halfway up the axes
             at = blended_transform_factory(right.transData, right.transAxes)
             right.text(i, 0.5, "no law\nfitted", transform=at, ha="center", color=colour)
@@ -114,6 +115,7 @@ def comparison_figure(fits: dict[str, FitReport], flops: float) -> Figure:
 def compare(folders: list[Path], out: Path, target_flops: float | None = None) -> pd.DataFrame:
     """Write compare.pdf, .svg, .png and compare.csv into `out` (never into an input); return
     the table."""
+    check_target_flops(target_flops)
     check_out(folders, out)
     fits = load_fits(folders)
     flops = target_flops or max(f.target_flops for f in fits.values())

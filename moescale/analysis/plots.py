@@ -35,6 +35,7 @@ from moescale.fitting.envelope import EnvelopeFit
 from moescale.fitting.isoflop import IsoflopFit
 from moescale.fitting.parametric import ParametricFit
 from moescale.fitting.powerlaw import PowerLaw
+from moescale.fitting.prediction import Prediction
 from moescale.published import (
     DENSE_A,
     HUNYUAN_COMPUTE_A,
@@ -145,7 +146,7 @@ def optimal_scaling(
     fit: IsoflopFit,
     target_flops: float,
     hunyuan_reference: bool = False,
-    predictions: dict | None = None,
+    predictions: dict[str, Prediction] | None = None,
 ) -> Figure:
     """N_opt and D_opt against C. Left: the isoFLOP optima over the sweep with the fitted power
     law and its 95% band. Right, on its own axes so that the sweep is not squeezed into a corner:
@@ -177,7 +178,7 @@ def optimal_scaling(
             _log_axes(ax, y=True)
             ax.set_ylabel(name)
         for i, (method, p) in enumerate((predictions or {}).items()):
-            value, interval = p[column], p.get(f"{column}_interval")
+            value, interval = getattr(p, column), getattr(p, f"{column}_interval")
             # a percentile interval need not hold its point (a skewed bootstrap): clip at 0
             error = (
                 None

@@ -71,10 +71,10 @@ def _headline_section(fit: FitReport, fit_note: str) -> Section:
     section = Section(f"Headline: the optimum at C = {fit.target_flops:.3g} FLOPs")
     p = fit.prediction
     section.paragraphs.append(headline_line(p))
-    if p:
-        section.paragraphs.append(f"Why this method: {p['chosen_because']}.")
-        section.paragraphs.append(f"Agreement: {p['agreement']['text']}.")
-        section.warnings.extend(p.get("warnings", []))
+    if p is not None:
+        section.paragraphs.append(f"Why this method: {p.chosen_because}.")
+        section.paragraphs.append(f"Agreement: {p.agreement.text}.")
+        section.warnings.extend(p.warnings)
     section.paragraphs.append(
         f"N counts {fit.conventions.get('n', 'activated parameters')}; C counts "
         f"{fit.conventions.get('flops', 'training FLOPs')}."
@@ -88,12 +88,12 @@ def _headline_section(fit: FitReport, fit_note: str) -> Section:
     section.paragraphs.append(fit_note)
     rows = []
     for method, q in fit.predictions.items():
-        row = {"method": method + (" (headline)" if method == p.get("method") else "")}
+        row = {"method": method + (" (headline)" if method == fit.lead_method else "")}
         for key, name in (("n_opt", "N_opt"), ("d_opt", "D_opt (tokens)"), ("loss_opt", "loss")):
-            interval = q.get(f"{key}_interval")
-            row[name] = q.get(key, np.nan)
+            value, interval = getattr(q, key), getattr(q, f"{key}_interval")
+            row[name] = np.nan if value is None else value
             row[f"{name} 95%"] = "" if not interval else f"{interval[0]:.4g} – {interval[1]:.4g}"
-        row["interval from"] = q.get("interval_note", "")
+        row["interval from"] = q.interval_note
         rows.append(row)
     if rows:
         section.table = pd.DataFrame(rows)
@@ -192,7 +192,7 @@ def _moe_section(fit: FitReport, runs: pd.DataFrame, curves: pd.DataFrame | None
     moe = fit.moe
     section = Section("MoE design: experts, granularity and the multiplier over dense")
     section.paragraphs.append(
-        f"The laws above are variant '{fit.options.get('variant')}'s. E is the expansion (routed "
+        f"The laws above are variant '{fit.options.variant}'s. E is the expansion (routed "
         "experts ÷ top-k; dense 1) and G the granularity; N counts activated parameters."
     )
     if moe.law is not None:
@@ -248,8 +248,8 @@ def build_sections(
     sections = [_headline_section(fit, fit_note), _sweep_section(runs)]
     swept = fit_inputs(runs)  # validation runs are shown, never fitted or drawn as the sweep
     done = completed(swept)
-    if fit.options.get("variant"):  # the laws below are the reference variant's alone
-        done = done[done["variant"] == fit.options["variant"]]
+    if fit.options.variant:  # the laws below are the reference variant's alone
+        done = done[done["variant"] == fit.options.variant]
     # what the laws were fitted on: the runs, or with a tuned axis each point at its best
     fitted = done if fit.tuning is None else fit.tuning.points
 

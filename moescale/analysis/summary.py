@@ -71,13 +71,13 @@ def _predictions_table(report: FitReport) -> Table:
     )
     for column in ("method", "N_opt (activated)", "D_opt (tokens)", "loss (nats/token)"):
         table.add_column(column, justify="left" if column == "method" else "right")
-    lead = report.prediction.get("method")
+    lead = report.lead_method
     for method, p in report.predictions.items():
         table.add_row(
             method + ("*" if method == lead else ""),
-            _with_interval(p["n_opt"], p.get("n_opt_interval")),
-            _with_interval(p["d_opt"], p.get("d_opt_interval")),
-            _with_interval(p.get("loss_opt"), p.get("loss_opt_interval"), ".4g"),
+            _with_interval(p.n_opt, p.n_opt_interval),
+            _with_interval(p.d_opt, p.d_opt_interval),
+            _with_interval(p.loss_opt, p.loss_opt_interval, ".4g"),
             style="bold" if method == lead else None,
         )
     table.caption = "* the headline"
@@ -394,10 +394,10 @@ def headline_lines(report: FitReport) -> list[str]:
     """The headline in words, then its warnings and why its method leads."""
     p = report.prediction
     lines = []
-    if p:
-        lines.append(f"agreement: {p['agreement']['text']}")
-        lines.append(f"headline method: {p['chosen_because']}")
-        lines.extend(f"[yellow]warning:[/yellow] {w}" for w in p.get("warnings", []))
+    if p is not None:
+        lines.append(f"agreement: {p.agreement.text}")
+        lines.append(f"headline method: {p.chosen_because}")
+        lines.extend(f"[yellow]warning:[/yellow] {w}" for w in p.warnings)
     lines.append(f"[bold]{headline_line(p)}[/bold]")
     return lines
 
@@ -416,10 +416,10 @@ def fit_tables(report: FitReport) -> dict[str, pd.DataFrame]:
         ]
     rows = []
     for method, p in report.predictions.items():
-        row = {"method": method, "headline": method == report.prediction.get("method")}
+        row = {"method": method, "headline": method == report.lead_method}
         for key in ("n_opt", "d_opt", "loss_opt"):
-            interval = p.get(f"{key}_interval") or (None, None)
-            row |= {key: p.get(key), f"{key}_low": interval[0], f"{key}_high": interval[1]}
+            interval = getattr(p, f"{key}_interval") or (None, None)
+            row |= {key: getattr(p, key), f"{key}_low": interval[0], f"{key}_high": interval[1]}
         rows.append(row)
     tables["predictions"] = pd.DataFrame(rows)
     if report.tuning is not None:

@@ -1,36 +1,40 @@
 """Laws fitted to tables: the compute law, isoFLOP optima and their power laws, parametric
-and routed laws, the loss envelope, and extrapolation checks. numpy/scipy/pandas only."""
+and routed laws, the loss envelope, and extrapolation checks. numpy/scipy/pandas only.
+Exports load on first use, so the light parts (fitting.options, read by the CLI) import
+without numpy or scipy."""
 
-from moescale.fitting.budgets import batch_adjusted_budget, group_budgets
-from moescale.fitting.compute_law import ComputeLaw, fit_compute_law
-from moescale.fitting.envelope import EnvelopeFit, fit_envelope
-from moescale.fitting.extrapolation import ExtrapolationCheck, extrapolation_check
-from moescale.fitting.isoflop import EdgeOptimumWarning, IsoflopFit, fit_isoflop
-from moescale.fitting.parametric import ParametricFit, fit_parametric
-from moescale.fitting.pipeline import FitReport, fit_all, load_fit
-from moescale.fitting.powerlaw import PowerLaw, fit_power_law
-from moescale.fitting.routed import RoutedFit, fit_routed, saturating_experts
+from __future__ import annotations
 
-__all__ = [
-    "ComputeLaw",
-    "EdgeOptimumWarning",
-    "EnvelopeFit",
-    "ExtrapolationCheck",
-    "FitReport",
-    "IsoflopFit",
-    "ParametricFit",
-    "PowerLaw",
-    "RoutedFit",
-    "batch_adjusted_budget",
-    "extrapolation_check",
-    "fit_compute_law",
-    "fit_all",
-    "fit_envelope",
-    "fit_isoflop",
-    "fit_parametric",
-    "fit_power_law",
-    "fit_routed",
-    "group_budgets",
-    "load_fit",
-    "saturating_experts",
-]
+import importlib
+
+_EXPORTS = {
+    "batch_adjusted_budget": "moescale.fitting.budgets",
+    "group_budgets": "moescale.fitting.budgets",
+    "ComputeLaw": "moescale.fitting.compute_law",
+    "fit_compute_law": "moescale.fitting.compute_law",
+    "EnvelopeFit": "moescale.fitting.envelope",
+    "fit_envelope": "moescale.fitting.envelope",
+    "ExtrapolationCheck": "moescale.fitting.extrapolation",
+    "extrapolation_check": "moescale.fitting.extrapolation",
+    "EdgeOptimumWarning": "moescale.fitting.isoflop",
+    "IsoflopFit": "moescale.fitting.isoflop",
+    "fit_isoflop": "moescale.fitting.isoflop",
+    "ParametricFit": "moescale.fitting.parametric",
+    "fit_parametric": "moescale.fitting.parametric",
+    "FitOptions": "moescale.fitting.options",
+    "FitReport": "moescale.fitting.pipeline",
+    "fit_all": "moescale.fitting.pipeline",
+    "load_fit": "moescale.fitting.pipeline",
+    "PowerLaw": "moescale.fitting.powerlaw",
+    "fit_power_law": "moescale.fitting.powerlaw",
+    "RoutedFit": "moescale.fitting.routed",
+    "fit_routed": "moescale.fitting.routed",
+    "saturating_experts": "moescale.fitting.routed",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'moescale.fitting' has no attribute '{name}'")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

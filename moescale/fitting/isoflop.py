@@ -29,6 +29,7 @@ from scipy.interpolate import Akima1DInterpolator
 from moescale.errors import UserError
 from moescale.fitting.budgets import batch_adjusted_budget, group_budgets
 from moescale.fitting.compute_law import ComputeLaw
+from moescale.fitting.options import DEFAULT_ISOFLOP_METHOD, ISOFLOP_METHODS
 from moescale.fitting.powerlaw import (
     PowerLaw,
     SaturatingLaw,
@@ -41,8 +42,6 @@ from moescale.fitting.resample import MAD_TO_SD, draw_by_position, position_pool
 from moescale.fitting.slices import SliceData, SliceFit, fit_slices, refit_draws
 from moescale.results import RunStatus
 
-METHODS = ("auto", "slices", "akima", "parabola")
-DEFAULT_METHOD = "auto"
 # "auto" and "slices" use the sizes within this factor of each budget's lowest loss: it trims
 # far tails only (Chinchilla's 1e19 budget runs to 6.8B at a loss of 5.0, 1.7 nats above its
 # minimum), which say little about where the minimum is and most about the form's tails
@@ -69,7 +68,7 @@ class IsoflopFit:
     n_law: PowerLaw
     d_law: PowerLaw
     loss_law: SaturatingLaw | PowerLaw | None = None  # the optimal loss against C
-    method: str = DEFAULT_METHOD
+    method: str = DEFAULT_ISOFLOP_METHOD
     shape: str = ""  # the per-budget fit used: the method's own, or what "auto" chose
     shape_scores: dict = field(default_factory=dict)  # "auto": each shape's held-out error
     n_nearest: int | None = None
@@ -360,7 +359,7 @@ def fit_isoflop(
     budget_col: str = "budget_flops",
     loss_col: str = "final_loss",
     d_col: str = "tokens",
-    method: str = DEFAULT_METHOD,
+    method: str = DEFAULT_ISOFLOP_METHOD,
     bootstrap: int = 0,
     n_nearest: int | None = None,
     min_budgets: int = 3,
@@ -379,8 +378,10 @@ def fit_isoflop(
     bootstrap draws), from the parametric fit. Weighted least squares: each budget weighs as
     many as its runs.
     """
-    if method not in METHODS:
-        raise UserError(f"isoFLOP fit: method must be one of {', '.join(METHODS)}, got '{method}'")
+    if method not in ISOFLOP_METHODS:
+        raise UserError(
+            f"isoFLOP fit: method must be one of {', '.join(ISOFLOP_METHODS)}, got '{method}'"
+        )
     if n_nearest is not None and n_nearest < 3:
         raise UserError(f"isoFLOP fit: n_nearest must be at least 3, got {n_nearest}")
     columns = [n_col, budget_col, loss_col, d_col] + ([batch_col] if batch_col else [])

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from moescale import __version__
-from moescale.errors import UserError
+from moescale.errors import OptionError, UserError
 from moescale.fitting.compute_law import DEFAULT_LAW, ComputeLaw, fit_compute_law
 from moescale.fitting.data_constrained import (
     REPEAT_THRESHOLD,
@@ -24,14 +24,7 @@ from moescale.fitting.data_constrained import (
 )
 from moescale.fitting.envelope import EnvelopeFit, annealed_curves, branched, fit_envelope
 from moescale.fitting.extrapolation import ExtrapolationCheck, extrapolation_check
-from moescale.fitting.isoflop import (
-    DEFAULT_METHOD,
-    EdgeOptimumWarning,
-    IsoflopFit,
-    LossFloor,
-    fit_isoflop,
-)
-from moescale.fitting.isoflop import METHODS as ISOFLOP_METHODS
+from moescale.fitting.isoflop import EdgeOptimumWarning, IsoflopFit, LossFloor, fit_isoflop
 from moescale.fitting.lack_of_fit import LackOfFit, approach3_lack_of_fit
 from moescale.fitting.moe_design import (
     MoEDesignFit,
@@ -39,10 +32,12 @@ from moescale.fitting.moe_design import (
     has_variants,
     reference_variant,
 )
+from moescale.fitting.options import DEFAULT_TARGET_FACTOR, FitOptions
 from moescale.fitting.parametric import ParametricFit, fit_parametric
 from moescale.fitting.powerlaw import SaturatingLaw
 from moescale.fitting.prediction import (
     IDENTIFIED_WIDTH,
+    Prediction,
     allocation_width,
     combined_prediction,
     headline,
@@ -58,10 +53,6 @@ from moescale.results import (
     completed,
     read_json,
 )
-
-METHODS = ("isoflop", "parametric", "envelope", "all")
-DEFAULT_TARGET_FACTOR = 100.0  # the default target: 100 × the largest budget
-DEFAULT_BOOTSTRAP = 200
 
 N_CONVENTION = (
     "n_active: activated parameters — attention, router, shared experts, the top-k routed "
@@ -97,7 +88,7 @@ class FitReport:
 
     source: str
     target_flops: float
-    options: dict = field(default_factory=dict)
+    options: FitOptions = field(default_factory=FitOptions)
     runs_hash: str = ""
     created: str = ""
     version: str = __version__
@@ -110,8 +101,8 @@ class FitReport:
     extrapolation: ExtrapolationCheck | None = None
     data_constrained: DataConstrainedFit | None = None
     repetition: dict = field(default_factory=dict)  # passes over the data, and what was done
-    prediction: dict = field(default_factory=dict)  # the headline
-    predictions: dict = field(default_factory=dict)  # every method's own, by method
+    prediction: Prediction | None = None  # the headline
+    predictions: dict[str, Prediction] = field(default_factory=dict)  # each method's own
     run_counts: dict = field(default_factory=dict)
     skipped: dict = field(default_factory=dict)
     cost: dict = field(default_factory=dict)  # the sweep's FLOPs: nominal grid and trained
@@ -128,12 +119,12 @@ class FitReport:
             "source": self.source,
             "created": self.created,
             "moescale_version": self.version,
-            "options": self.options,
+            "options": self.options.to_dict(),
             "runs_hash": self.runs_hash,
             "target_flops": self.target_flops,
             "conventions": self.conventions,
-            "prediction": self.prediction,
-            "predictions": self.predictions,
+            "prediction": {} if self.prediction is None else self.prediction.to_dict(),
+            "predictions": {name: p.to_dict() for name, p in self.predictions.items()},
             "run_counts": self.run_counts,
             "cost": self.cost,
             "compute_law": part(self.compute_law),
@@ -159,7 +150,7 @@ class FitReport:
         return cls(
             source=data["source"],
             target_flops=data["target_flops"],
-            options=data.get("options", {}),
+            options=FitOptions.from_dict(data.get("options", {})),
             runs_hash=data.get("runs_hash", ""),
             created=data.get("created", ""),
             version=data.get("moescale_version", ""),
@@ -172,8 +163,10 @@ class FitReport:
             extrapolation=part(ExtrapolationCheck, "extrapolation"),
             data_constrained=part(DataConstrainedFit, "data_constrained"),
             repetition=data.get("repetition", {}),
-            prediction=data.get("prediction", {}),
-            predictions=data.get("predictions", {}),
+            prediction=Prediction.from_dict(data["prediction"]) if data.get("prediction") else None,
+            predictions={
+                name: Prediction.from_dict(p) for name, p in (data.get("predictions") or {}).items()
+            },
             run_counts=data.get("run_counts", {}),
             skipped=data.get("skipped", {}),
             cost=data.get("cost", {}),
@@ -183,18 +176,32 @@ class FitReport:
             lack_of_fit=part(LackOfFit, "lack_of_fit"),
         )
 
-    def predict_at(self, flops: float) -> dict[str, dict]:
+    @property
+    def lead_method(self) -> str | None:
+        """The headline's method (None when no law could predict)."""
+        return None if self.prediction is None else self.prediction.method
+
+    @property
+    def law(self) -> ComputeLaw:
+        """The compute law the predictions spend their budget under: the fitted one, else the
+        default (a published table with no per-token FLOPs)."""
+        return self.compute_law or DEFAULT_LAW
+
+    def predict_at(self, flops: float) -> dict[str, Prediction]:
         """Every fitted method's prediction at `flops`, under the fit's compute law."""
-        law = self.compute_law or DEFAULT_LAW
+        law = self.law
         fitted = {"parametric": self.parametric, "isoflop": self.isoflop}
-        out = {m: f.predict(flops, law) for m, f in fitted.items() if f is not None}
-        weights = (
-            self.prediction.get("weights") if self.prediction.get("method") == "combined" else None
-        )
-        if weights:
-            out["combined"] = combined_prediction(
-                self.parametric, self.isoflop, weights["parametric"], flops, law
+        out = {
+            m: method_prediction(m, f.predict(flops, law), f.interval_note, law)
+            for m, f in fitted.items()
+            if f is not None
+        }
+        lead = self.prediction
+        if lead is not None and lead.method == "combined" and lead.weights:
+            combined = combined_prediction(
+                self.parametric, self.isoflop, lead.weights["parametric"], flops, law
             )
+            out["combined"] = method_prediction("combined", combined, lead.interval_note, law)
         return out
 
 
@@ -208,25 +215,6 @@ def load_source(
         return folder.runs(), folder.curves(), folder.fit_path
     table = map_columns(read_table(source), columns, source=str(source))
     return table, None, source.with_name(source.name.split(".")[0] + ".fit.json")
-
-
-def fit_options(
-    method: str = "all",
-    target_flops: float | None = None,
-    bootstrap: int = DEFAULT_BOOTSTRAP,
-    isoflop_method: str = DEFAULT_METHOD,
-    n_nearest: int | None = None,
-    variant: str | None = None,
-) -> dict:
-    """The options a fit was made with, as fit.json records them (the seed is fixed at 0)."""
-    return {
-        "method": method,
-        "target_flops": None if target_flops is None else float(target_flops),
-        "bootstrap": int(bootstrap),
-        "isoflop_method": isoflop_method,
-        "n_nearest": n_nearest,
-        "variant": variant,
-    }
 
 
 def _conventions(runs: pd.DataFrame) -> dict:
@@ -258,58 +246,26 @@ def fit_all(
     runs: pd.DataFrame,
     curves: pd.DataFrame | None,
     source: str,
-    method: str = "all",
-    target_flops: float | None = None,
-    bootstrap: int = 0,
-    isoflop_method: str = DEFAULT_METHOD,
-    strict: bool = True,
+    options: FitOptions = FitOptions(),
     *,
-    n_nearest: int | None = None,
-    variant: str | None = None,
+    strict: bool = True,
 ) -> FitReport:
     """Every law the data supports, each method's prediction at the target and the headline.
     With `strict`, a method asked for by name that cannot be fitted is an error, and so is
     "all" when neither the isoFLOP nor the parametric law could be fitted; otherwise what
     could not be fitted is recorded in `skipped`, with the reason, and the rest goes on.
-    A sweep of MoE variants: every law above is the reference variant's (`variant`, by
-    default the spec's first); each variant gets its own isoFLOP fit and the design answers
-    across them (moe_design.py)."""
-    if method not in METHODS:
-        raise UserError(f"--method must be one of {', '.join(METHODS)}, got '{method}'")
+    A sweep of MoE variants: every law above is the reference variant's (`options.variant`,
+    by default the spec's first); each variant gets its own isoFLOP fit and the design
+    answers across them (moe_design.py)."""
     validations = len(runs) - len(fit_inputs(runs))
     runs = fit_inputs(runs)
-    if target_flops is not None and not (np.isfinite(target_flops) and target_flops > 0):
-        raise UserError(f"--target-flops must be a positive number, got {target_flops}")
-    if target_flops is not None and "budget_flops" in runs and len(runs):
-        smallest = float(runs["budget_flops"].min())
-        if target_flops < smallest:
-            raise UserError(
-                f"--target-flops {target_flops:.3g} is below every budget of the sweep "
-                f"(smallest {smallest:.3g}): the laws predict past their budgets, not before"
-            )
-    if "run_id" in runs and runs["run_id"].duplicated().any():
-        twice = sorted(set(runs.loc[runs["run_id"].duplicated(), "run_id"].astype(str)))
-        raise UserError(
-            f"the runs table holds run_id {', '.join(twice[:3])}{' …' if len(twice) > 3 else ''} "
-            "more than once: a duplicated row would count one run twice"
-        )
-    if isoflop_method not in ISOFLOP_METHODS:
-        raise UserError(
-            f"--isoflop-method must be one of {', '.join(ISOFLOP_METHODS)}, got '{isoflop_method}'"
-        )
-    if n_nearest is not None and n_nearest < 3:
-        raise UserError(f"--n-nearest must be at least 3, got {n_nearest}")
+    _check_runs(runs, options, source)
     # of every variant's runs: what current_fit compares, and what the sweep cost
     inputs_hash, cost = runs_hash(runs), sweep_cost(runs)
-    every_variant = None
+    every_variant, variant = None, options.variant
     if has_variants(runs):
-        known = sorted(set(runs["variant"]))
-        if variant is not None and variant not in known:
-            raise UserError(f"--variant: no variant '{variant}' (known: {', '.join(known)})")
         every_variant, variant = runs, variant or reference_variant(runs)
         runs = runs[runs["variant"] == variant]
-    elif variant is not None:
-        raise UserError(f"--variant: {source} has no MoE variants")
     statuses = (
         runs["status"].value_counts().to_dict()
         if "status" in runs
@@ -320,11 +276,10 @@ def fit_all(
         also = f" ({validations} validation runs, which are never fitted)" if validations else ""
         raise UserError(f"{source}: no completed runs to fit{also}")
     budget_max = float(done["budget_flops"].max())
-    target = float(target_flops) if target_flops else DEFAULT_TARGET_FACTOR * budget_max
     report = FitReport(
         source=source,
-        target_flops=target,
-        options=fit_options(method, target_flops, bootstrap, isoflop_method, n_nearest, variant),
+        target_flops=options.target_flops or DEFAULT_TARGET_FACTOR * budget_max,
+        options=options,
         runs_hash=inputs_hash,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         conventions=_conventions(done),
@@ -332,98 +287,143 @@ def fit_all(
         | ({"validation (not fitted)": validations} if validations else {}),
         cost=cost,
     )
-
     if runs.attrs.get(ASSUMED_LAW_ATTR):
         report.compute_law = DEFAULT_LAW
     elif "flops_per_token" in done and done["n_active"].nunique() >= 2:
         report.compute_law = fit_compute_law(runs, cost="flops")
         if {"train_s", "peak_flops"} <= set(runs) and (done["train_s"].fillna(0) > 0).all():
             report.compute_law_time = fit_compute_law(runs, cost="time")
-    law = report.compute_law or DEFAULT_LAW
-    runs = _account_for_repetition(runs, report, bootstrap)
+    runs = _account_for_repetition(runs, report, options.bootstrap)
     tuned_from = None
     if tuned_axes(done):  # every point at several hyperparameter values: its tuned loss
         tuned_from, runs = runs, tune_points(runs).assign(status=RunStatus.COMPLETED.value)
-
-    iso_args = {"method": isoflop_method, "n_nearest": n_nearest}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EdgeOptimumWarning)  # listed in `excluded` instead
-        if method in ("parametric", "all"):
-            try:
-                report.parametric = (
-                    # under repetition: the data-constrained law's own fresh-data law
-                    report.data_constrained.base
-                    if report.data_constrained is not None
-                    else fit_parametric(runs, bootstrap=bootstrap)
-                )
-                report.predictions["parametric"] = method_prediction(
-                    "parametric",
-                    report.parametric.predict(target, law),
-                    report.parametric.interval_note,
-                    law,
-                )
-            except UserError as err:
-                if strict and method == "parametric":
-                    raise
-                report.skipped["parametric"] = str(err)
-        if method in ("isoflop", "all"):
-            try:
-                report.isoflop = fit_isoflop(
-                    runs, bootstrap=bootstrap, loss_floor=loss_floor(report.parametric), **iso_args
-                )
-                report.predictions["isoflop"] = method_prediction(
-                    "isoflop",
-                    report.isoflop.predict(target, law),
-                    report.isoflop.interval_note,
-                    law,
-                )
-                if not isinstance(report.isoflop.loss_law, SaturatingLaw):
-                    report.predictions["isoflop"]["loss_note"] = (
-                        "optimal loss from a power law in C with no floor (fewer than 4 "
-                        "budgets): it falls without limit and extrapolates low"
-                    )
-            except UserError as err:
-                if strict and method == "isoflop":
-                    raise
-                report.skipped["isoflop"] = str(err)
-        if report.isoflop is not None or report.parametric is not None:
-            try:
-                report.extrapolation = extrapolation_check(
-                    runs, compute_law=law, parametric=report.parametric, **iso_args
-                )
-            except UserError as err:
-                report.skipped["extrapolation"] = str(err)
-        if report.isoflop is not None and report.parametric is not None:
-            report.lack_of_fit = approach3_lack_of_fit(runs, report.parametric, report.isoflop, law)
-    if method in ("envelope", "all"):
-        try:
-            if curves is None:
-                raise UserError("no loss curves (curves.parquet) in this source")
-            if branched(runs):  # Approach 1 from branch endpoints: every point annealed
-                report.envelope = fit_envelope(annealed_curves(runs), annealed=True)
-            else:
-                report.envelope = fit_envelope(curves, runs)
-        except UserError as err:
-            if strict and method == "envelope":
-                raise
-            report.skipped["envelope"] = str(err)
-
-    if every_variant is not None and method == "all":
-        _fit_variants(every_variant, report, law, bootstrap, iso_args)
-    if tuned_from is not None and report.isoflop is not None:
-        report.tuning = fit_tuning(
-            tuned_from,
-            runs,
-            report.isoflop,
-            bootstrap,
-            lambda table, bootstrap: fit_isoflop(table, bootstrap=bootstrap, **iso_args),
-        )
-
-    if strict and method == "all" and not report.predictions:
+        _fit_laws(runs, curves, report, strict)
+        if every_variant is not None and options.method == "all":
+            _fit_variants(every_variant, report)
+        if tuned_from is not None and report.isoflop is not None:
+            report.tuning = fit_tuning(
+                tuned_from,
+                runs,
+                report.isoflop,
+                options.bootstrap,
+                lambda table, bootstrap: fit_isoflop(
+                    table, bootstrap=bootstrap, **_iso_args(options)
+                ),
+            )
+    if strict and options.method == "all" and not report.predictions:
         raise UserError(
             "no law could be fitted: "
             + "; ".join(f"{name}: {why}" for name, why in report.skipped.items())
         )
+    _choose_headline(report, budget_max)
+    return report
+
+
+def _check_runs(runs: pd.DataFrame, options: FitOptions, source: str) -> None:
+    """What the options and the runs must agree on before anything is fitted."""
+    target = options.target_flops
+    if target is not None and "budget_flops" in runs and len(runs):
+        smallest = float(runs["budget_flops"].min())
+        if target < smallest:
+            raise OptionError(
+                f"{{target_flops}} {target:.3g} is below every budget of the sweep (smallest "
+                f"{smallest:.3g}): the laws predict past their budgets, not before",
+            )
+    if "run_id" in runs and runs["run_id"].duplicated().any():
+        twice = sorted(set(runs.loc[runs["run_id"].duplicated(), "run_id"].astype(str)))
+        raise UserError(
+            f"the runs table holds run_id {', '.join(twice[:3])}{' …' if len(twice) > 3 else ''} "
+            "more than once: a duplicated row would count one run twice"
+        )
+    if options.variant is None:
+        return
+    if not has_variants(runs):
+        raise OptionError(f"{{variant}}: {source} has no MoE variants")
+    known = sorted(set(runs["variant"]))
+    if options.variant not in known:
+        raise OptionError(
+            f"{{variant}}: no variant '{options.variant}' (known: {', '.join(known)})"
+        )
+
+
+def _iso_args(options: FitOptions) -> dict:
+    """The per-budget choices every isoFLOP fit of one report shares."""
+    return {"method": options.isoflop_method, "n_nearest": options.n_nearest}
+
+
+def _fit_parametric(runs: pd.DataFrame, curves, report: FitReport) -> ParametricFit:
+    if report.data_constrained is not None:  # under repetition: its own fresh-data law
+        return report.data_constrained.base
+    return fit_parametric(runs, bootstrap=report.options.bootstrap)
+
+
+def _fit_isoflop(runs: pd.DataFrame, curves, report: FitReport) -> IsoflopFit:
+    floor = loss_floor(report.parametric)
+    options = report.options
+    return fit_isoflop(runs, bootstrap=options.bootstrap, loss_floor=floor, **_iso_args(options))
+
+
+def _fit_envelope(runs: pd.DataFrame, curves, report: FitReport) -> EnvelopeFit:
+    if curves is None:
+        raise UserError("no loss curves (curves.parquet) in this source")
+    if branched(runs):  # Approach 1 from branch endpoints: every point annealed
+        return fit_envelope(annealed_curves(runs), annealed=True)
+    return fit_envelope(curves, runs)
+
+
+# The laws a method name selects, fitted in this order (the isoFLOP fit's loss floor is the
+# parametric fit's E), each stored as the report's attribute of that name; those in
+# PREDICTING also predict the optimum at the target.
+LAWS = {"parametric": _fit_parametric, "isoflop": _fit_isoflop, "envelope": _fit_envelope}
+PREDICTING = ("parametric", "isoflop")
+NO_FLOOR_NOTE = (
+    "optimal loss from a power law in C with no floor (fewer than 4 budgets): it falls without "
+    "limit and extrapolates low"
+)
+
+
+def _fit_laws(
+    runs: pd.DataFrame, curves: pd.DataFrame | None, report: FitReport, strict: bool
+) -> None:
+    """Each law the method selects, its prediction at the target, and the checks made on the
+    fitted ones (the hold-out check, Approach 3's lack of fit)."""
+    asked, law = report.options.method, report.law
+    for name, fit in LAWS.items():
+        if asked not in (name, "all"):
+            continue
+        try:
+            setattr(report, name, fit(runs, curves, report))
+        except UserError as err:
+            if strict and asked == name:
+                raise
+            report.skipped[name] = str(err)
+            continue
+        if name in PREDICTING:
+            fitted = getattr(report, name)
+            predicted = fitted.predict(report.target_flops, law)
+            report.predictions[name] = method_prediction(name, predicted, fitted.interval_note, law)
+    iso = report.isoflop
+    if iso is not None and not isinstance(iso.loss_law, SaturatingLaw):
+        report.predictions["isoflop"] = replace(
+            report.predictions["isoflop"], loss_note=NO_FLOOR_NOTE
+        )
+    if iso is not None or report.parametric is not None:
+        try:
+            report.extrapolation = extrapolation_check(
+                runs, compute_law=law, parametric=report.parametric, **_iso_args(report.options)
+            )
+        except UserError as err:
+            report.skipped["extrapolation"] = str(err)
+    if iso is not None and report.parametric is not None:
+        report.lack_of_fit = approach3_lack_of_fit(runs, report.parametric, iso, law)
+
+
+def _choose_headline(report: FitReport, budget_max: float) -> None:
+    """The combined prediction where Approach 3 is identified but refused by its lack-of-fit
+    test, then the headline among the methods' predictions (prediction.py)."""
+    law, target = report.law, report.target_flops
     width = allocation_width(None if report.parametric is None else report.parametric.samples)
     fit_test = report.lack_of_fit
     if (
@@ -452,9 +452,8 @@ def fit_all(
         allocation_interval_width=width,
         lack_of_fit=report.lack_of_fit,
     )
-    if report.tuning is not None and report.prediction:
-        report.prediction |= report.tuning.predict(target)
-    return report
+    if report.tuning is not None and report.prediction is not None:
+        report.prediction = replace(report.prediction, tuned=report.tuning.predict(target))
 
 
 def loss_floor(parametric: ParametricFit | None) -> LossFloor | None:
@@ -466,22 +465,23 @@ def loss_floor(parametric: ParametricFit | None) -> LossFloor | None:
     return LossFloor(float(parametric.E), draws)
 
 
-def _fit_variants(
-    runs: pd.DataFrame, report: FitReport, law: ComputeLaw, bootstrap: int, iso_args: dict
-) -> None:
+def _fit_variants(runs: pd.DataFrame, report: FitReport) -> None:
     """Each variant's own isoFLOP fit, then the design answers across the variants."""
     done = completed(runs)
     if tuned_axes(done):
         done = tune_points(done)  # each (budget, size, variant, seed) at its best values
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", EdgeOptimumWarning)
-        for name, part in done.groupby("variant", sort=False):
-            try:
-                report.variants[str(name)] = fit_isoflop(part, bootstrap=bootstrap, **iso_args)
-            except UserError as err:
-                report.skipped[f"isoflop ({name})"] = str(err)
+    bootstrap = report.options.bootstrap
+    for name, part in done.groupby("variant", sort=False):
+        try:
+            report.variants[str(name)] = fit_isoflop(
+                part, bootstrap=bootstrap, **_iso_args(report.options)
+            )
+        except UserError as err:
+            report.skipped[f"isoflop ({name})"] = str(err)
     try:
-        report.moe = fit_moe_design(done, report.variants, report.target_flops, law, bootstrap)
+        report.moe = fit_moe_design(
+            done, report.variants, report.target_flops, report.law, bootstrap
+        )
     except UserError as err:
         report.skipped["moe"] = str(err)
 
@@ -606,9 +606,9 @@ def current_fit(
         if existing.runs_hash != runs_hash(runs):
             why = f"{path.name} had been made from other runs"
         elif (
-            options.get("method") != "all"
-            or (target_flops is not None and options.get("target_flops") != float(target_flops))
-            or (bootstrap is not None and options.get("bootstrap") != bootstrap)
+            options.method != "all"
+            or (target_flops is not None and options.target_flops != float(target_flops))
+            or (bootstrap is not None and options.bootstrap != bootstrap)
         ):
             why = f"{path.name} had been made with other options"
         else:
@@ -616,21 +616,17 @@ def current_fit(
                 existing,
                 f"Numbers from {path.name} as written ({existing.created}), which matches these runs.",
             )
-    keep = existing.options if existing is not None else {}
+    # the refit keeps fit.json's own choices (per-budget method, bootstrap, variant)
+    kept = existing.options if existing is not None else FitOptions()
+    options = replace(
+        kept,
+        method="all",
+        target_flops=target_flops,
+        bootstrap=kept.bootstrap if bootstrap is None else bootstrap,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", EdgeOptimumWarning)
-        fit = fit_all(
-            runs,
-            curves,
-            str(results_dir),
-            "all",
-            target_flops,
-            keep.get("bootstrap", DEFAULT_BOOTSTRAP) if bootstrap is None else bootstrap,
-            keep.get("isoflop_method") or DEFAULT_METHOD,
-            strict=False,
-            n_nearest=keep.get("n_nearest"),
-            variant=keep.get("variant"),
-        )
+        fit = fit_all(runs, curves, str(results_dir), options, strict=False)
     if not write:
         return fit, f"Refitted ({why}); not written."
     write_fit_json(fit, path)

@@ -20,6 +20,8 @@ much to rank two methods by in our simulations.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
+
 import numpy as np
 
 from moescale.fitting.compute_law import ComputeLaw
@@ -37,50 +39,179 @@ COMPARED = ("parametric", "isoflop")  # the methods `agreement` compares
 IDENTIFIED_WIDTH = 0.2
 FAR_BEYOND = 10.0  # reach more than this × the furthest factor the hold-out check covered
 
+Interval = tuple[float, float]
+
+
+def _interval(value) -> Interval | None:
+    return None if value is None else (float(value[0]), float(value[1]))
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Whether the methods' N_opt agree (`agreement`): the verdict and the words behind it."""
+
+    verdict: str  # agree | overlap | disagree | unknown | single
+    text: str
+
+    def to_dict(self) -> dict:
+        return {"verdict": self.verdict, "text": self.text}
+
+
+@dataclass(frozen=True)
+class Reach:
+    """How far past the largest budget a prediction reaches, and how far the hold-out check
+    covered (None where it could not be run)."""
+
+    factor: float
+    largest_budget: float
+    checked_factor: float | None
+
+    def to_dict(self) -> dict:
+        return {
+            "factor": self.factor,
+            "largest_budget": self.largest_budget,
+            "checked_factor": self.checked_factor,
+        }
+
+
+# the keys of fit.json's prediction that are not the tuned laws' `<name>_opt[_interval]`
+_CORE = (
+    "method", "label", "flops", "n_opt", "d_opt", "loss_opt", "n_opt_interval", "d_opt_interval",
+    "loss_opt_interval", "interval_note", "flops_spent", "loss_note", "weights",
+    "chosen_because", "agreement", "reach", "warnings",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prediction:
+    """One method's optimum at a budget, with 95% intervals; the headline also carries why it
+    was chosen, the methods' agreement, its reach and its warnings. N is activated parameters,
+    D tokens, the loss nats per token, `flops` the budget under the fit's compute law."""
+
+    method: str
+    flops: float
+    n_opt: float
+    d_opt: float
+    n_opt_interval: Interval | None = None
+    d_opt_interval: Interval | None = None
+    loss_opt: float | None = None
+    loss_opt_interval: Interval | None = None
+    label: str = ""
+    interval_note: str = "no interval"  # what the interval resampled, or why there is none
+    flops_spent: float | None = None  # (a·N_opt + b)·D_opt under the compute law
+    loss_note: str | None = None  # a caution on the optimal loss (a law with no floor)
+    weights: dict[str, float] | None = None  # "combined": each method's share
+    tuned: dict = field(default_factory=dict)  # the tuned laws' lr_opt, batch_tokens_opt, …
+    # the headline's own
+    chosen_because: str | None = None
+    agreement: Agreement | None = None
+    reach: Reach | None = None
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        """fit.json's form: optional parts present only when known, the tuned laws' values
+        beside the rest."""
+        out = {"method": self.method, "label": self.label, "flops": self.flops}
+        out |= {"n_opt": self.n_opt, "d_opt": self.d_opt}
+        if self.loss_opt is not None:
+            out["loss_opt"] = self.loss_opt
+        out |= {"n_opt_interval": self.n_opt_interval, "d_opt_interval": self.d_opt_interval}
+        if self.loss_opt is not None:
+            out["loss_opt_interval"] = self.loss_opt_interval
+        out["interval_note"] = self.interval_note
+        for key in ("flops_spent", "loss_note", "weights"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.chosen_because is not None:
+            out["chosen_because"] = self.chosen_because
+            out["agreement"] = None if self.agreement is None else self.agreement.to_dict()
+            out["reach"] = None if self.reach is None else self.reach.to_dict()
+            out["warnings"] = list(self.warnings)
+        return out | self.tuned
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Prediction:
+        agreement, reach = data.get("agreement"), data.get("reach")
+        return cls(
+            method=data["method"],
+            flops=float(data["flops"]),
+            n_opt=float(data["n_opt"]),
+            d_opt=float(data["d_opt"]),
+            n_opt_interval=_interval(data.get("n_opt_interval")),
+            d_opt_interval=_interval(data.get("d_opt_interval")),
+            loss_opt=data.get("loss_opt"),
+            loss_opt_interval=_interval(data.get("loss_opt_interval")),
+            label=data.get("label", ""),
+            interval_note=data.get("interval_note", "no interval"),
+            flops_spent=data.get("flops_spent"),
+            loss_note=data.get("loss_note"),
+            weights=data.get("weights"),
+            tuned={
+                k: _interval(v) if k.endswith("_interval") else v
+                for k, v in data.items()
+                if k not in _CORE
+            },
+            chosen_because=data.get("chosen_because"),
+            agreement=None if agreement is None else Agreement(**agreement),
+            reach=None if reach is None else Reach(**reach),
+            warnings=tuple(data.get("warnings", ())),
+        )
+
 
 def _interval_text(interval) -> str:
     return "no interval" if not interval else f"{interval[0]:.3g}–{interval[1]:.3g}"
 
 
-def method_prediction(method: str, predicted: dict, interval_note: str, law: ComputeLaw) -> dict:
-    """One method's prediction as fit.json keeps it: values, intervals, what the interval
-    resampled (or why there is none), and the budget it spends under the compute law."""
-    spent = float(law.flops_per_token(predicted["n_opt"]) * predicted["d_opt"])
-    return {
-        "method": method,
-        "label": LABELS.get(method, method),
-        **predicted,
-        "interval_note": interval_note or "no interval",
-        "flops_spent": spent,
-    }
+def method_prediction(
+    method: str, predicted: dict, interval_note: str, law: ComputeLaw | None
+) -> Prediction:
+    """One method's prediction from the values its fit's `predict` gives: with its label,
+    what the interval resampled (or why there is none), and — under a compute law — the
+    budget it spends."""
+    return Prediction(
+        method=method,
+        label=LABELS.get(method, method),
+        flops=float(predicted["flops"]),
+        n_opt=float(predicted["n_opt"]),
+        d_opt=float(predicted["d_opt"]),
+        n_opt_interval=_interval(predicted.get("n_opt_interval")),
+        d_opt_interval=_interval(predicted.get("d_opt_interval")),
+        loss_opt=None if predicted.get("loss_opt") is None else float(predicted["loss_opt"]),
+        loss_opt_interval=_interval(predicted.get("loss_opt_interval")),
+        interval_note=interval_note or "no interval",
+        flops_spent=None
+        if law is None
+        else float(law.flops_per_token(predicted["n_opt"]) * predicted["d_opt"]),
+        weights=predicted.get("weights"),
+    )
 
 
-def agreement(predictions: dict[str, dict]) -> dict:
+def agreement(predictions: dict[str, Prediction]) -> Agreement:
     """Do the methods' N_opt agree? 'agree' when every point lies inside every other
     method's interval, 'overlap' when the intervals overlap but a point falls outside,
     'disagree' when two intervals do not overlap, 'unknown' without intervals."""
     named = [(m, p) for m, p in predictions.items() if m in COMPARED]
     if len(named) < 2:
         only = named[0][0] if named else "none"
-        return {"verdict": "single", "text": f"only one method could be fitted ({only})"}
+        return Agreement("single", f"only one method could be fitted ({only})")
     verdict, words = "agree", []
     for i, (m1, p1) in enumerate(named):
         for m2, p2 in named[i + 1 :]:
-            i1, i2 = p1.get("n_opt_interval"), p2.get("n_opt_interval")
-            ratio = p1["n_opt"] / p2["n_opt"]
+            i1, i2 = p1.n_opt_interval, p2.n_opt_interval
+            ratio = p1.n_opt / p2.n_opt
             if not i1 or not i2:
                 pair = "unknown"
             elif i1[1] < i2[0] or i2[1] < i1[0]:
                 pair = "disagree"
-            elif i2[0] <= p1["n_opt"] <= i2[1] and i1[0] <= p2["n_opt"] <= i1[1]:
+            elif i2[0] <= p1.n_opt <= i2[1] and i1[0] <= p2.n_opt <= i1[1]:
                 pair = "agree"
             else:
                 pair = "overlap"
             order = ("agree", "unknown", "overlap", "disagree")
             verdict = max(verdict, pair, key=order.index)
             words.append(
-                f"{m1} N_opt {p1['n_opt']:.3g} ({_interval_text(i1)}) vs {m2} "
-                f"{p2['n_opt']:.3g} ({_interval_text(i2)}): ratio {ratio:.2f}, {pair}"
+                f"{m1} N_opt {p1.n_opt:.3g} ({_interval_text(i1)}) vs {m2} "
+                f"{p2.n_opt:.3g} ({_interval_text(i2)}): ratio {ratio:.2f}, {pair}"
             )
     lead = {
         "agree": "the methods agree",
@@ -88,7 +219,7 @@ def agreement(predictions: dict[str, dict]) -> dict:
         "disagree": "the methods DISAGREE beyond their intervals: trust neither blindly",
         "unknown": "agreement cannot be judged: a method has no interval",
     }[verdict]
-    return {"verdict": verdict, "text": f"{lead} — " + "; ".join(words)}
+    return Agreement(verdict, f"{lead} — " + "; ".join(words))
 
 
 def allocation_width(parametric_samples: np.ndarray | None) -> float | None:
@@ -133,7 +264,7 @@ def combined_prediction(parametric, isoflop, weight: float, flops: float, law: C
 
 
 def choose_method(
-    predictions: dict[str, dict],
+    predictions: dict[str, Prediction],
     allocation_interval_width: float | None,
     lack_of_fit: LackOfFit | None = None,
 ) -> str:
@@ -188,26 +319,22 @@ def _chosen_because(
 
 
 def headline(
-    predictions: dict[str, dict],
+    predictions: dict[str, Prediction],
     *,
     largest_budget: float,
     checked_factor: dict[str, float | None],
     allocation_interval_width: float | None,
     lack_of_fit: LackOfFit | None = None,
-) -> dict:
+) -> Prediction | None:
     """The prediction fit.json leads with (`choose_method`), its agreement with the others,
     and its reach past the largest budget against what the hold-out check covered."""
     if not predictions:
-        return {}
+        return None
     method = choose_method(predictions, allocation_interval_width, lack_of_fit)
-    out = dict(predictions[method])
-    out["chosen_because"] = _chosen_because(
-        method, "parametric" in predictions, allocation_interval_width, lack_of_fit
-    )
-    out["agreement"] = agreement(predictions)
-    reach = out["flops"] / largest_budget
+    lead = predictions[method]
+    agreed = agreement(predictions)
+    reach = lead.flops / largest_budget
     covered = checked_factor.get(method)
-    out["reach"] = {"factor": reach, "largest_budget": largest_budget, "checked_factor": covered}
     warnings = []
     if covered is None:
         warnings.append(
@@ -218,35 +345,38 @@ def headline(
             f"{reach:.3g}× past the largest budget, far beyond the {covered:.2g}× the hold-out "
             "check covered: the interval assumes the law's form holds all the way"
         )
-    if out["agreement"]["verdict"] == "disagree":
-        warnings.append(out["agreement"]["text"].split(" — ")[0])
-    out["warnings"] = warnings
-    return out
+    if agreed.verdict == "disagree":
+        warnings.append(agreed.text.split(" — ")[0])
+    return replace(
+        lead,
+        chosen_because=_chosen_because(
+            method, "parametric" in predictions, allocation_interval_width, lack_of_fit
+        ),
+        agreement=agreed,
+        reach=Reach(reach, largest_budget, covered),
+        warnings=tuple(warnings),
+    )
 
 
-def headline_line(prediction: dict) -> str:
+def headline_line(prediction: Prediction | None) -> str:
     """The headline in one line of words: the CLI's last line and the report's first."""
-    if not prediction:
+    if prediction is None:
         return "no prediction: neither the parametric nor the isoFLOP law could be fitted"
     p = prediction
     text = (
-        f"N_opt ≈ {p['n_opt']:.3g} activated parameters ({_interval_text(p.get('n_opt_interval'))}, 95%), "
-        f"D_opt ≈ {p['d_opt']:.3g} tokens ({_interval_text(p.get('d_opt_interval'))})"
+        f"N_opt ≈ {p.n_opt:.3g} activated parameters ({_interval_text(p.n_opt_interval)}, 95%), "
+        f"D_opt ≈ {p.d_opt:.3g} tokens ({_interval_text(p.d_opt_interval)})"
     )
-    if "loss_opt" in p:
-        text += f", loss ≈ {p['loss_opt']:.4g} nats/token" + (
-            " (no floor)" if "loss_note" in p else ""
-        )
+    if p.loss_opt is not None:
+        text += f", loss ≈ {p.loss_opt:.4g} nats/token" + (" (no floor)" if p.loss_note else "")
     for name, words in (("lr", "peak LR"), ("batch_tokens", "batch")):
-        if f"{name}_opt" in p:  # from the tuned laws (fitting/tuning.py)
-            text += f", {words} ≈ {p[f'{name}_opt']:.3g} ({_interval_text(p.get(f'{name}_opt_interval'))})"
+        if f"{name}_opt" in p.tuned:  # from the tuned laws (fitting/tuning.py)
+            value, interval = p.tuned[f"{name}_opt"], p.tuned.get(f"{name}_opt_interval")
+            text += f", {words} ≈ {value:.3g} ({_interval_text(interval)})"
     text += (
-        f" at C = {p['flops']:.3g} FLOPs — {p['method']} ({p['label']}); "
-        f"{p['reach']['factor']:.3g}× past the largest budget"
+        f" at C = {p.flops:.3g} FLOPs — {p.method} ({p.label}); "
+        f"{p.reach.factor:.3g}× past the largest budget"
     )
-    covered = p["reach"]["checked_factor"]
-    if covered:
-        text += f" (hold-out check reached {covered:.2g}×)"
-    verdict = p["agreement"]["verdict"]
-    text += f"; agreement: {verdict}"
-    return text
+    if p.reach.checked_factor:
+        text += f" (hold-out check reached {p.reach.checked_factor:.2g}×)"
+    return text + f"; agreement: {p.agreement.verdict}"

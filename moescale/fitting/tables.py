@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from moescale.errors import UserError
+from moescale.errors import OptionError, UserError
 from moescale.fitting.compute_law import DEFAULT_LAW, ComputeLaw
 from moescale.results import read_parquet
 
@@ -49,11 +49,14 @@ def map_columns(
         out[name] = table[column]
     for name in ("n_active", "final_loss"):
         if name not in out:
-            raise UserError(
-                f"{source}: missing column '{name}' (map one with --{'n' if name == 'n_active' else 'loss'}-col)"
+            raise OptionError(
+                f"{source}: missing column '{name}' (map one with "
+                f"{{{'n_col' if name == 'n_active' else 'loss_col'}}})"
             )
     if "tokens" not in out and "flops" not in out:
-        raise UserError(f"{source}: needs a token column (--d-col) or a FLOP column (--flops-col)")
+        raise OptionError(
+            f"{source}: needs a token column ({{d_col}}) or a FLOP column ({{flops_col}})"
+        )
     for name in ("n_active", "final_loss", "tokens", "flops", "unique_tokens"):
         if name in out:
             values = pd.to_numeric(out[name], errors="coerce").to_numpy(float)

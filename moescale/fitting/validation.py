@@ -13,13 +13,14 @@ from scipy.optimize import brentq
 from moescale.errors import UserError
 from moescale.fitting.compute_law import ComputeLaw
 from moescale.fitting.isoflop import (
-    DEFAULT_METHOD,
     _budget_optimum,
     budget_curve,
     single_budget_method,
 )
+from moescale.fitting.options import DEFAULT_ISOFLOP_METHOD
 from moescale.fitting.parametric import ParametricFit
 from moescale.fitting.powerlaw import percentile_interval
+from moescale.fitting.prediction import Prediction
 
 # A validation run this far above the parabola through the others (log loss; 5% where the
 # runs' noise is 0.5–1%, up to 5% at a grid's edge across machines) did not train as its
@@ -128,7 +129,7 @@ def runs_to_keep(log_n: np.ndarray, loss: np.ndarray) -> np.ndarray:
 def realised_optimum(
     n_active: np.ndarray,
     loss: np.ndarray,
-    method: str = DEFAULT_METHOD,
+    method: str = DEFAULT_ISOFLOP_METHOD,
     bootstrap: int = 200,
     seed: int = 0,
 ) -> tuple[
@@ -194,32 +195,30 @@ def regret_compute_factor(
 
 def score_prediction(
     method: str,
-    prediction: dict,
+    prediction: Prediction,
     n_active: np.ndarray,
     loss: np.ndarray,
     *,
     compute_law: ComputeLaw,
     parametric: ParametricFit | None = None,
-    per_budget_method: str = DEFAULT_METHOD,
+    per_budget_method: str = DEFAULT_ISOFLOP_METHOD,
     bootstrap: int = 200,
 ) -> ValidationScore:
     """Score one method's prediction at a budget against the validation runs there."""
-    budget = float(prediction["flops"])
+    budget = prediction.flops
     n_real, loss_real, n_interval, reason, curve, aside = realised_optimum(
         n_active, loss, per_budget_method, bootstrap
     )
-    at_prediction = _loss_on_curve(curve, prediction["n_opt"])
+    at_prediction = _loss_on_curve(curve, prediction.n_opt)
     regret = max(0.0, at_prediction - loss_real)
-    factor, how = regret_compute_factor(
-        regret, prediction["n_opt"], budget, compute_law, parametric
-    )
-    interval = prediction.get("n_opt_interval")
-    loss_interval = prediction.get("loss_opt_interval")
-    loss_predicted = prediction.get("loss_opt")
+    factor, how = regret_compute_factor(regret, prediction.n_opt, budget, compute_law, parametric)
+    interval = prediction.n_opt_interval
+    loss_interval = prediction.loss_opt_interval
+    loss_predicted = prediction.loss_opt
     return ValidationScore(
         method=method,
         budget=budget,
-        n_opt_predicted=float(prediction["n_opt"]),
+        n_opt_predicted=prediction.n_opt,
         n_opt_interval=None if not interval else tuple(interval),
         n_opt_realised=n_real,
         n_opt_realised_interval=n_interval,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from moescale.errors import UserError
+from moescale.errors import OptionError, UserError
 
 
 @dataclass(frozen=True)
@@ -57,20 +57,20 @@ def resolve_hardware(
         return None
     if name is None:
         if peak_flops is None or device_memory is None:
-            raise UserError("a custom --hardware needs both --peak-flops and --device-memory")
+            raise OptionError("a custom {hardware} needs both {peak_flops} and {device_memory}")
         base = Hardware("custom", peak_flops, peak_flops, device_memory, "given")
     elif name == "cpu":
         base = this_cpu()
     elif name in HARDWARE:
         base = HARDWARE[name]
     else:
-        raise UserError(
-            f"--hardware: unknown target '{name}' (known: cpu, {', '.join(HARDWARE)}; or give "
-            "--peak-flops and --device-memory)"
+        raise OptionError(
+            f"{{hardware}}: unknown target '{name}' (known: cpu, {', '.join(HARDWARE)}; or give "
+            "{peak_flops} and {device_memory})"
         )
-    for value, what in ((peak_flops, "--peak-flops"), (device_memory, "--device-memory")):
+    for value, what in ((peak_flops, "peak_flops"), (device_memory, "device_memory")):
         if value is not None and not value > 0:
-            raise UserError(f"{what} must be a positive number, got {value}")
+            raise OptionError(f"{{{what}}} must be a positive number, got {value}")
     return replace(
         base,
         peak_bf16=peak_flops or base.peak_bf16,

@@ -1,0 +1,64 @@
+"""What a fit may be asked to do: the methods, the defaults, and `FitOptions`, the one record of
+them that `fit_all` takes and fit.json keeps. Light (no numpy), so the CLI reads its defaults
+from here."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from moescale.errors import OptionError
+
+METHODS = ("isoflop", "parametric", "envelope", "all")
+ISOFLOP_METHODS = ("auto", "slices", "akima", "parabola")  # the per-budget fit (isoflop.py)
+DEFAULT_ISOFLOP_METHOD = "auto"
+DEFAULT_BOOTSTRAP = 200
+DEFAULT_TARGET_FACTOR = 100.0  # the default target: 100 × the largest budget
+
+
+def check_target_flops(target: float | None) -> None:
+    """A budget to predict at is a positive, finite number of FLOPs (or None: the default)."""
+    if target is not None and not (math.isfinite(target) and target > 0):
+        raise OptionError(f"{{target_flops}} must be a positive number, got {target}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FitOptions:
+    """The choices a fit is made with, checked when made; fit.json records them (the
+    bootstrap seed is fixed at 0)."""
+
+    method: str = "all"
+    target_flops: float | None = None  # None: DEFAULT_TARGET_FACTOR × the largest budget
+    bootstrap: int = DEFAULT_BOOTSTRAP
+    isoflop_method: str = DEFAULT_ISOFLOP_METHOD
+    n_nearest: int | None = None  # per-budget fit on only the k sizes nearest the lowest loss
+    variant: str | None = None  # a sweep of MoE variants: whose laws lead (None: the first)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise OptionError(
+                f"{{method}} must be one of {', '.join(METHODS)}, got '{self.method}'"
+            )
+        if self.isoflop_method not in ISOFLOP_METHODS:
+            raise OptionError(
+                f"{{isoflop_method}} must be one of {', '.join(ISOFLOP_METHODS)}, "
+                f"got '{self.isoflop_method}'",
+            )
+        check_target_flops(self.target_flops)
+        if self.bootstrap < 0:
+            raise OptionError(f"{{bootstrap}} must be at least 0, got {self.bootstrap}")
+        if self.n_nearest is not None and self.n_nearest < 3:
+            raise OptionError(f"{{n_nearest}} must be at least 3, got {self.n_nearest}")
+        # JSON gives ints where floats were written (1e24 stays float, but 0 would not)
+        target = self.target_flops
+        object.__setattr__(self, "target_flops", None if target is None else float(target))
+        object.__setattr__(self, "bootstrap", int(self.bootstrap))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FitOptions:
+        """fit.json's options; keys it does not know (or an older file lacks) are left out."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in known and v is not None})
