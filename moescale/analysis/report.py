@@ -17,7 +17,15 @@ from matplotlib.figure import Figure
 import moescale
 from moescale.analysis import design_plots, plots
 from moescale.analysis.style import inline_svg, save_figure
-from moescale.analysis.summary import loss_law_text, multipliers_frame
+from moescale.analysis.summary import multipliers_frame
+from moescale.analysis.words import (
+    excluded_lines,
+    headline_reasons,
+    loss_law_text,
+    parametric_text,
+    per_budget_how,
+    predictions_frame,
+)
 from moescale.errors import UserError
 from moescale.fitting.pipeline import FitReport, current_fit, fit_inputs, sweep_cost
 from moescale.fitting.prediction import headline_line
@@ -72,8 +80,7 @@ def _headline_section(fit: FitReport, fit_note: str) -> Section:
     p = fit.prediction
     section.paragraphs.append(headline_line(p))
     if p is not None:
-        section.paragraphs.append(f"Why this method: {p.chosen_because}.")
-        section.paragraphs.append(f"Agreement: {p.agreement.text}.")
+        section.paragraphs.extend(headline_reasons(p))
         section.warnings.extend(p.warnings)
     section.paragraphs.append(
         f"N counts {fit.conventions.get('n', 'activated parameters')}; C counts "
@@ -86,17 +93,19 @@ def _headline_section(fit: FitReport, fit_note: str) -> Section:
         )
     )
     section.paragraphs.append(fit_note)
-    rows = []
-    for method, q in fit.predictions.items():
-        row = {"method": method + (" (headline)" if method == fit.lead_method else "")}
+    frame = predictions_frame(fit)
+    if len(frame):
+        table = pd.DataFrame(
+            {"method": frame["method"] + np.where(frame["headline"], " (headline)", "")}
+        )
         for key, name in (("n_opt", "N_opt"), ("d_opt", "D_opt (tokens)"), ("loss_opt", "loss")):
-            value, interval = getattr(q, key), getattr(q, f"{key}_interval")
-            row[name] = np.nan if value is None else value
-            row[f"{name} 95%"] = "" if not interval else f"{interval[0]:.4g} – {interval[1]:.4g}"
-        row["interval from"] = q.interval_note
-        rows.append(row)
-    if rows:
-        section.table = pd.DataFrame(rows)
+            low, high = frame[f"{key}_low"], frame[f"{key}_high"]
+            table[name] = frame[key]
+            table[f"{name} 95%"] = [
+                "" if a != a else f"{a:.4g} – {b:.4g}" for a, b in zip(low, high, strict=True)
+            ]
+        table["interval from"] = [p.interval_note for p in fit.predictions.values()]
+        section.table = table
     return section
 
 
@@ -236,6 +245,18 @@ def _moe_section(fit: FitReport, runs: pd.DataFrame, curves: pd.DataFrame | None
     return section
 
 
+@dataclass(frozen=True)
+class ReportInputs:
+    """What every section is drawn from: the runs (validation runs included, shown but never
+    fitted), the fit, and the runs the laws were fitted on."""
+
+    runs: pd.DataFrame
+    curves: pd.DataFrame | None
+    fit: FitReport
+    fitted: pd.DataFrame  # the completed sweep runs of the reference variant, or tuned points
+    done: pd.DataFrame  # the completed sweep runs of the reference variant
+
+
 def build_sections(
     runs: pd.DataFrame,
     curves: pd.DataFrame | None,
@@ -245,194 +266,203 @@ def build_sections(
     fit_note: str = "",
     validations: list[dict] | None = None,
 ) -> list[Section]:
-    sections = [_headline_section(fit, fit_note), _sweep_section(runs)]
+    """The report's sections in order, each from its own function."""
     swept = fit_inputs(runs)  # validation runs are shown, never fitted or drawn as the sweep
     done = completed(swept)
     if fit.options.variant:  # the laws below are the reference variant's alone
         done = done[done["variant"] == fit.options.variant]
     # what the laws were fitted on: the runs, or with a tuned axis each point at its best
     fitted = done if fit.tuning is None else fit.tuning.points
-
-    law = Section("The compute law")
-    if fit.compute_law is not None:
-        law.paragraphs.append(fit.compute_law.summary())
-        if fit.compute_law_time is not None:
-            t = fit.compute_law_time
-            law.paragraphs.append(
-                f"Measured by time (training seconds per token × the device's measured matmul peak): "
-                f"a = {t.a:.2f}, b = {t.b:.3g} (R² {t.r2:.3f}). The gap from the counted a is the price of "
-                "routing, small matrices and everything that is not a matmul at this scale."
-            )
-        law.figures.append(
-            (
-                "compute_law",
-                plots.compute_law(done, fit.compute_law, fit.compute_law_time),
-                "Training FLOPs per token (forward and backward, attention over the sequence "
-                "included) against activated parameters N (embeddings excluded).",
-            )
-        )
-    else:
-        law.paragraphs.append("Not fitted: fewer than two sizes with exact FLOP counts.")
-    sections.append(law)
-
-    iso = Section("isoFLOP fits (Approach 2)")
-    if fit.isoflop is not None:
-        f = fit.isoflop
-        how = f.method + (
-            f" on the {f.n_nearest} sizes nearest the lowest loss" if f.n_nearest else ""
-        )
-        iso.paragraphs.append(
-            f"Per budget: {how} in log N; then N_opt = {f.n_coef:.4g}·C^{f.n_exponent:.4f}"
-            + (
-                f" (exponent 95% interval {f.n_law.exponent_interval[0]:.3f}–{f.n_law.exponent_interval[1]:.3f})"
-                if f.n_law.exponent_interval
-                else ""
-            )
-            + f". Optimal loss: {loss_law_text(f.loss_law)}. Intervals: {f.interval_note}."
-        )
-        iso.table = f.budgets[
-            ["budget", "n_runs", "n_opt", "d_opt", "loss_opt", "at_edge", "reason"]
-        ]
-        iso.figures.append(
-            (
-                "isoflop",
-                plots.isoflop_curves(f, runs),
-                "Final held-out loss against activated parameters N at each training budget C "
-                "(counted training FLOPs); error bars: standard deviation over seeds.",
-            )
-        )
-        iso.figures.append(
-            (
-                "optimal_scaling",
-                plots.optimal_scaling(f, fit.target_flops, hunyuan_reference, fit.predictions),
-                "Compute-optimal N (activated) and D (tokens) against counted training FLOPs; "
-                "the right-hand panels extrapolate to the target, each method with its 95% interval.",
-            )
-        )
-    else:
-        iso.warnings.append(fit.skipped.get("isoflop", "not fitted"))
-    sections.append(iso)
-
-    check = Section("The hold-out check")
-    if fit.extrapolation is not None and fit.extrapolation.rows:
-        check.paragraphs.append(
-            "The largest 1, 2 and 3 budgets left out in turn, each method fitted on the budgets "
-            "below and asked for the held-out optima; 'factor' is how far past the largest "
-            "budget fitted each prediction reached."
-        )
-        check.table = fit.extrapolation.table()[
-            [
-                "method",
-                "held_out",
-                "budget",
-                "factor",
-                "n_opt_fitted",
-                "n_opt_predicted",
-                "n_opt_rel_error",
-                "loss_rel_error",
-            ]
-        ]
-    else:
-        check.warnings.append(f"Not run: {fit.skipped.get('extrapolation', 'no law was fitted')}")
-    sections.append(check)
-
-    para = Section("The parametric fit")
-    if fit.parametric is not None:
-        p = fit.parametric
-        para.paragraphs.append(
-            f"L(N, D) = {p.E:.4f} + {p.A:.4g}/N^{p.alpha:.4f} + {p.B:.4g}/D^{p.beta:.4f}, Huber (δ = {p.huber_delta:g}) on log-loss "
-            f"over {p.n_points} runs; it puts N_opt ∝ C^{p.allocation_exponent:.3f}."
-        )
-        para.paragraphs.append(f"Intervals: {p.interval_note}.")
-        para.figures.append(
-            (
-                "parametric",
-                plots.parametric(p, fitted, compute_law=fit.compute_law),
-                "The fitted L(N, D) (N activated parameters, D training tokens) with the runs "
-                "it was fitted on; residuals against counted training FLOPs.",
-            )
-        )
-    else:
-        para.warnings.append(f"Not fitted: {fit.skipped.get('parametric', 'not asked for')}")
-    sections.append(para)
+    inputs = ReportInputs(runs, curves, fit, fitted, done)
+    sections = [
+        _headline_section(fit, fit_note),
+        _sweep_section(runs),
+        _compute_law_section(inputs),
+        _isoflop_section(inputs, hunyuan_reference),
+        _hold_out_section(fit),
+        _parametric_section(inputs),
+    ]
     if fit.tuning is not None:
         sections.append(_tuning_section(fit, swept))
     if fit.moe is not None:
         sections.append(_moe_section(fit, swept, curves))
-
     if curves is not None and len(curves):
-        curve_section = Section("Loss curves and schedules")
-        curve_section.figures.append(
-            (
-                "loss_curves",
-                plots.loss_curves(curves, runs, fit.envelope),
-                "Loss against the training FLOPs spent so far; the point at each curve's end names its run.",
-            )
-        )
-        curve_section.figures.append(
-            ("lr_schedules", plots.lr_schedules(curves, runs), "The learning rate of every run.")
-        )
-        if fit.envelope is not None:
-            curve_section.paragraphs.append(
-                f"Approach 1 (the envelope): N ∝ C^{fit.envelope.n_exponent:.3f} — {fit.envelope.note}."
-            )
-        if routing is not None:
-            curve_section.figures.append(
-                (
-                    "routing",
-                    plots.routing_health(routing[1], routing[0], runs, curves),
-                    "Expert load as a multiple of a perfectly balanced load (1 = balanced).",
-                )
-            )
-        sections.append(curve_section)
+        sections.append(_curves_section(inputs, routing))
+    scored = [r for r in (validations or []) if r.get("scores")]
+    if scored:
+        sections.append(_validation_section(scored, runs))
+    sections.append(_diagnostics_section(runs, fit))
+    return sections
 
-    validations = [r for r in (validations or []) if r.get("scores")]
-    if validations:
-        check = Section("Validation past the sweep")
-        check.paragraphs.append(
-            "Runs trained by `moescale validate` at budgets past the sweep (never part of the "
-            "fit), each method's extrapolated prediction scored against them; regret is the "
-            "loss the predicted N_opt really reached above the realised optimum."
+
+def _compute_law_section(inputs: ReportInputs) -> Section:
+    fit = inputs.fit
+    law = Section("The compute law")
+    if fit.compute_law is None:
+        law.paragraphs.append("Not fitted: fewer than two sizes with exact FLOP counts.")
+        return law
+    law.paragraphs.append(fit.compute_law.summary())
+    if fit.compute_law_time is not None:
+        t = fit.compute_law_time
+        law.paragraphs.append(
+            f"Measured by time (training seconds per token × the device's measured matmul peak): "
+            f"a = {t.a:.2f}, b = {t.b:.3g} (R² {t.r2:.3f}). The gap from the counted a is the price of "
+            "routing, small matrices and everything that is not a matmul at this scale."
         )
-        rows = []
-        for record in validations:
-            for score in record["scores"]:
-                check.paragraphs.append(f"At C = {record['budget']:.3g} FLOPs — {score['words']}.")
-                rows.append(
-                    {
-                        "budget": record["budget"],
-                        "method": score["method"],
-                        "N_opt predicted": score["n_opt_predicted"],
-                        "N_opt realised": score["n_opt_realised"],
-                        "inside interval": score["n_opt_inside"],
-                        "loss predicted": score["loss_predicted"],
-                        "loss realised": score["loss_realised"],
-                        "regret (nats)": score["regret"],
-                        "compute to make up": score["regret_compute_factor"],
-                    }
-                )
-        check.table = pd.DataFrame(rows)
-        check.figures.append(
+    law.figures.append(
+        (
+            "compute_law",
+            plots.compute_law(inputs.done, fit.compute_law, fit.compute_law_time),
+            "Training FLOPs per token (forward and backward, attention over the sequence "
+            "included) against activated parameters N (embeddings excluded).",
+        )
+    )
+    return law
+
+
+def _isoflop_section(inputs: ReportInputs, hunyuan_reference: bool) -> Section:
+    fit = inputs.fit
+    iso = Section("isoFLOP fits (Approach 2)")
+    if fit.isoflop is None:
+        iso.warnings.append(fit.skipped.get("isoflop", "not fitted"))
+        return iso
+    f = fit.isoflop
+    interval = f.n_law.exponent_interval
+    iso.paragraphs.append(
+        f"Per budget: {per_budget_how(f)} in log N; then N_opt = {f.n_coef:.4g}·C^{f.n_exponent:.4f}"
+        + (f" (exponent 95% interval {interval[0]:.3f}–{interval[1]:.3f})" if interval else "")
+        + f". Optimal loss: {loss_law_text(f.loss_law)}. Intervals: {f.interval_note}."
+    )
+    iso.table = f.budgets[["budget", "n_runs", "n_opt", "d_opt", "loss_opt", "at_edge", "reason"]]
+    iso.figures.append(
+        (
+            "isoflop",
+            plots.isoflop_curves(f, inputs.runs),
+            "Final held-out loss against activated parameters N at each training budget C "
+            "(counted training FLOPs); error bars: standard deviation over seeds.",
+        )
+    )
+    iso.figures.append(
+        (
+            "optimal_scaling",
+            plots.optimal_scaling(f, fit.target_flops, hunyuan_reference, fit.predictions),
+            "Compute-optimal N (activated) and D (tokens) against counted training FLOPs; "
+            "the right-hand panels extrapolate to the target, each method with its 95% interval.",
+        )
+    )
+    return iso
+
+
+def _hold_out_section(fit: FitReport) -> Section:
+    check = Section("The hold-out check")
+    if fit.extrapolation is None or not fit.extrapolation.rows:
+        check.warnings.append(f"Not run: {fit.skipped.get('extrapolation', 'no law was fitted')}")
+        return check
+    check.paragraphs.append(
+        "The largest 1, 2 and 3 budgets left out in turn, each method fitted on the budgets "
+        "below and asked for the held-out optima; 'factor' is how far past the largest "
+        "budget fitted each prediction reached."
+    )
+    columns = ["method", "held_out", "budget", "factor", "n_opt_fitted", "n_opt_predicted",
+               "n_opt_rel_error", "loss_rel_error"]  # fmt: skip
+    check.table = fit.extrapolation.table()[columns]
+    return check
+
+
+def _parametric_section(inputs: ReportInputs) -> Section:
+    fit = inputs.fit
+    para = Section("The parametric fit")
+    if fit.parametric is None:
+        para.warnings.append(f"Not fitted: {fit.skipped.get('parametric', 'not asked for')}")
+        return para
+    p = fit.parametric
+    para.paragraphs.append(parametric_text(p) + ".")
+    para.paragraphs.append(f"Intervals: {p.interval_note}.")
+    para.figures.append(
+        (
+            "parametric",
+            plots.parametric(p, inputs.fitted, compute_law=fit.compute_law),
+            "The fitted L(N, D) (N activated parameters, D training tokens) with the runs "
+            "it was fitted on; residuals against counted training FLOPs.",
+        )
+    )
+    return para
+
+
+def _curves_section(inputs: ReportInputs, routing: tuple[str, pd.DataFrame] | None) -> Section:
+    fit, curves, runs = inputs.fit, inputs.curves, inputs.runs
+    section = Section("Loss curves and schedules")
+    section.figures.append(
+        (
+            "loss_curves",
+            plots.loss_curves(curves, runs, fit.envelope),
+            "Loss against the training FLOPs spent so far; the point at each curve's end names its run.",
+        )
+    )
+    section.figures.append(
+        ("lr_schedules", plots.lr_schedules(curves, runs), "The learning rate of every run.")
+    )
+    if fit.envelope is not None:
+        section.paragraphs.append(
+            f"Approach 1 (the envelope): N ∝ C^{fit.envelope.n_exponent:.3f} — {fit.envelope.note}."
+        )
+    if routing is not None:
+        section.figures.append(
             (
-                "validation",
-                plots.validation(validations[-1], runs),
-                "The runs at the validation budget against each method's prediction, made "
-                "before they were trained.",
+                "routing",
+                plots.routing_health(routing[1], routing[0], runs, curves),
+                "Expert load as a multiple of a perfectly balanced load (1 = balanced).",
             )
         )
-        sections.append(check)
+    return section
 
+
+def _validation_section(validations: list[dict], runs: pd.DataFrame) -> Section:
+    """Every scored validation (`moescale validate`): each method's prediction against the runs."""
+    check = Section("Validation past the sweep")
+    check.paragraphs.append(
+        "Runs trained by `moescale validate` at budgets past the sweep (never part of the "
+        "fit), each method's extrapolated prediction scored against them; regret is the "
+        "loss the predicted N_opt really reached above the realised optimum."
+    )
+    rows = []
+    for record in validations:
+        for score in record["scores"]:
+            check.paragraphs.append(f"At C = {record['budget']:.3g} FLOPs — {score['words']}.")
+            rows.append(
+                {
+                    "budget": record["budget"],
+                    "method": score["method"],
+                    "N_opt predicted": score["n_opt_predicted"],
+                    "N_opt realised": score["n_opt_realised"],
+                    "inside interval": score["n_opt_inside"],
+                    "loss predicted": score["loss_predicted"],
+                    "loss realised": score["loss_realised"],
+                    "regret (nats)": score["regret"],
+                    "compute to make up": score["regret_compute_factor"],
+                }
+            )
+    check.table = pd.DataFrame(rows)
+    check.figures.append(
+        (
+            "validation",
+            plots.validation(validations[-1], runs),
+            "The runs at the validation budget against each method's prediction, made "
+            "before they were trained.",
+        )
+    )
+    return check
+
+
+def _diagnostics_section(runs: pd.DataFrame, fit: FitReport) -> Section:
+    """Failed and diverged runs, what the fits left out, repeated data, step-limited optima."""
     diagnostics = Section("Diagnostics")
     for status in (RunStatus.FAILED, RunStatus.DIVERGED):
         for row in runs[runs["status"] == status].itertuples():
             diagnostics.warnings.append(
                 f"run {row.run_id} (budget {row.budget_flops:.3g}, N {row.n_active:,}) {status}: {row.error or 'no reason recorded'}"
             )
-    for part in (fit.isoflop, fit.parametric, fit.envelope):
-        for line in getattr(part, "excluded", ()):
-            diagnostics.warnings.append(f"excluded: {line}")
-    for name, why in fit.skipped.items():
-        diagnostics.warnings.append(f"{name} skipped: {why}")
+    diagnostics.warnings.extend(excluded_lines(fit))
     over = fit.repetition.get("runs_over_threshold", [])
     if over:
         diagnostics.warnings.append(
@@ -448,8 +478,7 @@ def build_sections(
         diagnostics.paragraphs.append(
             "Nothing to report: every run completed and every budget has an interior optimum."
         )
-    sections.append(diagnostics)
-    return sections
+    return diagnostics
 
 
 def _cell(value, markdown: bool = False) -> str:

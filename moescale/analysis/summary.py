@@ -5,24 +5,21 @@ from __future__ import annotations
 import pandas as pd
 from rich.table import Table
 
+from moescale.analysis.words import (
+    excluded_lines,
+    headline_reasons,
+    loss_law_text,
+    parametric_text,
+    per_budget_how,
+    predictions_frame,
+)
 from moescale.fitting.pipeline import FitReport
-from moescale.fitting.powerlaw import PowerLaw, SaturatingLaw
 from moescale.fitting.prediction import headline_line
 from moescale.published import HUNYUAN_COMPUTE_A, HUNYUAN_COMPUTE_B
 
 
 def _interval(pair) -> str:
     return "" if not pair else f"[{pair[0]:.4g}, {pair[1]:.4g}]"
-
-
-def loss_law_text(law: SaturatingLaw | PowerLaw | None) -> str:
-    if isinstance(law, SaturatingLaw):
-        return f"L = {law.floor:.4f} + {law.scale:.4g}·(C/{law.x_ref:.3g})^-{law.decay:.4f}"
-    if isinstance(law, PowerLaw):
-        return (
-            f"L = {law.coef:.4g}·C^{law.exponent:.4f} (power law: fewer than 4 budgets, no floor)"
-        )
-    return "not fitted"
 
 
 def _compute_law_table(report: FitReport) -> Table:
@@ -57,8 +54,14 @@ def _compute_law_table(report: FitReport) -> Table:
     return laws
 
 
+def _pair(row, key: str) -> tuple[float, float] | None:
+    """A predictions_frame row's interval of `key`, None where it has none."""
+    low, high = getattr(row, f"{key}_low"), getattr(row, f"{key}_high")
+    return None if low != low else (low, high)  # NaN: no interval
+
+
 def _with_interval(value, pair, digits: str = ".3g") -> str:
-    if value is None:
+    if value is None or value != value:  # None or NaN: not predicted
         return ""
     text = f"{value:{digits}}"
     return text if not pair else f"{text} [{pair[0]:{digits}}, {pair[1]:{digits}}]"
@@ -71,14 +74,14 @@ def _predictions_table(report: FitReport) -> Table:
     )
     for column in ("method", "N_opt (activated)", "D_opt (tokens)", "loss (nats/token)"):
         table.add_column(column, justify="left" if column == "method" else "right")
-    lead = report.lead_method
-    for method, p in report.predictions.items():
+    for row in predictions_frame(report).itertuples():
         table.add_row(
-            method + ("*" if method == lead else ""),
-            _with_interval(p.n_opt, p.n_opt_interval),
-            _with_interval(p.d_opt, p.d_opt_interval),
-            _with_interval(p.loss_opt, p.loss_opt_interval, ".4g"),
-            style="bold" if method == lead else None,
+            row.method + ("*" if row.headline else ""),
+            *(
+                _with_interval(getattr(row, key), _pair(row, key), digits)
+                for key, digits in (("n_opt", ".3g"), ("d_opt", ".3g"), ("loss_opt", ".4g"))
+            ),
+            style="bold" if row.headline else None,
         )
     table.caption = "* the headline"
     return table
@@ -126,14 +129,7 @@ def fit_summary(report: FitReport) -> list:
 
     if report.isoflop is not None:
         fit = report.isoflop
-        how = (fit.shape or fit.method) + (
-            " (auto: lower held-out error than the "
-            + ("parabola" if fit.shape == "slices" else "slice")
-            + ")"
-            if fit.method == "auto" and fit.shape_scores
-            else ""
-        )
-        how += f" on the {fit.n_nearest} nearest sizes" if fit.n_nearest else ""
+        how = per_budget_how(fit)
         budgets = Table(title=f"isoFLOP optima (per budget: {how})", title_justify="left")
         for column in ("budget C", "runs", "n_opt", "d_opt", "loss_opt", "note"):
             budgets.add_column(column, justify="left" if column == "note" else "right")
@@ -169,11 +165,7 @@ def fit_summary(report: FitReport) -> list:
 
     if report.parametric is not None:
         f = report.parametric
-        out.append(
-            f"parametric law: L = {f.E:.4f} + {f.A:.4g}/N^{f.alpha:.4f} + {f.B:.4g}/D^{f.beta:.4f} "
-            f"(Huber objective {f.objective:.4g} on {f.n_points} points; N_opt ∝ C^{f.allocation_exponent:.3f} "
-            f"where b·D is negligible); intervals: {f.interval_note}"
-        )
+        out.append(f"parametric law: {parametric_text(f)}; intervals: {f.interval_note}")
     if report.repetition:
         r = report.repetition
         out.append(
@@ -202,15 +194,11 @@ def fit_summary(report: FitReport) -> list:
         out.extend(tuning_summary(report))
     if report.moe is not None:
         out.extend(moe_summary(report))
-    excluded = []
-    for part in (report.isoflop, report.parametric, report.envelope):
-        if part is not None:
-            excluded.extend(part.excluded)
-    excluded.extend(f"{name} skipped: {why}" for name, why in report.skipped.items())
+    excluded = excluded_lines(report)
     if excluded:
         out.append(
             "[yellow]excluded or flagged:[/yellow]\n"
-            + "\n".join(f"  - {line}" for line in dict.fromkeys(excluded))
+            + "\n".join(f"  - {line}" for line in excluded)
         )
     out.extend(headline_lines(report))
     return out
@@ -395,8 +383,7 @@ def headline_lines(report: FitReport) -> list[str]:
     p = report.prediction
     lines = []
     if p is not None:
-        lines.append(f"agreement: {p.agreement.text}")
-        lines.append(f"headline method: {p.chosen_because}")
+        lines.extend(headline_reasons(p))
         lines.extend(f"[yellow]warning:[/yellow] {w}" for w in p.warnings)
     lines.append(f"[bold]{headline_line(p)}[/bold]")
     return lines
@@ -414,14 +401,7 @@ def fit_tables(report: FitReport) -> dict[str, pd.DataFrame]:
         tables["budgets"] = report.isoflop.budgets[
             ["budget", "n_runs", "n_opt", "d_opt", "loss_opt", "at_edge", "reason"]
         ]
-    rows = []
-    for method, p in report.predictions.items():
-        row = {"method": method, "headline": method == report.lead_method}
-        for key in ("n_opt", "d_opt", "loss_opt"):
-            interval = getattr(p, f"{key}_interval") or (None, None)
-            row |= {key: getattr(p, key), f"{key}_low": interval[0], f"{key}_high": interval[1]}
-        rows.append(row)
-    tables["predictions"] = pd.DataFrame(rows)
+    tables["predictions"] = predictions_frame(report)
     if report.tuning is not None:
         tables["tuned_points"] = report.tuning.points
     if report.moe is not None:
