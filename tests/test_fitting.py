@@ -52,9 +52,7 @@ def true_n_law(compute_law: ComputeLaw) -> PowerLaw:
 
 def test_parametric_fit_reproduces_epochs_chinchilla_replication():
     table = published.epoch_chinchilla()
-    fit = fit_parametric(
-        table, "n_active", "tokens", "final_loss", huber_delta=1e-3, drop_highest=5
-    )
+    fit = fit_parametric(table, huber_delta=1e-3, drop_highest=5)
     assert fit.n_points == 240
     # Besiroglu et al. 2024 (arXiv 2404.10102): the Huber minimum lands at E 1.817,
     # alpha 0.347, beta 0.367 and an allocation exponent of about 0.514.

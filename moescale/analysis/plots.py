@@ -300,17 +300,14 @@ def compute_law(runs: pd.DataFrame, law: ComputeLaw, law_time: ComputeLaw | None
 def parametric(
     fit: ParametricFit,
     table: pd.DataFrame,
-    n_col: str = "n_active",
-    d_col: str = "tokens",
-    loss_col: str = "final_loss",
     compute_law: ComputeLaw | None = None,
 ) -> Figure:
     """Left: iso-loss contours of the fitted L(N, D), the runs coloured by their loss on the
     same scale (colour bar), and the efficient frontier under the compute law. Right: the
     fit's residuals against C."""
     fig, (ax, res) = figure(1, 2, width=4.9, height=3.9)
-    n, d = table[n_col].to_numpy(float), table[d_col].to_numpy(float)
-    observed = table[loss_col].to_numpy(float)
+    n, d = table["n_active"].to_numpy(float), table["tokens"].to_numpy(float)
+    observed = table["final_loss"].to_numpy(float)
     ng = np.geomspace(n.min() / 3, n.max() * 3, 120)
     dg = np.geomspace(d.min() / 3, d.max() * 3, 120)
     nn, dd = np.meshgrid(ng, dg)

@@ -195,11 +195,6 @@ def _polish_jointly(
 def fit_data_constrained(
     table: pd.DataFrame,
     *,
-    n_col: str = "n_active",
-    d_col: str = "tokens",
-    loss_col: str = "final_loss",
-    unique_col: str = "unique_tokens",
-    budget_col: str = "budget_flops",
     excess_params: bool = False,
     base: ParametricFit | None = None,
     huber_delta: float = 1e-3,
@@ -213,7 +208,7 @@ def fit_data_constrained(
     redoes both stages on two-stage resamples (budgets, then runs) for 95% intervals."""
     if "status" in table:
         table = completed(table)
-    for column in (n_col, d_col, loss_col, unique_col):
+    for column in ("n_active", "tokens", "final_loss", "unique_tokens"):
         if column not in table:
             raise UserError(f"data-constrained fit: missing column '{column}'")
         values = pd.to_numeric(table[column], errors="coerce").to_numpy(float)
@@ -221,8 +216,8 @@ def fit_data_constrained(
             raise UserError(
                 f"data-constrained fit: column '{column}' has NaN or non-positive values"
             )
-    n, d, unique_d = (table[c].to_numpy(float) for c in (n_col, d_col, unique_col))
-    log_loss = np.log(table[loss_col].to_numpy(float))
+    n, d, unique_d = (table[c].to_numpy(float) for c in ("n_active", "tokens", "unique_tokens"))
+    log_loss = np.log(table["final_loss"].to_numpy(float))
     fresh = d <= unique_d * (1 + 1e-9)
     if not (~fresh).any():
         raise UserError("data-constrained fit: no run repeats its data (every D ≤ U_D)")
@@ -231,14 +226,16 @@ def fit_data_constrained(
         if base is not None:
             return base
         part = table.iloc[rows]
-        part = part[part[d_col].to_numpy(float) <= part[unique_col].to_numpy(float) * (1 + 1e-9)]
+        part = part[
+            part["tokens"].to_numpy(float) <= part["unique_tokens"].to_numpy(float) * (1 + 1e-9)
+        ]
         if len(part) < 6:
             raise UserError(
                 f"data-constrained fit: {len(part)} runs read their data at most once; the base "
                 "law needs at least 6"
             )
-        args = {"n_col": n_col, "d_col": d_col, "loss_col": loss_col, "huber_delta": huber_delta}
-        return fit_parametric(part, **args, **({} if start is None else {"grid": grid_at(start)}))
+        grid = {} if start is None else {"grid": grid_at(start)}
+        return fit_parametric(part, huber_delta=huber_delta, **grid)
 
     everything = np.arange(len(table))
     law = fit_base(everything, None)
@@ -253,8 +250,8 @@ def fit_data_constrained(
     intervals, samples, note = {}, None, "no bootstrap asked for"
     if bootstrap > 0:
         group, centres = (
-            group_budgets(table[budget_col].to_numpy(float))
-            if budget_col in table
+            group_budgets(table["budget_flops"].to_numpy(float))
+            if "budget_flops" in table
             else (np.zeros(len(table), dtype=int), np.ones(1))
         )
         members = [np.flatnonzero(group == g) for g in range(len(centres))]

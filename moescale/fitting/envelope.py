@@ -85,14 +85,13 @@ class EnvelopeFit:
 def fit_envelope(
     curves: pd.DataFrame,
     runs: pd.DataFrame | None = None,
-    loss_col: str = "eval_loss",
     n_levels: int = 40,
     annealed: bool = False,
 ) -> EnvelopeFit:
     """The lower envelope of loss against FLOPs over all curves (interpolated in log FLOPs
     within each run's range), its winner's n_active per level, and N_env = coef·C^exponent.
 
-    `curves` needs run_id, flops and `loss_col`; n_active comes from `curves` or from `runs`
+    `curves` needs run_id, flops and eval_loss; n_active comes from `curves` or from `runs`
     (whose non-completed runs are left out and listed). Levels won by the smallest or largest
     size are flagged and left out of the law, as edge optima are in Approach 2.
     """
@@ -106,10 +105,10 @@ def fit_envelope(
         curves = curves[curves["run_id"].isin(runs["run_id"])]
         if "n_active" not in curves:
             curves = curves.merge(runs[["run_id", "n_active"]], on="run_id")
-    for column in ("run_id", "flops", loss_col, "n_active"):
+    for column in ("run_id", "flops", "eval_loss", "n_active"):
         if column not in curves:
             raise UserError(f"envelope fit: missing column '{column}'")
-    curves = curves[np.isfinite(curves[loss_col]) & (curves["flops"] > 0)]
+    curves = curves[np.isfinite(curves["eval_loss"]) & (curves["flops"] > 0)]
     if curves["run_id"].nunique() < 2:
         raise UserError("envelope fit: needs the curves of at least 2 runs")
     # up to the FLOPs that at least 3 runs reach (or all, with fewer): beyond that the
@@ -127,7 +126,7 @@ def fit_envelope(
         inside = (np.log(levels) >= lf[0]) & (np.log(levels) <= lf[-1])
         if not inside.any():
             continue
-        loss = np.interp(np.log(levels[inside]), lf, curve[loss_col].to_numpy(float))
+        loss = np.interp(np.log(levels[inside]), lf, curve["eval_loss"].to_numpy(float))
         idx = np.flatnonzero(inside)
         better = loss < best[idx]
         best[idx[better]] = loss[better]

@@ -94,14 +94,13 @@ def extrapolation_check(
     interior = full.interior.sort_values("budget")
     if len(interior) < 3:
         raise UserError("extrapolation check: needs at least 3 budgets with an interior optimum")
-    budget_col = isoflop_args.get("budget_col", "budget_flops")
     rows, skipped = [], []
     for k in hold_outs:
         if len(interior) - k < 2:
             skipped.append(f"holding out {k}: fewer than 2 budgets would remain")
             continue
         held = interior.iloc[-k:]
-        below = table[table[budget_col] < held["budget_min"].min()]
+        below = table[table["budget_flops"] < held["budget_min"].min()]
         common = {"held_out": k, "n_budgets_used": len(interior) - k}
         partial = fit_isoflop(below, **{**isoflop_args, "min_budgets": 2})
         largest = float(partial.interior["budget"].max())

@@ -334,16 +334,14 @@ def choose_shape(data: list[SliceData], slices: SliceFit | None) -> tuple[str, d
     return ("slices" if scores["slices"] <= scores["parabola"] else "parabola"), scores
 
 
-def _clean(
-    table: pd.DataFrame, columns: list[str], status_col: str
-) -> tuple[pd.DataFrame, list[str]]:
+def _clean(table: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, list[str]]:
     excluded = []
     for column in columns:
         if column not in table:
             raise UserError(f"isoFLOP fit: missing column '{column}'")
-    if status_col in table:
-        bad = table[status_col] != RunStatus.COMPLETED
-        for status, count in table.loc[bad, status_col].value_counts().items():
+    if "status" in table:
+        bad = table["status"] != RunStatus.COMPLETED
+        for status, count in table.loc[bad, "status"].value_counts().items():
             excluded.append(f"{count} run(s) {status}: not used")
         table = table[~bad]
     for column in columns:
@@ -355,17 +353,12 @@ def _clean(
 
 def fit_isoflop(
     table: pd.DataFrame,
-    n_col: str = "n_active",
-    budget_col: str = "budget_flops",
-    loss_col: str = "final_loss",
-    d_col: str = "tokens",
     method: str = DEFAULT_ISOFLOP_METHOD,
     bootstrap: int = 0,
     n_nearest: int | None = None,
     min_budgets: int = 3,
     batch_col: str | None = None,
     b_crit: float | None = None,
-    status_col: str = "status",
     seed: int = 0,
     loss_floor: LossFloor | None = None,
     window: float = WINDOW,
@@ -384,24 +377,30 @@ def fit_isoflop(
         )
     if n_nearest is not None and n_nearest < 3:
         raise UserError(f"isoFLOP fit: n_nearest must be at least 3, got {n_nearest}")
-    columns = [n_col, budget_col, loss_col, d_col] + ([batch_col] if batch_col else [])
-    table, excluded = _clean(table, columns, status_col)
+    columns = ["n_active", "budget_flops", "final_loss", "tokens"] + (
+        [batch_col] if batch_col else []
+    )
+    table, excluded = _clean(table, columns)
     if table.empty:
         raise UserError("isoFLOP fit: no completed runs to fit")
-    group, centres = group_budgets(table[budget_col].to_numpy(float))
+    group, centres = group_budgets(table["budget_flops"].to_numpy(float))
 
     rows, data, points = [], [], []
     for g, budget in enumerate(centres):
-        runs = table[group == g].sort_values(n_col)
+        runs = table[group == g].sort_values("n_active")
         # repeated sizes (seeds) are averaged: one point per size
-        per_size = runs.groupby(n_col, sort=True).agg(loss=(loss_col, "mean"), d=(d_col, "mean"))
+        per_size = runs.groupby("n_active", sort=True).agg(
+            loss=("final_loss", "mean"), d=("tokens", "mean")
+        )
         x = np.log(per_size.index.to_numpy(float))
         y = per_size["loss"].to_numpy(float)
         log_d = np.log(per_size["d"].to_numpy(float))
         if batch_col and b_crit:
             budget = float(
                 np.exp(
-                    np.log(batch_adjusted_budget(runs[budget_col], runs[batch_col], b_crit)).mean()
+                    np.log(
+                        batch_adjusted_budget(runs["budget_flops"], runs[batch_col], b_crit)
+                    ).mean()
                 )
             )
         keep = nearest_sizes(y, n_nearest) if len(x) >= 3 else np.arange(len(x))
@@ -412,16 +411,16 @@ def fit_isoflop(
                 {
                     "run_id": runs["run_id"].to_numpy() if "run_id" in runs else "",
                     "budget": float(budget),
-                    "n_active": runs[n_col].to_numpy(float),
-                    "loss": runs[loss_col].to_numpy(float),
-                    "used": np.isin(np.log(runs[n_col].to_numpy(float)), x[keep]),
+                    "n_active": runs["n_active"].to_numpy(float),
+                    "loss": runs["final_loss"].to_numpy(float),
+                    "used": np.isin(np.log(runs["n_active"].to_numpy(float)), x[keep]),
                 }
             )
         )
         # budget_min: the smallest raw budget value of the group, to select runs below it
         row = {
             "budget": float(budget),
-            "budget_min": float(runs[budget_col].min()),
+            "budget_min": float(runs["budget_flops"].min()),
             "n_runs": len(runs),
             "n_sizes": len(x),
         }

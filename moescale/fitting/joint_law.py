@@ -239,7 +239,6 @@ def fit_joint_law(
     form: str = "shared",
     bootstrap: int = 0,
     seed: int = 0,
-    loss_col: str = "final_loss",
 ) -> JointLaw:
     """Fit the joint law to completed runs of several variants (n_active, tokens, n_experts,
     top_k, granularity, final_loss, budget_flops); `bootstrap` refits on two-stage resamples
@@ -253,7 +252,7 @@ def fit_joint_law(
         raise UserError(f"joint law: {len(table)} runs for {len(active)} parameters")
     x, y = np.log(table["n_active"].to_numpy(float)), np.log(table["tokens"].to_numpy(float))
     features = _features(x, y, np.log(e), np.log(g), g_mode)
-    log_loss = np.log(table[loss_col].to_numpy(float))
+    log_loss = np.log(table["final_loss"].to_numpy(float))
     index = np.array([PARAMS.index(p) for p in active])
     fun = _objective(features, log_loss, index)
     coarse, _ = minimise_from_starts(fun, _coarse_starts(active), polish=2)

@@ -400,12 +400,12 @@ def start_grid(grid: dict[str, np.ndarray] | None = None) -> np.ndarray:
     return np.array(list(itertools.product(*(grid[p] for p in PARAMS))), dtype=float)
 
 
-def _at_grid_edge(table: pd.DataFrame, n_col: str, budget_col: str) -> np.ndarray:
+def _at_grid_edge(table: pd.DataFrame) -> np.ndarray:
     """Runs at their budget's smallest or largest size (all False without budgets)."""
-    if budget_col not in table:
+    if "budget_flops" not in table:
         return np.zeros(len(table), dtype=bool)
-    group = group_budgets(table[budget_col].to_numpy(float))[0]
-    n = table[n_col].to_numpy(float)
+    group = group_budgets(table["budget_flops"].to_numpy(float))[0]
+    n = table["n_active"].to_numpy(float)
     edge = np.zeros(len(table), dtype=bool)
     for g in np.unique(group):
         members = group == g
@@ -447,10 +447,6 @@ def _residual_bootstrap(
 
 def fit_parametric(
     table: pd.DataFrame,
-    n_col: str = "n_active",
-    d_col: str = "tokens",
-    loss_col: str = "final_loss",
-    budget_col: str = "budget_flops",
     huber_delta: float = 1e-3,
     drop_highest: int = 0,
     bootstrap: int = 0,
@@ -471,20 +467,20 @@ def fit_parametric(
                 f"{int(bad.sum())} runs not completed ({', '.join(sorted(set(table.loc[bad, 'status'])))})"
             )
         table = table[~bad]
-    for column in (n_col, d_col, loss_col):
+    for column in ("n_active", "tokens", "final_loss"):
         if column not in table:
             raise UserError(f"parametric fit: missing column '{column}'")
         values = table[column].to_numpy(float)
         if not np.all(np.isfinite(values)) or np.any(values <= 0):
             raise UserError(f"parametric fit: column '{column}' has NaN or non-positive values")
     if drop_highest:
-        table = table.sort_values(loss_col).iloc[:-drop_highest]
+        table = table.sort_values("final_loss").iloc[:-drop_highest]
         excluded.append(f"{drop_highest} highest-loss points dropped")
     if len(table) < 6:
         raise UserError(f"parametric fit: needs at least 6 points, got {len(table)}")
-    log_n = np.log(table[n_col].to_numpy(float))
-    log_d = np.log(table[d_col].to_numpy(float))
-    log_loss = np.log(table[loss_col].to_numpy(float))
+    log_n = np.log(table["n_active"].to_numpy(float))
+    log_d = np.log(table["tokens"].to_numpy(float))
+    log_loss = np.log(table["final_loss"].to_numpy(float))
     theta, objective = _fit_once(log_n, log_d, log_loss, huber_delta, start_grid(grid))
 
     intervals: dict[str, tuple[float, float]] = {}
@@ -492,7 +488,7 @@ def fit_parametric(
     noise = extrapolation = 0.0
     if bootstrap > 0:
         point = ParametricFit.from_theta(theta, objective=0.0, n_points=0, huber_delta=0.0)
-        at_edge = _at_grid_edge(table, n_col, budget_col)
+        at_edge = _at_grid_edge(table)
         samples, residual = _residual_bootstrap(
             theta, log_n, log_d, log_loss, huber_delta, at_edge, bootstrap, seed
         )
@@ -501,8 +497,7 @@ def fit_parametric(
             intervals[name] = percentile_interval(natural[:, i])
         noise = robust_sd(residual)
         if extrapolation_error:
-            columns = dict(n_col=n_col, d_col=d_col, loss_col=loss_col, budget_col=budget_col)
-            extrapolation = extrapolation_scatter(table, point, noise, huber_delta, **columns)
+            extrapolation = extrapolation_scatter(table, point, noise, huber_delta)
         note = (
             f"{bootstrap} bootstrap refits: every run's log loss redrawn as the fit's value plus "
             f"a residual from the {len(residual)} runs' own (edge runs from the edge runs', "
@@ -538,10 +533,6 @@ def extrapolation_scatter(
     fit: ParametricFit,
     noise_log_sd: float,
     huber_delta: float,
-    n_col: str = "n_active",
-    d_col: str = "tokens",
-    loss_col: str = "final_loss",
-    budget_col: str = "budget_flops",
 ) -> float:
     """How far the law misses past the budgets it saw, beyond the runs' noise: refitted on
     the lower half of the budgets (`refit_on`), its log-loss errors on the upper half give a
@@ -549,19 +540,18 @@ def extrapolation_scatter(
     One number for any distance: measured at about the sweep's own span, the span the
     headline extrapolates over is larger, so it is a floor, not a bound. 0 where the lower
     half has fewer than 6 runs or the budgets are unknown."""
-    if budget_col not in table:
+    if "budget_flops" not in table:
         return 0.0
-    group, centres = group_budgets(table[budget_col].to_numpy(float))
+    group, centres = group_budgets(table["budget_flops"].to_numpy(float))
     below = group < (len(centres) + 1) // 2
     if below.sum() < 6 or below.all():
         return 0.0
     lower, upper = table[below], table[~below]
-    columns = dict(n_col=n_col, d_col=d_col, loss_col=loss_col, budget_col=budget_col)
     try:
-        refit = refit_on(lower, fit, huber_delta=huber_delta, **columns)
+        refit = refit_on(lower, fit, huber_delta=huber_delta)
     except UserError:
         return 0.0
-    predicted = refit.loss(upper[n_col].to_numpy(float), upper[d_col].to_numpy(float))
-    error = np.log(upper[loss_col].to_numpy(float) / predicted)
+    predicted = refit.loss(upper["n_active"].to_numpy(float), upper["tokens"].to_numpy(float))
+    error = np.log(upper["final_loss"].to_numpy(float) / predicted)
     mean_square = float(np.median(error**2)) / CHI2_1_MEDIAN
     return float(np.sqrt(max(0.0, mean_square - noise_log_sd**2)))

@@ -39,8 +39,3 @@ def epoch_chinchilla() -> pd.DataFrame:
 def clark2022_routing() -> pd.DataFrame:
     """Final validation losses of Clark et al. 2022's routed and dense models (arXiv 2202.01169)."""
     return pd.read_csv(HERE / "clark2022_routing_final.csv")
-
-
-def olmo_ladder() -> pd.DataFrame:
-    """Final C4 losses of the OLMo model ladder (Bhagia et al. 2024, arXiv 2412.04403)."""
-    return pd.read_csv(HERE / "olmo_ladder_final_c4.csv")
