@@ -222,11 +222,13 @@ def fit(
         n_nearest=n_nearest,
         variant=variant,
     )
-    runs, curves, default_out = load_source(source, columns)
+    loaded = load_source(source, columns)
     console = _console()
     with console.status("fitting…"):
-        report = fit_all(runs, curves, str(source), options)
-    path = out or default_out
+        report = fit_all(
+            loaded.runs, loaded.curves, str(source), options, compute_law=loaded.compute_law
+        )
+    path = out or loaded.fit_path
     write_fit_json(report, path)
     if format != "rich":  # plain tables for a paper or a spreadsheet, on stdout
         for name, table in fit_tables(report).items():

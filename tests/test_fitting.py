@@ -344,10 +344,18 @@ def test_routed_law_fits_clark_2022_and_predicts_held_out_expert_counts():
 
 def test_published_tables_get_tokens_from_a_compute_law():
     table = pd.DataFrame({"N": [1e8, 2e8, 4e8], "C": [6e18, 6e18, 6e18], "L": [3.0, 2.9, 3.1]})
-    mapped = map_columns(table, {"n_active": "N", "flops": "C", "final_loss": "L"})
+    mapped, law = map_columns(table, {"n_active": "N", "flops": "C", "final_loss": "L"})
     assert mapped["tokens"].tolist() == pytest.approx([1e10, 5e9, 2.5e9])
-    hunyuan = map_columns(table, {"n_active": "N", "flops": "C", "final_loss": "L"}, HUNYUAN_LAW)
-    assert hunyuan["tokens"].iloc[0] == pytest.approx(6e18 / (9.59e8 + 2.3e8))
+    assert law.cost == "assumed"  # the fit uses it rather than fitting one to its own counts
+    hunyuan, law = map_columns(
+        table, {"n_active": "N", "flops": "C", "final_loss": "L"}, HUNYUAN_LAW
+    )
+    assert (
+        hunyuan["tokens"].iloc[0] == pytest.approx(6e18 / (9.59e8 + 2.3e8)) and law is HUNYUAN_LAW
+    )
+    both = table.assign(D=[1e10, 5e9, 2.5e9])
+    columns = {"n_active": "N", "flops": "C", "tokens": "D", "final_loss": "L"}
+    assert map_columns(both, columns)[1] is None  # nothing derived: the law is fitted
     with pytest.raises(UserError, match="missing column 'loss'"):
         map_columns(table, {"n_active": "N", "flops": "C", "final_loss": "loss"})
     table.loc[1, "L"] = np.nan

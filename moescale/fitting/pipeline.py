@@ -43,7 +43,7 @@ from moescale.fitting.prediction import (
     headline,
     method_prediction,
 )
-from moescale.fitting.tables import ASSUMED_LAW_ATTR, map_columns, read_table
+from moescale.fitting.tables import map_columns, read_table
 from moescale.fitting.tuning import TuningFit, fit_tuning, tune_points, tuned_axes
 from moescale.results import (
     ENDED,
@@ -205,16 +205,25 @@ class FitReport:
         return out
 
 
-def load_source(
-    source: str | Path, columns: dict[str, str | None]
-) -> tuple[pd.DataFrame, pd.DataFrame | None, Path]:
-    """(runs, curves or None, default fit.json path) from a results folder or a table file."""
+@dataclass(frozen=True)
+class Source:
+    """What `moescale fit` reads: the runs, their loss curves (None when absent), where its
+    fit.json goes by default, and a table's compute law where it derived D or C with one."""
+
+    runs: pd.DataFrame
+    curves: pd.DataFrame | None
+    fit_path: Path
+    compute_law: ComputeLaw | None = None
+
+
+def load_source(source: str | Path, columns: dict[str, str | None]) -> Source:
+    """A results folder, or a table file with its columns mapped to ours (`map_columns`)."""
     source = Path(source)
     if source.is_dir():
         folder = SweepFolder(source)
-        return folder.runs(), folder.curves(), folder.fit_path
-    table = map_columns(read_table(source), columns, source=str(source))
-    return table, None, source.with_name(source.name.split(".")[0] + ".fit.json")
+        return Source(folder.runs(), folder.curves(), folder.fit_path)
+    table, law = map_columns(read_table(source), columns, source=str(source))
+    return Source(table, None, source.with_name(source.name.split(".")[0] + ".fit.json"), law)
 
 
 def _conventions(runs: pd.DataFrame) -> dict:
@@ -249,6 +258,7 @@ def fit_all(
     options: FitOptions = FitOptions(),
     *,
     strict: bool = True,
+    compute_law: ComputeLaw | None = None,
 ) -> FitReport:
     """Every law the data supports, each method's prediction at the target and the headline.
     With `strict`, a method asked for by name that cannot be fitted is an error, and so is
@@ -256,7 +266,8 @@ def fit_all(
     could not be fitted is recorded in `skipped`, with the reason, and the rest goes on.
     A sweep of MoE variants: every law above is the reference variant's (`options.variant`,
     by default the spec's first); each variant gets its own isoFLOP fit and the design
-    answers across them (moe_design.py)."""
+    answers across them (moe_design.py). `compute_law` is used as given instead of fitted:
+    a published table whose D or C it derived (`load_source`)."""
     validations = len(runs) - len(fit_inputs(runs))
     runs = fit_inputs(runs)
     _check_runs(runs, options, source)
@@ -287,8 +298,8 @@ def fit_all(
         | ({"validation (not fitted)": validations} if validations else {}),
         cost=cost,
     )
-    if runs.attrs.get(ASSUMED_LAW_ATTR):
-        report.compute_law = DEFAULT_LAW
+    if compute_law is not None:
+        report.compute_law = compute_law
     elif "flops_per_token" in done and done["n_active"].nunique() >= 2:
         report.compute_law = fit_compute_law(runs, cost="flops")
         if {"train_s", "peak_flops"} <= set(runs) and (done["train_s"].fillna(0) > 0).all():

@@ -12,8 +12,6 @@ from moescale.fitting.compute_law import DEFAULT_LAW, ComputeLaw
 from moescale.results import read_parquet
 
 CANONICAL = ("n_active", "tokens", "flops", "final_loss", "budget_flops")
-# set in a mapped table's attrs when D or C came from an assumed compute law (6ND by default)
-ASSUMED_LAW_ATTR = "compute_law_assumed"
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -35,10 +33,12 @@ def map_columns(
     columns: dict[str, str | None],
     compute_law: ComputeLaw | None = None,
     source: str = "table",
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, ComputeLaw | None]:
     """Rename the mapped source columns to our names (n_active, tokens, flops, final_loss,
     budget_flops) and derive what is missing: D = C/(a·N + b) or C = (a·N + b)·D through the
-    compute law (6ND by default), and the budget as C itself."""
+    compute law (6ND by default), and the budget as C itself. Returns the table and the law
+    that derived D or C (None when the table had both): the fit must use that law, not fit
+    one to FLOP counts it made itself."""
     law = compute_law or DEFAULT_LAW
     out = table.copy()
     for name, column in columns.items():
@@ -64,8 +64,7 @@ def map_columns(
                 bad = columns.get(name) or name
                 raise UserError(f"{source}: column '{bad}' has NaN or non-positive values")
             out[name] = values
-    if "tokens" not in out or "flops" not in out:
-        out.attrs[ASSUMED_LAW_ATTR] = law.cost == "assumed"
+    derived_by = law if "tokens" not in out or "flops" not in out else None
     if "tokens" not in out:
         out["tokens"] = law.tokens(out["flops"], out["n_active"])
     if "flops" not in out:
@@ -74,4 +73,4 @@ def map_columns(
         out["budget_flops"] = out["flops"]
     if "flops_per_token" not in out:
         out["flops_per_token"] = out["flops"] / out["tokens"]
-    return out
+    return out, derived_by
