@@ -24,7 +24,7 @@ import pandas as pd
 from benchmarks.synthetic import synthetic_sweep
 from moescale import published
 from moescale.fitting import ComputeLaw, ParametricFit, fit_isoflop, fit_parametric
-from moescale.fitting.parametric import (
+from moescale.fitting.laws.parametric import (
     EPOCH_GRID,
     _fit_once,
     _objective_and_gradient,

@@ -24,10 +24,10 @@ from benchmarks.synthetic import (
     SIMULATED_MOE_VARIANTS,
     moe_design_sweep,
 )
-from moescale.fitting.compute_law import ComputeLaw
-from moescale.fitting.isoflop import fit_isoflop
-from moescale.fitting.joint_law import JointLaw
-from moescale.fitting.moe_design import compute_multiplier, fit_moe_design
+from moescale.fitting.laws.compute_law import ComputeLaw
+from moescale.fitting.laws.isoflop import fit_isoflop
+from moescale.fitting.laws.joint_law import JointLaw
+from moescale.fitting.studies.moe_design import compute_multiplier, fit_moe_design
 
 TRUTH = JointLaw("per-E", SIMULATED_MOE_THETA, "additive", 0.0, 0, (1.0, 32.0), (1.0, 4.0))
 LAW_6ND = ComputeLaw(a=6.0, b=0.0, r2=1.0)

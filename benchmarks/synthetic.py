@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from moescale.fitting.compute_law import ComputeLaw
-from moescale.fitting.parametric import ParametricFit
+from moescale.fitting.laws.compute_law import ComputeLaw
+from moescale.fitting.laws.parametric import ParametricFit
 from moescale.results import RunStatus
 
 

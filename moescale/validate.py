@@ -1,6 +1,6 @@
 """`moescale validate`: train K sizes at a budget past the sweep, around the predicted N_opt,
 with the sweep's own recipe and data through the same Ray runner, and score every method's
-prediction there (fitting/validation.py). A client of sweeps/ and fitting/, above both (the
+prediction there (fitting/studies/validation.py). A client of sweeps/ and fitting/, above both (the
 sweep itself only replans recorded validation runs: sweeps/validations.py). The runs live in
 the same results folder, marked `validation` in runs.parquet and never fitted;
 validations.json keeps each validation's plan, the predictions it tested and their scores.
@@ -42,7 +42,7 @@ def predictions_at(fit, runs: pd.DataFrame, budget: float) -> dict[str, Predicti
     the report's parabola per budget with N_opt and D_opt as two independent power laws."""
     import warnings
 
-    from moescale.fitting.isoflop import EdgeOptimumWarning, fit_isoflop
+    from moescale.fitting.laws.isoflop import EdgeOptimumWarning, fit_isoflop
 
     out = fit.predict_at(budget)
     try:
@@ -98,9 +98,9 @@ def refresh_predictions(results_dir: Path, record: dict, fit, runs: pd.DataFrame
 def score_validation(results_dir: Path, record: dict, fit) -> list:
     """Score every recorded prediction against the validation runs at its budget; the
     scores are written back into validations.json."""
-    from moescale.fitting.compute_law import DEFAULT_LAW
-    from moescale.fitting.isoflop import single_budget_method
-    from moescale.fitting.validation import realised_optimum, score_prediction
+    from moescale.fitting.laws.compute_law import DEFAULT_LAW
+    from moescale.fitting.laws.isoflop import single_budget_method
+    from moescale.fitting.studies.validation import realised_optimum, score_prediction
 
     runs = load_runs(results_dir)
     at = runs[

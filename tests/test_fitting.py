@@ -30,8 +30,8 @@ from moescale.fitting import (
     fit_power_law,
     fit_routed,
     group_budgets,
-    parametric,
 )
+from moescale.fitting.laws import parametric
 from moescale.fitting.tables import map_columns
 
 TRUE_LAW = ParametricFit(
@@ -412,6 +412,30 @@ def test_every_part_imports_only_what_the_design_draws():
                     continue
                 if bits[1] not in MAY_IMPORT.get(part, set()):
                     wrong.append(f"{path.relative_to(package)} imports {name}")
+    assert not wrong, wrong
+
+
+# inside fitting/: the laws stand alone; the studies are built on them; neither runs the
+# pipeline (fitting/pipeline.py, which runs them both)
+FITTING_MAY_IMPORT = {
+    "laws": {"laws", "options"},
+    "studies": {"laws", "studies", "options", "prediction"},
+}
+
+
+def test_laws_import_only_laws_and_studies_never_the_pipeline():
+    import ast
+    from pathlib import Path
+
+    fitting = Path(__file__).resolve().parents[1] / "moescale" / "fitting"
+    wrong = []
+    for layer, allowed in FITTING_MAY_IMPORT.items():
+        for path in (fitting / layer).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                module = node.module if isinstance(node, ast.ImportFrom) else None
+                inner = (module or "").removeprefix("moescale.fitting.").split(".")[0]
+                if (module or "").startswith("moescale.fitting.") and inner not in allowed:
+                    wrong.append(f"{layer}/{path.name} imports {module}")
     assert not wrong, wrong
 
 

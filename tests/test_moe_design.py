@@ -22,7 +22,7 @@ from benchmarks.synthetic import (
     moe_design_sweep,
 )
 from moescale.errors import UserError
-from moescale.fitting.joint_law import fit_joint_law, g_mode_of
+from moescale.fitting.laws.joint_law import fit_joint_law, g_mode_of
 from moescale.fitting.options import FitOptions
 from moescale.fitting.pipeline import fit_all, load_fit, runs_hash, write_fit_json
 from moescale.sweeps.plan import Plan, PlannedRun, bracket_extensions, plan_sweep

@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.synthetic import data_constrained_sweep
 from moescale.fitting import ComputeLaw, ParametricFit, fit_all, fit_isoflop, fit_power_law
-from moescale.fitting.data_constrained import (
+from moescale.fitting.laws.data_constrained import (
     REPEAT_THRESHOLD,
     DataConstrainedFit,
     fit_data_constrained,

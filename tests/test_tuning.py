@@ -21,7 +21,7 @@ from benchmarks.synthetic import (
 )
 from moescale.fitting.options import FitOptions
 from moescale.fitting.pipeline import fit_all, load_fit, write_fit_json
-from moescale.fitting.tuning import tune_points
+from moescale.fitting.studies.tuning import tune_points
 from moescale.sweeps.plan import Dropped, Plan, PlannedRun, bracket_extensions, plan_sweep
 from moescale.sweeps.spec import SweepSpec
 from tests.cli_helpers import QUICK_FAMILY, as_runs_table, assert_one_line_error, moescale

@@ -19,7 +19,7 @@ from benchmarks.synthetic import (
 from moescale.fitting import fit_all
 from moescale.fitting.options import FitOptions
 from moescale.fitting.prediction import Prediction
-from moescale.fitting.validation import regret_compute_factor, score_prediction
+from moescale.fitting.studies.validation import regret_compute_factor, score_prediction
 from moescale.validate import validation_sizes
 
 

@@ -27,16 +27,16 @@ from moescale.analysis.style import (
     sci,
     styled,
 )
-from moescale.fitting.compute_law import ComputeLaw
-from moescale.fitting.isoflop import IsoflopFit
-from moescale.fitting.moe_design import (
+from moescale.fitting.laws.compute_law import ComputeLaw
+from moescale.fitting.laws.isoflop import IsoflopFit
+from moescale.fitting.laws.powerlaw import percentile_interval
+from moescale.fitting.studies.moe_design import (
     MoEDesignFit,
     compute_multiplier,
     dense_curve,
     variant_table,
 )
-from moescale.fitting.powerlaw import percentile_interval
-from moescale.fitting.tuning import TuningFit
+from moescale.fitting.studies.tuning import TuningFit
 from moescale.results import completed
 
 MULTIPLIER_POINTS = 16  # budgets the multiplier curve is drawn at

@@ -30,11 +30,11 @@ from moescale.analysis.style import (
     sci,
     styled,
 )
-from moescale.fitting.compute_law import DEFAULT_LAW, ComputeLaw
-from moescale.fitting.envelope import EnvelopeFit
-from moescale.fitting.isoflop import IsoflopFit
-from moescale.fitting.parametric import ParametricFit
-from moescale.fitting.powerlaw import PowerLaw
+from moescale.fitting.laws.compute_law import DEFAULT_LAW, ComputeLaw
+from moescale.fitting.laws.envelope import EnvelopeFit
+from moescale.fitting.laws.isoflop import IsoflopFit
+from moescale.fitting.laws.parametric import ParametricFit
+from moescale.fitting.laws.powerlaw import PowerLaw
 from moescale.fitting.prediction import Prediction
 from moescale.published import (
     DENSE_A,

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from moescale.fitting.isoflop import IsoflopFit
-from moescale.fitting.parametric import ParametricFit
+from moescale.fitting.laws.isoflop import IsoflopFit
+from moescale.fitting.laws.parametric import ParametricFit
+from moescale.fitting.laws.powerlaw import PowerLaw, SaturatingLaw
 from moescale.fitting.pipeline import FitReport
-from moescale.fitting.powerlaw import PowerLaw, SaturatingLaw
 from moescale.fitting.prediction import Prediction
 
 NAN = float("nan")

@@ -15,26 +15,18 @@ import pandas as pd
 
 from moescale import __version__
 from moescale.errors import OptionError, UserError
-from moescale.fitting.compute_law import DEFAULT_LAW, ComputeLaw, fit_compute_law
-from moescale.fitting.data_constrained import (
+from moescale.fitting.laws.compute_law import DEFAULT_LAW, ComputeLaw, fit_compute_law
+from moescale.fitting.laws.data_constrained import (
     REPEAT_THRESHOLD,
     DataConstrainedFit,
     epochs,
     fit_data_constrained,
 )
-from moescale.fitting.envelope import EnvelopeFit, annealed_curves, branched, fit_envelope
-from moescale.fitting.extrapolation import ExtrapolationCheck, extrapolation_check
-from moescale.fitting.isoflop import EdgeOptimumWarning, IsoflopFit, LossFloor, fit_isoflop
-from moescale.fitting.lack_of_fit import LackOfFit, approach3_lack_of_fit
-from moescale.fitting.moe_design import (
-    MoEDesignFit,
-    fit_moe_design,
-    has_variants,
-    reference_variant,
-)
+from moescale.fitting.laws.envelope import EnvelopeFit, annealed_curves, branched, fit_envelope
+from moescale.fitting.laws.isoflop import EdgeOptimumWarning, IsoflopFit, LossFloor, fit_isoflop
+from moescale.fitting.laws.parametric import ParametricFit, fit_parametric
+from moescale.fitting.laws.powerlaw import SaturatingLaw
 from moescale.fitting.options import DEFAULT_TARGET_FACTOR, FitOptions
-from moescale.fitting.parametric import ParametricFit, fit_parametric
-from moescale.fitting.powerlaw import SaturatingLaw
 from moescale.fitting.prediction import (
     IDENTIFIED_WIDTH,
     Prediction,
@@ -43,8 +35,16 @@ from moescale.fitting.prediction import (
     headline,
     method_prediction,
 )
+from moescale.fitting.studies.extrapolation import ExtrapolationCheck, extrapolation_check
+from moescale.fitting.studies.lack_of_fit import LackOfFit, approach3_lack_of_fit
+from moescale.fitting.studies.moe_design import (
+    MoEDesignFit,
+    fit_moe_design,
+    has_variants,
+    reference_variant,
+)
+from moescale.fitting.studies.tuning import TuningFit, fit_tuning, tune_points, tuned_axes
 from moescale.fitting.tables import map_columns, read_table
-from moescale.fitting.tuning import TuningFit, fit_tuning, tune_points, tuned_axes
 from moescale.results import (
     ENDED,
     RunStatus,

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from moescale.fitting.compute_law import ComputeLaw
-from moescale.fitting.lack_of_fit import LackOfFit
-from moescale.fitting.powerlaw import percentile_interval
+from moescale.fitting.laws.compute_law import ComputeLaw
+from moescale.fitting.laws.powerlaw import percentile_interval
+from moescale.fitting.studies.lack_of_fit import LackOfFit
 
 LABELS = {
     "parametric": "Approach 3: L = E + A/N^α + B/D^β, minimised under the fitted compute law",
@@ -370,7 +370,7 @@ def headline_line(prediction: Prediction | None) -> str:
     if p.loss_opt is not None:
         text += f", loss ≈ {p.loss_opt:.4g} nats/token" + (" (no floor)" if p.loss_note else "")
     for name, words in (("lr", "peak LR"), ("batch_tokens", "batch")):
-        if f"{name}_opt" in p.tuned:  # from the tuned laws (fitting/tuning.py)
+        if f"{name}_opt" in p.tuned:  # from the tuned laws (fitting/studies/tuning.py)
             value, interval = p.tuned[f"{name}_opt"], p.tuned.get(f"{name}_opt_interval")
             text += f", {words} ≈ {value:.3g} ({_interval_text(interval)})"
     text += (

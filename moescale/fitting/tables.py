@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from moescale.errors import OptionError, UserError
-from moescale.fitting.compute_law import DEFAULT_LAW, ComputeLaw
+from moescale.fitting.laws.compute_law import DEFAULT_LAW, ComputeLaw
 from moescale.results import read_parquet
 
 CANONICAL = ("n_active", "tokens", "flops", "final_loss", "budget_flops")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from moescale.errors import UserError
-from moescale.fitting.powerlaw import PowerLaw, fit_power_law
+from moescale.fitting.laws.powerlaw import PowerLaw, fit_power_law
 from moescale.results import RunStatus, completed
 
 BIAS_NOTE = (

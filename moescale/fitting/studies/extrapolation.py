@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 
 from moescale.errors import UserError
-from moescale.fitting.compute_law import ComputeLaw
-from moescale.fitting.isoflop import fit_isoflop
-from moescale.fitting.parametric import ParametricFit, refit_on
+from moescale.fitting.laws.compute_law import ComputeLaw
+from moescale.fitting.laws.isoflop import fit_isoflop
+from moescale.fitting.laws.parametric import ParametricFit, refit_on
 
 HOLD_OUTS = (1, 2, 3)
 

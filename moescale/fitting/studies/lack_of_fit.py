@@ -22,9 +22,9 @@ import pandas as pd
 from scipy.stats import chi2
 
 from moescale.errors import UserError
-from moescale.fitting.compute_law import ComputeLaw
-from moescale.fitting.isoflop import IsoflopFit
-from moescale.fitting.parametric import ParametricFit, fit_parametric, grid_at, refit_on
+from moescale.fitting.laws.compute_law import ComputeLaw
+from moescale.fitting.laws.isoflop import IsoflopFit
+from moescale.fitting.laws.parametric import ParametricFit, fit_parametric, grid_at, refit_on
 
 # per family. Refusing a law that fits costs an interval from Approach 2 (honest, wider);
 # leading with one that does not is precise and wrong, the worse error: so 0.05, not 0.01

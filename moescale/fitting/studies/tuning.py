@@ -26,10 +26,10 @@ import numpy as np
 import pandas as pd
 
 from moescale.errors import UserError
-from moescale.fitting.budgets import group_budgets
-from moescale.fitting.isoflop import IsoflopFit
-from moescale.fitting.powerlaw import percentile_interval
-from moescale.fitting.resample import draw_runs, robust_sd, what_is_resampled
+from moescale.fitting.laws.budgets import group_budgets
+from moescale.fitting.laws.isoflop import IsoflopFit
+from moescale.fitting.laws.powerlaw import percentile_interval
+from moescale.fitting.laws.resample import draw_runs, robust_sd, what_is_resampled
 from moescale.results import completed
 
 TUNE_COLUMNS = ("lr", "batch_tokens", "routed_lr_scale")

@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 
 from moescale.errors import UserError
-from moescale.fitting.budgets import group_budgets
-from moescale.fitting.compute_law import DEFAULT_LAW, ComputeLaw
-from moescale.fitting.parametric import minimise_from_starts
-from moescale.fitting.powerlaw import percentile_interval
-from moescale.fitting.resample import draw_runs, what_is_resampled
+from moescale.fitting.laws.budgets import group_budgets
+from moescale.fitting.laws.compute_law import DEFAULT_LAW, ComputeLaw
+from moescale.fitting.laws.parametric import minimise_from_starts
+from moescale.fitting.laws.powerlaw import percentile_interval
+from moescale.fitting.laws.resample import draw_runs, what_is_resampled
 
 PARAMS = ("a", "g", "gamma_g", "delta", "alpha", "gamma", "b", "omega", "beta", "zeta", "e")
 FORMS = {

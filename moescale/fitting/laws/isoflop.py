@@ -2,7 +2,7 @@
 and its minimum taken; then N_opt is regressed on the budget as a power law in log space.
 
 The per-budget fit (`auto`, the default) is the shape the runs support, by leave-one-out
-error: the shared-exponent slice of the parametric form (fitting/slices.py: asymmetric like
+error: the shared-exponent slice of the parametric form (fitting/laws/slices.py: asymmetric like
 real curves, noise averaged like a parabola) or the parabola in log N (where the slice's form
 does not fit, as on Chinchilla's sweep). `slices`, `parabola` (the report's own method),
 `akima` (Porian et al. 2024) and a parabola on the `n_nearest` sizes stay selectable.
@@ -27,10 +27,9 @@ import pandas as pd
 from scipy.interpolate import Akima1DInterpolator
 
 from moescale.errors import UserError
-from moescale.fitting.budgets import batch_adjusted_budget, group_budgets
-from moescale.fitting.compute_law import ComputeLaw
-from moescale.fitting.options import DEFAULT_ISOFLOP_METHOD, ISOFLOP_METHODS
-from moescale.fitting.powerlaw import (
+from moescale.fitting.laws.budgets import batch_adjusted_budget, group_budgets
+from moescale.fitting.laws.compute_law import ComputeLaw
+from moescale.fitting.laws.powerlaw import (
     PowerLaw,
     SaturatingLaw,
     fit_log_linear,
@@ -38,8 +37,9 @@ from moescale.fitting.powerlaw import (
     fit_saturating_params,
     loss_law_from_dict,
 )
-from moescale.fitting.resample import MAD_TO_SD, draw_by_position, position_pools
-from moescale.fitting.slices import SliceData, SliceFit, fit_slices, refit_draws
+from moescale.fitting.laws.resample import MAD_TO_SD, draw_by_position, position_pools
+from moescale.fitting.laws.slices import SliceData, SliceFit, fit_slices, refit_draws
+from moescale.fitting.options import DEFAULT_ISOFLOP_METHOD, ISOFLOP_METHODS
 from moescale.results import RunStatus
 
 # "auto" and "slices" use the sizes within this factor of each budget's lowest loss: it trims

@@ -11,15 +11,15 @@ import numpy as np
 from scipy.optimize import brentq
 
 from moescale.errors import UserError
-from moescale.fitting.compute_law import ComputeLaw
-from moescale.fitting.isoflop import (
+from moescale.fitting.laws.compute_law import ComputeLaw
+from moescale.fitting.laws.isoflop import (
     _budget_optimum,
     budget_curve,
     single_budget_method,
 )
+from moescale.fitting.laws.parametric import ParametricFit
+from moescale.fitting.laws.powerlaw import percentile_interval
 from moescale.fitting.options import DEFAULT_ISOFLOP_METHOD
-from moescale.fitting.parametric import ParametricFit
-from moescale.fitting.powerlaw import percentile_interval
 from moescale.fitting.prediction import Prediction
 
 # A validation run this far above the parabola through the others (log loss; 5% where the

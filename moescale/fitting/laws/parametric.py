@@ -18,10 +18,10 @@ import pandas as pd
 from scipy.optimize import minimize, minimize_scalar
 
 from moescale.errors import UserError
-from moescale.fitting.budgets import group_budgets
-from moescale.fitting.compute_law import DEFAULT_LAW, ComputeLaw
-from moescale.fitting.powerlaw import percentile_interval
-from moescale.fitting.resample import draw_by_position, position_pools, robust_sd
+from moescale.fitting.laws.budgets import group_budgets
+from moescale.fitting.laws.compute_law import DEFAULT_LAW, ComputeLaw
+from moescale.fitting.laws.powerlaw import percentile_interval
+from moescale.fitting.laws.resample import draw_by_position, position_pools, robust_sd
 from moescale.results import RunStatus
 
 PARAMS = ("a", "b", "e", "alpha", "beta")

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize
 
-from moescale.fitting.resample import robust_sd
+from moescale.fitting.laws.resample import robust_sd
 
 # exponents searched between these (published α, β lie in 0.1–1.0)
 LOG_EXPONENT_BOUNDS = (np.log(0.03), np.log(3.0))

@@ -25,10 +25,10 @@ import pandas as pd
 from scipy.optimize import minimize
 
 from moescale.errors import UserError
-from moescale.fitting.budgets import group_budgets
-from moescale.fitting.parametric import ParametricFit, fit_parametric, grid_at, theta_of
-from moescale.fitting.powerlaw import percentile_interval
-from moescale.fitting.resample import draw_runs, what_is_resampled
+from moescale.fitting.laws.budgets import group_budgets
+from moescale.fitting.laws.parametric import ParametricFit, fit_parametric, grid_at, theta_of
+from moescale.fitting.laws.powerlaw import percentile_interval
+from moescale.fitting.laws.resample import draw_runs, what_is_resampled
 from moescale.published.constants import (
     MUENNIGHOFF_FREE_EPOCHS,
     MUENNIGHOFF_R_STAR_D,

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from moescale.errors import UserError
-from moescale.fitting.compute_law import DEFAULT_LAW, ComputeLaw
-from moescale.fitting.isoflop import IsoflopFit
-from moescale.fitting.joint_law import FORMS, JointLaw, expansion, fit_joint_law, granularity
-from moescale.fitting.powerlaw import percentile_interval
+from moescale.fitting.laws.compute_law import DEFAULT_LAW, ComputeLaw
+from moescale.fitting.laws.isoflop import IsoflopFit
+from moescale.fitting.laws.joint_law import FORMS, JointLaw, expansion, fit_joint_law, granularity
+from moescale.fitting.laws.powerlaw import percentile_interval
 
 C_GRID = 240  # log-spaced dense budgets searched for each multiplier
 C_SPAN = 1e4  # × and ÷ the variant's budget
