@@ -351,40 +351,18 @@ def _clean(table: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, list[
     return table, excluded
 
 
-def fit_isoflop(
+def _per_budget(
     table: pd.DataFrame,
-    method: str = DEFAULT_ISOFLOP_METHOD,
-    bootstrap: int = 0,
-    n_nearest: int | None = None,
-    min_budgets: int = 3,
-    batch_col: str | None = None,
-    b_crit: float | None = None,
-    seed: int = 0,
-    loss_floor: LossFloor | None = None,
-    window: float = WINDOW,
-) -> IsoflopFit:
-    """Fit the isoFLOP optima of a table of runs and their power laws in the budget.
-
-    `n_nearest` keeps only that many sizes nearest each budget's lowest loss; `batch_col` with
-    `b_crit` regresses on the batch-adjusted budget C_min = C/(1 + B/B_crit) (report §2.3.1);
-    `loss_floor` is the irreducible loss the optimal-loss law levels off at (with its
-    bootstrap draws), from the parametric fit. Weighted least squares: each budget weighs as
-    many as its runs.
-    """
-    if method not in ISOFLOP_METHODS:
-        raise UserError(
-            f"isoFLOP fit: method must be one of {', '.join(ISOFLOP_METHODS)}, got '{method}'"
-        )
-    if n_nearest is not None and n_nearest < 3:
-        raise UserError(f"isoFLOP fit: n_nearest must be at least 3, got {n_nearest}")
-    columns = ["n_active", "budget_flops", "final_loss", "tokens"] + (
-        [batch_col] if batch_col else []
-    )
-    table, excluded = _clean(table, columns)
-    if table.empty:
-        raise UserError("isoFLOP fit: no completed runs to fit")
+    method: str,
+    n_nearest: int | None,
+    window: float,
+    batch_col: str | None,
+    b_crit: float | None,
+    excluded: list[str],
+) -> tuple[list[dict], list[SliceData], list[pd.DataFrame]]:
+    """Each budget's row (its sizes and runs; why it cannot be fitted, if so), the sizes its
+    per-budget fit uses, and one point per run saying whether it was used."""
     group, centres = group_budgets(table["budget_flops"].to_numpy(float))
-
     rows, data, points = [], [], []
     for g, budget in enumerate(centres):
         runs = table[group == g].sort_values("n_active")
@@ -432,9 +410,14 @@ def fit_isoflop(
             data.append(SliceData(x[keep], y[keep], log_d[keep]))
         rows.append(row)
 
-    slices = fit_slices(data) if data else None
-    shape, scores = (method, {}) if method != "auto" else choose_shape(data, slices)
-    optima = _optima(data, shape, slices)
+    return rows, data, points
+
+
+def _record_optima(
+    rows: list[dict], data: list[SliceData], optima: list, excluded: list[str]
+) -> dict:
+    """Each fitted budget's optimum into its row (an edge optimum flagged, warned of and
+    listed); returns each budget's fitted curve."""
     fitted_rows = [row for row in rows if "reason" not in row]
     curves = {}
     for row, d, (log_n, loss, reason, curve) in zip(fitted_rows, data, optima, strict=True):
@@ -455,6 +438,96 @@ def fit_isoflop(
                 EdgeOptimumWarning,
                 stacklevel=2,
             )
+    return curves
+
+
+def _law_samples(
+    data: list[SliceData],
+    inner: list[int],
+    shape: str,
+    slices,
+    bootstrap: int,
+    seed: int,
+    budgets: pd.DataFrame,
+    usable: pd.DataFrame,
+    loss_floor: LossFloor | None,
+) -> tuple[tuple, str]:
+    """Bootstrap draws of the three laws (N_opt, D_opt, loss_opt against C): each budget's
+    noise draws plus the scatter between budgets; also writes each interior budget's
+    standard errors into `budgets`. Returns the draws and what they resampled."""
+    samples = (None, None, None)
+    weights = usable["n_runs"].to_numpy(float)
+    c = usable["budget"].to_numpy(float)
+    estimates = np.log(usable[["n_opt", "d_opt"]].to_numpy(float)).T
+    loss_opt = usable["loss_opt"].to_numpy(float)
+    draws, note = _noise_draws(data, inner, shape, slices, bootstrap, seed)
+    if draws is not None:
+        rng = np.random.default_rng(seed + 1)
+        log_c = np.log(c)
+        scatter = [
+            _scatter(est, _line(log_c, est, weights)[1], draw, weights)
+            for est, draw in zip(estimates, draws[:2], strict=True)
+        ]
+        samples = tuple(
+            _law_draws(log_c, est, draw, weights, rng, tau2)
+            for est, draw, tau2 in zip(estimates, draws[:2], scatter, strict=True)
+        ) + (_loss_draws(c, loss_opt, draws[2], weights, rng, loss_floor),)
+        note += "; " + _BETWEEN_NOTE
+        # each interior budget's standard error: its own noise draws and the scatter
+        # between budgets (what a law through it cannot tell from noise)
+        index = usable.index
+        budgets.loc[index, "n_opt_log_se"] = np.sqrt(
+            np.nanvar(draws[0], axis=0) + scatter[0].between
+        )
+        loss_scatter = _scatter(
+            loss_opt,
+            np.array(_loss_law(c, loss_opt, weights, loss_floor, None)(c)),
+            draws[2],
+            weights,
+        )
+        budgets.loc[index, "loss_opt_se"] = np.sqrt(
+            np.nanvar(draws[2], axis=0) + loss_scatter.between
+        )
+    return samples, note
+
+
+def fit_isoflop(
+    table: pd.DataFrame,
+    method: str = DEFAULT_ISOFLOP_METHOD,
+    bootstrap: int = 0,
+    n_nearest: int | None = None,
+    min_budgets: int = 3,
+    batch_col: str | None = None,
+    b_crit: float | None = None,
+    seed: int = 0,
+    loss_floor: LossFloor | None = None,
+    window: float = WINDOW,
+) -> IsoflopFit:
+    """Fit the isoFLOP optima of a table of runs and their power laws in the budget.
+
+    `n_nearest` keeps only that many sizes nearest each budget's lowest loss; `batch_col` with
+    `b_crit` regresses on the batch-adjusted budget C_min = C/(1 + B/B_crit) (report §2.3.1);
+    `loss_floor` is the irreducible loss the optimal-loss law levels off at (with its
+    bootstrap draws), from the parametric fit. Weighted least squares: each budget weighs as
+    many as its runs.
+    """
+    if method not in ISOFLOP_METHODS:
+        raise UserError(
+            f"isoFLOP fit: method must be one of {', '.join(ISOFLOP_METHODS)}, got '{method}'"
+        )
+    if n_nearest is not None and n_nearest < 3:
+        raise UserError(f"isoFLOP fit: n_nearest must be at least 3, got {n_nearest}")
+    columns = ["n_active", "budget_flops", "final_loss", "tokens"] + (
+        [batch_col] if batch_col else []
+    )
+    table, excluded = _clean(table, columns)
+    if table.empty:
+        raise UserError("isoFLOP fit: no completed runs to fit")
+    rows, data, points = _per_budget(table, method, n_nearest, window, batch_col, b_crit, excluded)
+    slices = fit_slices(data) if data else None
+    shape, scores = (method, {}) if method != "auto" else choose_shape(data, slices)
+    optima = _optima(data, shape, slices)
+    curves = _record_optima(rows, data, optima, excluded)
 
     budgets = pd.DataFrame(rows)
     usable = interior_of(budgets)
@@ -465,39 +538,13 @@ def fit_isoflop(
     inner = [j for j, (*_, reason, _) in enumerate(optima) if not reason]
     weights = usable["n_runs"].to_numpy(float)
     c = usable["budget"].to_numpy(float)
-    estimates = np.log(usable[["n_opt", "d_opt"]].to_numpy(float)).T
     loss_opt = usable["loss_opt"].to_numpy(float)
-    samples, note = (None, None, None), "no bootstrap asked for"
     budgets["n_opt_log_se"] = budgets["loss_opt_se"] = np.nan
+    samples, note = (None, None, None), "no bootstrap asked for"
     if bootstrap > 0:
-        draws, note = _noise_draws(data, inner, shape, slices, bootstrap, seed)
-        if draws is not None:
-            rng = np.random.default_rng(seed + 1)
-            log_c = np.log(c)
-            scatter = [
-                _scatter(est, _line(log_c, est, weights)[1], draw, weights)
-                for est, draw in zip(estimates, draws[:2], strict=True)
-            ]
-            samples = tuple(
-                _law_draws(log_c, est, draw, weights, rng, tau2)
-                for est, draw, tau2 in zip(estimates, draws[:2], scatter, strict=True)
-            ) + (_loss_draws(c, loss_opt, draws[2], weights, rng, loss_floor),)
-            note += "; " + _BETWEEN_NOTE
-            # each interior budget's standard error: its own noise draws and the scatter
-            # between budgets (what a law through it cannot tell from noise)
-            index = usable.index
-            budgets.loc[index, "n_opt_log_se"] = np.sqrt(
-                np.nanvar(draws[0], axis=0) + scatter[0].between
-            )
-            loss_scatter = _scatter(
-                loss_opt,
-                np.array(_loss_law(c, loss_opt, weights, loss_floor, None)(c)),
-                draws[2],
-                weights,
-            )
-            budgets.loc[index, "loss_opt_se"] = np.sqrt(
-                np.nanvar(draws[2], axis=0) + loss_scatter.between
-            )
+        samples, note = _law_samples(
+            data, inner, shape, slices, bootstrap, seed, budgets, usable, loss_floor
+        )
     n_law = fit_power_law(c, usable["n_opt"], weights, samples[0])
     d_law = fit_power_law(c, usable["d_opt"], weights, samples[1])
     loss_law = _loss_law(c, loss_opt, weights, loss_floor, samples[2])
