@@ -248,22 +248,10 @@ def _held_out(
     return out
 
 
-def fit_moe_design(
-    runs: pd.DataFrame,
-    fits: dict[str, IsoflopFit],
-    target_flops: float,
-    compute_law: ComputeLaw | None = None,
-    bootstrap: int = 0,
-    forms: tuple[str, ...] = tuple(FORMS),
-) -> MoEDesignFit:
-    """Every design answer from completed runs of several variants (`fits`: each variant's
-    isoFLOP fit, already made). The joint law's form is chosen by how well it predicts held-out
-    variants (every variant held out in turn; see `selection["how"]`); with fewer than three
-    variants there is nothing to hold out and the shared form is used."""
-    law_c = compute_law or DEFAULT_LAW
-    table = variant_table(runs)
-    notes: list[str] = []
-    optima = _observed_optima(fits)
+def _variant_entries(
+    table: pd.DataFrame, fits: dict[str, IsoflopFit], target_flops: float, law_c: ComputeLaw
+) -> list[dict]:
+    """Each variant's E, G and runs, with its own N_opt law and prediction where it was fitted."""
     variants = []
     for row in table.itertuples():
         entry = {
@@ -283,6 +271,19 @@ def fit_moe_design(
             )
         variants.append(entry)
 
+    return variants
+
+
+def _select_form(
+    runs: pd.DataFrame,
+    table: pd.DataFrame,
+    optima: dict[str, pd.DataFrame],
+    forms: tuple[str, ...],
+    bootstrap: int,
+    law_c: ComputeLaw,
+) -> tuple[dict, list[dict]]:
+    """The joint law's form, chosen by how well each predicts held-out variants, the forms
+    pooled into the intervals, and the chosen form's held-out predictions."""
     selection: dict = {"forms": {}, "chosen": "shared", "pooled": ["shared"]}
     held_out: list[dict] = []
     if len(table) >= 3:
@@ -311,6 +312,12 @@ def fit_moe_design(
         held_out = _held_out(runs, table, optima, selection["chosen"], min(bootstrap, 50), law_c)
     else:
         selection["how"] = "fewer than 3 variants: nothing to hold out; the shared form"
+    return selection, held_out
+
+
+def _pooled_law(runs: pd.DataFrame, selection: dict, bootstrap: int) -> JointLaw:
+    """The chosen form's joint law, its bootstrap refits pooled with the other forms' the data
+    cannot tell from it."""
     law = fit_joint_law(runs, selection["chosen"], bootstrap=bootstrap)
     others = [f for f in selection["pooled"] if f != selection["chosen"]]
     if others and law.samples is not None:
@@ -324,6 +331,20 @@ def fit_moe_design(
             + f"; predictions pool the {', '.join(others)} form's refits",
         )
 
+    return law
+
+
+def _multipliers(
+    law: JointLaw,
+    table: pd.DataFrame,
+    fits: dict[str, IsoflopFit],
+    optima: dict[str, pd.DataFrame],
+    target_flops: float,
+    law_c: ComputeLaw,
+    notes: list[str],
+) -> list[dict]:
+    """Each MoE variant's compute multiplier over dense, by the law at the sweep's budgets and
+    the target (with its interval), and observed where the dense variant's loss law reaches it."""
     multipliers = []
     dense = table[table["dense"]]
     if dense.empty:
@@ -353,6 +374,29 @@ def fit_moe_design(
                 if where == "sweep" and dense_loss is not None and near:
                     entry["observed"] = _inverse(dense_loss, float(mine[near[0]]), flops)
                 multipliers.append(entry)
+    return multipliers
+
+
+def fit_moe_design(
+    runs: pd.DataFrame,
+    fits: dict[str, IsoflopFit],
+    target_flops: float,
+    compute_law: ComputeLaw | None = None,
+    bootstrap: int = 0,
+    forms: tuple[str, ...] = tuple(FORMS),
+) -> MoEDesignFit:
+    """Every design answer from completed runs of several variants (`fits`: each variant's
+    isoFLOP fit, already made). The joint law's form is chosen by how well it predicts held-out
+    variants (every variant held out in turn; see `selection["how"]`); with fewer than three
+    variants there is nothing to hold out and the shared form is used."""
+    law_c = compute_law or DEFAULT_LAW
+    table = variant_table(runs)
+    notes: list[str] = []
+    optima = _observed_optima(fits)
+    variants = _variant_entries(table, fits, target_flops, law_c)
+    selection, held_out = _select_form(runs, table, optima, forms, bootstrap, law_c)
+    law = _pooled_law(runs, selection, bootstrap)
+    multipliers = _multipliers(law, table, fits, optima, target_flops, law_c, notes)
     optimal_e = (
         _best_design(law, target_flops, "E", 1.0, law_c)
         if law.e_range[1] > law.e_range[0]
