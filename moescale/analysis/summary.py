@@ -13,8 +13,10 @@ from moescale.analysis.words import (
     per_budget_how,
     predictions_frame,
 )
+from moescale.fitting.laws.isoflop import IsoflopFit
 from moescale.fitting.pipeline import FitReport
 from moescale.fitting.prediction import headline_line
+from moescale.fitting.studies.moe_design import MoEDesignFit
 from moescale.published import HUNYUAN_COMPUTE_A, HUNYUAN_COMPUTE_B
 
 
@@ -117,6 +119,45 @@ def _extrapolation_table(report: FitReport) -> Table:
     return table
 
 
+def _isoflop_parts(fit: IsoflopFit) -> list:
+    """Approach 2's per-budget optima and power laws, its optimal-loss law and intervals."""
+    out: list = []
+    how = per_budget_how(fit)
+    budgets = Table(title=f"isoFLOP optima (per budget: {how})", title_justify="left")
+    for column in ("budget C", "runs", "n_opt", "d_opt", "loss_opt", "note"):
+        budgets.add_column(column, justify="left" if column == "note" else "right")
+    for row in fit.budgets.itertuples():
+        note = f"excluded: {row.reason}" if row.reason else ""
+        budgets.add_row(
+            f"{row.budget:.3g}",
+            str(row.n_runs),
+            f"{row.n_opt:.4g}",
+            f"{row.d_opt:.4g}",
+            f"{row.loss_opt:.4f}",
+            note,
+            style="yellow" if note else None,
+        )
+    out.append(budgets)
+    powers = Table(
+        title="power laws  y = coef · C^exponent  (95% bootstrap intervals)",
+        title_justify="left",
+    )
+    for column in ("law", "coef", "interval", "exponent", "interval "):
+        powers.add_column(column, justify="left" if column == "law" else "right")
+    for name, law in (("N_opt", fit.n_law), ("D_opt", fit.d_law)):
+        powers.add_row(
+            name,
+            f"{law.coef:.4g}",
+            _interval(law.coef_interval),
+            f"{law.exponent:.4f}",
+            _interval(law.exponent_interval),
+        )
+    out.append(powers)
+    out.append(f"optimal loss against C: {loss_law_text(fit.loss_law)}")
+    out.append(f"isoFLOP intervals: {fit.interval_note}")
+    return out
+
+
 def fit_summary(report: FitReport) -> list:
     """Rich renderables: compute law, isoFLOP optima and laws, every method's prediction,
     the hold-out check, the parametric and envelope fits, what was excluded — and last the
@@ -128,41 +169,7 @@ def fit_summary(report: FitReport) -> list:
     out.append(_compute_law_table(report))
 
     if report.isoflop is not None:
-        fit = report.isoflop
-        how = per_budget_how(fit)
-        budgets = Table(title=f"isoFLOP optima (per budget: {how})", title_justify="left")
-        for column in ("budget C", "runs", "n_opt", "d_opt", "loss_opt", "note"):
-            budgets.add_column(column, justify="left" if column == "note" else "right")
-        for row in fit.budgets.itertuples():
-            note = f"excluded: {row.reason}" if row.reason else ""
-            budgets.add_row(
-                f"{row.budget:.3g}",
-                str(row.n_runs),
-                f"{row.n_opt:.4g}",
-                f"{row.d_opt:.4g}",
-                f"{row.loss_opt:.4f}",
-                note,
-                style="yellow" if note else None,
-            )
-        out.append(budgets)
-        powers = Table(
-            title="power laws  y = coef · C^exponent  (95% bootstrap intervals)",
-            title_justify="left",
-        )
-        for column in ("law", "coef", "interval", "exponent", "interval "):
-            powers.add_column(column, justify="left" if column == "law" else "right")
-        for name, law in (("N_opt", fit.n_law), ("D_opt", fit.d_law)):
-            powers.add_row(
-                name,
-                f"{law.coef:.4g}",
-                _interval(law.coef_interval),
-                f"{law.exponent:.4f}",
-                _interval(law.exponent_interval),
-            )
-        out.append(powers)
-        out.append(f"optimal loss against C: {loss_law_text(fit.loss_law)}")
-        out.append(f"isoFLOP intervals: {fit.interval_note}")
-
+        out.extend(_isoflop_parts(report.isoflop))
     if report.parametric is not None:
         f = report.parametric
         out.append(f"parametric law: {parametric_text(f)}; intervals: {f.interval_note}")
@@ -276,10 +283,9 @@ def tuning_summary(report: FitReport) -> list:
     return out
 
 
-def moe_summary(report: FitReport) -> list:
-    """The MoE design answers: each variant's optimum per budget, the joint law and how its
-    form was chosen, the held-out variants, the compute multiplier and the best E and G."""
-    moe, out = report.moe, []
+def _variant_optima_table(report: FitReport) -> Table:
+    """Each MoE variant's isoFLOP optimum per budget and its N_opt at the target."""
+    moe = report.moe
     optima = Table(
         title="MoE variants: isoFLOP optimum per budget (N = n_active) and N_opt at the target",
         title_justify="left",
@@ -300,7 +306,69 @@ def moe_summary(report: FitReport) -> list:
                 style="yellow" if b["at_edge"] else None,
                 end_section=i == len(v["budgets"]) - 1,
             )  # fmt: skip
-    out.append(optima)
+    return optima
+
+
+def _held_out_table(moe: MoEDesignFit) -> Table:
+    """Each variant held out in turn: the joint law fitted on the others against its runs."""
+    sel = moe.selection
+    held = Table(
+        title=f"held-out variants ({sel['chosen']} law fitted on the others)",
+        title_justify="left",
+    )
+    for column in (
+        "variant",
+        "RMS err (log loss)",
+        "budget C",
+        "predicted loss_opt [95%]",
+        "observed",
+        "inside",
+    ):
+        held.add_column(column, justify="left" if column == "variant" else "right")
+    for h in moe.held_out:
+        if "skipped" in h:
+            held.add_row(h["variant"], f"skipped: {h['skipped']}", "", "", "", "")
+            continue
+        for i, b in enumerate(h["budgets"] or [{}]):
+            held.add_row(
+                h["variant"] if i == 0 else "",
+                f"{h['rmse_log_loss']:.4f}" + ("" if h["g_fitted"] or i else " (no G term)") if i == 0 else "",
+                f"{b['budget']:.3g}" if b else "", _with_interval(b.get("predicted"), b.get("interval"), ".4f"),
+                f"{b['observed']:.4f}" if b else "", {True: "yes", False: "no", None: ""}[b.get("inside")],
+            )  # fmt: skip
+    return held
+
+
+def _multiplier_table(moe: MoEDesignFit) -> Table:
+    """The compute multiplier over dense of each variant, by the law and observed."""
+    table = Table(
+        title="compute multiplier over dense: dense FLOPs reaching the variant's optimal loss ÷ its FLOPs",
+        title_justify="left",
+    )
+    for column in ("variant", "budget C", "", "joint law [95%]", "observed"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    last = None
+    for m in moe.multipliers:
+        table.add_row(
+            m["variant"] if m["variant"] != last else "", f"{m['budget']:.3g}",
+            "target" if m["where"] == "target" else "",
+            _with_interval(m["law"], m.get("interval"), ".3f") + "×",
+            "" if m.get("observed") is None else f"{m['observed']:.3f}×",
+            style="bold" if m["where"] == "target" else None,
+            end_section=m["where"] == "target",
+        )  # fmt: skip
+        last = m["variant"]
+    table.caption = (
+        "observed: the variant's isoFLOP optimum against dense's own optimal-loss law in C"
+    )
+    return table
+
+
+def moe_summary(report: FitReport) -> list:
+    """The MoE design answers: each variant's optimum per budget, the joint law and how its
+    form was chosen, the held-out variants, the compute multiplier and the best E and G."""
+    moe, out = report.moe, []
+    out.append(_variant_optima_table(report))
     if moe.law is not None:
         law = moe.law.to_dict()
         params = ", ".join(
@@ -319,53 +387,9 @@ def moe_summary(report: FitReport) -> list:
             f"form chosen: {sel['chosen']} — held-out RMS error of log loss {scores} ({sel['how']})"
         )
     if moe.held_out:
-        held = Table(
-            title=f"held-out variants ({sel['chosen']} law fitted on the others)",
-            title_justify="left",
-        )
-        for column in (
-            "variant",
-            "RMS err (log loss)",
-            "budget C",
-            "predicted loss_opt [95%]",
-            "observed",
-            "inside",
-        ):
-            held.add_column(column, justify="left" if column == "variant" else "right")
-        for h in moe.held_out:
-            if "skipped" in h:
-                held.add_row(h["variant"], f"skipped: {h['skipped']}", "", "", "", "")
-                continue
-            for i, b in enumerate(h["budgets"] or [{}]):
-                held.add_row(
-                    h["variant"] if i == 0 else "",
-                    f"{h['rmse_log_loss']:.4f}" + ("" if h["g_fitted"] or i else " (no G term)") if i == 0 else "",
-                    f"{b['budget']:.3g}" if b else "", _with_interval(b.get("predicted"), b.get("interval"), ".4f"),
-                    f"{b['observed']:.4f}" if b else "", {True: "yes", False: "no", None: ""}[b.get("inside")],
-                )  # fmt: skip
-        out.append(held)
+        out.append(_held_out_table(moe))
     if moe.multipliers:
-        table = Table(
-            title="compute multiplier over dense: dense FLOPs reaching the variant's optimal loss ÷ its FLOPs",
-            title_justify="left",
-        )
-        for column in ("variant", "budget C", "", "joint law [95%]", "observed"):
-            table.add_column(column, justify="left" if column == "variant" else "right")
-        last = None
-        for m in moe.multipliers:
-            table.add_row(
-                m["variant"] if m["variant"] != last else "", f"{m['budget']:.3g}",
-                "target" if m["where"] == "target" else "",
-                _with_interval(m["law"], m.get("interval"), ".3f") + "×",
-                "" if m.get("observed") is None else f"{m['observed']:.3f}×",
-                style="bold" if m["where"] == "target" else None,
-                end_section=m["where"] == "target",
-            )  # fmt: skip
-            last = m["variant"]
-        table.caption = (
-            "observed: the variant's isoFLOP optimum against dense's own optimal-loss law in C"
-        )
-        out.append(table)
+        out.append(_multiplier_table(moe))
     for best in (moe.optimal_e, moe.optimal_g):
         if best:
             at = f" at E = {best['at_fixed']:g}" if best["at_fixed"] else " (G = 1)"
