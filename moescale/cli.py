@@ -206,14 +206,8 @@ def fit(
         raise UserError(f"--out {out}: is a folder; name the fit.json file to write")
     if out is not None and not out.parent.is_dir():
         raise UserError(f"--out {out}: no folder {out.parent} to write into")
-    columns = {
-        "n_active": n_col,
-        "tokens": d_col,
-        "flops": flops_col,
-        "final_loss": loss_col,
-        "budget_flops": budget_col,
-        "unique_tokens": unique_col,
-    }
+    columns = dict(n_active=n_col, tokens=d_col, flops=flops_col, final_loss=loss_col,
+                   budget_flops=budget_col, unique_tokens=unique_col)  # fmt: skip
     options = fit_choices.FitOptions(
         method=method,
         target_flops=target_flops,
@@ -304,6 +298,45 @@ def train(
         raise typer.Exit(1)
 
 
+def _dry_run(spec, target, mfu: float, max_devices: int, plan_csv: Path | None) -> None:
+    """`moescale sweep --dry-run`: the plan as a table, timed on this machine (a few probe
+    steps) or for `target` hardware, with what was dropped; the table saved as CSV if asked."""
+    from moescale.sweeps import plan_sweep
+    from moescale.sweeps.dry_run import fit_plan, hardware_rates, plan_table, probe_throughput
+    from moescale.sweeps.runner import corpus_repetition
+
+    console = _console()
+    plan = plan_sweep(spec)
+    if target is not None:
+        fits = fit_plan(plan, target, max_devices)
+        if not any(f.memory for f in fits.values()):
+            raise UserError(
+                f"no run of '{spec.name}' fits {target.name}: " + next(iter(fits.values())).changed
+            )
+        rate = hardware_rates(spec, target, mfu, fits)
+        how = f"at {mfu:.0%} of peak (--mfu)"
+        table, frame = plan_table(spec, plan, rate, how, None, fits, target)
+    else:
+        with console.status(
+            "measuring throughput: 12 steps of the smallest, median and largest size on "
+            "random tokens, in a throwaway folder…"
+        ):
+            flops_per_s, how = probe_throughput(spec, plan)
+        table, frame = plan_table(spec, plan, flops_per_s, how, corpus_repetition(spec, plan))
+    console.print(table)
+    if spec.variants:
+        from moescale.sweeps.dry_run import variant_table
+
+        console.print(variant_table(spec, plan))
+    for line in plan.dropped:
+        console.print(f"[yellow]dropped:[/yellow] {line}")
+    if plan_csv:
+        from moescale.results import atomic_write_bytes
+
+        atomic_write_bytes(plan_csv, frame.to_csv(index=False).encode())
+        console.print(f"wrote {plan_csv}")
+
+
 @app.command()
 def sweep(
     config: Path = typer.Argument(
@@ -347,9 +380,7 @@ def sweep(
     dashboard: bool = typer.Option(False, help="Start the Ray dashboard (on 127.0.0.1)."),
 ) -> None:
     """Plan an isoFLOP grid and run it on Ray; run it again to finish what is missing."""
-    from moescale.sweeps import load_sweep_spec, plan_sweep
-    from moescale.sweeps.dry_run import fit_plan, hardware_rates, plan_table, probe_throughput
-    from moescale.sweeps.runner import corpus_repetition
+    from moescale.sweeps import load_sweep_spec
     from moescale.training.hardware import resolve_hardware
 
     if plan_csv is not None and not dry_run:
@@ -365,39 +396,9 @@ def sweep(
         hardware, peak_flops, None if device_memory is None else device_memory * 1e9
     )
     spec = load_sweep_spec(config)
-    console = _console()
     if dry_run:
-        plan = plan_sweep(spec)
-        if target is not None:
-            fits = fit_plan(plan, target, max_devices)
-            if not any(f.memory for f in fits.values()):
-                raise UserError(
-                    f"no run of '{spec.name}' fits {target.name}: "
-                    + next(iter(fits.values())).changed
-                )
-            rate = hardware_rates(spec, target, mfu, fits)
-            how = f"at {mfu:.0%} of peak (--mfu)"
-            table, frame = plan_table(spec, plan, rate, how, None, fits, target)
-        else:
-            with console.status(
-                "measuring throughput: 12 steps of the smallest, median and largest size on "
-                "random tokens, in a throwaway folder…"
-            ):
-                flops_per_s, how = probe_throughput(spec, plan)
-            table, frame = plan_table(spec, plan, flops_per_s, how, corpus_repetition(spec, plan))
-        console.print(table)
-        if spec.variants:
-            from moescale.sweeps.dry_run import variant_table
-
-            console.print(variant_table(spec, plan))
-        for line in plan.dropped:
-            console.print(f"[yellow]dropped:[/yellow] {line}")
-        if plan_csv:
-            from moescale.results import atomic_write_bytes
-
-            atomic_write_bytes(plan_csv, frame.to_csv(index=False).encode())
-            console.print(f"wrote {plan_csv}")
-        return
+        return _dry_run(spec, target, mfu, max_devices, plan_csv)
+    console = _console()
     from moescale.sweeps.runner import run_sweep
 
     outcome = run_sweep(spec, results, address=address, dashboard=dashboard)

@@ -99,6 +99,68 @@ def hardware_rates(
     return rate
 
 
+def _plan_caption(
+    spec: SweepSpec,
+    plan: Plan,
+    frame: pd.DataFrame,
+    rates: pd.Series,
+    how: str,
+    repeats: Repetition | None,
+    fits: dict[str, Fit] | None,
+    hardware: Hardware | None,
+) -> str:
+    """The plan table's totals: FLOPs and tokens, device-hours and memory for `hardware` (or
+    trial time here), what WSD branching saves, and passes over the corpus."""
+    branched = bool(frame["trunk_id"].astype(bool).any())
+    nominal = float((frame["tokens"] * frame["flops_per_token"]).sum())
+    total_flops = float(frame["flops_trained"].sum())
+    serial = float(frame["est_wall_s"].sum())
+    if fits:
+        device_s = float((frame["est_wall_s"] * frame["devices"]).sum())
+        caption = (
+            f"total {total_flops:.3g} FLOPs, {frame['tokens'].sum():,} tokens; for {hardware.name} "
+            f"({hardware.peak(spec.recipe.precision) / 1e12:,.0f} TFLOP/s {spec.recipe.precision}, "
+            f"{hardware.memory / 1e9:,.0f} GB per device; {hardware.source}) {how}: "
+            f"{device_s / 3600:,.1f} device-hours"
+            f"\nmemory per device = (fp32 weights + gradients + AdamW states) / devices + "
+            f"activations at the micro-batch + one block gathered (FSDP) + {HEADROOM:.0%} headroom"
+        )
+        refused = int((frame["devices"] == 0).sum())
+        if refused:
+            caption += f"\n{refused} run(s) refused: they fit no number of devices up to the limit"
+        if (frame["devices"] > spec.resources.workers).any():
+            caption += (
+                f"\nruns needing more devices than resources.workers ({spec.resources.workers}) "
+                "would run out of memory: set workers to at least the most devices shown (each "
+                "trial is then sharded over that many processes with FSDP2)"
+            )
+    else:
+        parallel = (
+            max(1, int((os.cpu_count() or 1) // spec.resources.cpus))
+            if spec.resources.gpus == 0
+            else 1
+        )
+        caption = (
+            f"total {total_flops:.3g} FLOPs, {frame['tokens'].sum():,} tokens; est. {serial / 60:.1f} min of trial time, "
+            f"~{serial / parallel / 60:.1f} min with {parallel} trials at a time here ({how}: {rates.min() / 1e9:.1f}-{rates.max() / 1e9:.1f} GFLOP/s per trial)"
+        )
+    if branched:
+        separate = float((frame["tokens"] * frame["flops_per_token"] / rates).sum())
+        caption += (
+            f"\nbranched: {frame['trunk_id'].nunique()} WSD trunks, {len(frame)} cooldown branches; "
+            f"{total_flops:.3g} FLOPs really trained against {nominal:.3g} for the same grid run "
+            f"separately ({nominal / total_flops:.2f}× more), est. {serial / 60:.1f} against "
+            f"{separate / 60:.1f} min of trial time"
+        )
+    if repeats is not None:
+        caption += (
+            f"\npasses = tokens ÷ the corpus's {repeats.unique_tokens:,} unique training tokens; "
+            f"{len(repeats.over(plan))} run(s) beyond {repeats.threshold:g} (yellow); every planned "
+            f"size stays within {repeats.threshold:g} passes up to {repeats.largest_budget(plan):.3g} FLOPs"
+        )
+    return caption
+
+
 def plan_table(
     spec: SweepSpec,
     plan: Plan,
@@ -152,54 +214,7 @@ def plan_table(
         wall = "—" if refused else format_duration(row.est_wall_s)
         style = "red" if refused else "yellow" if over else None
         table.add_row(*cells, wall, style=style)
-    nominal = float((frame["tokens"] * frame["flops_per_token"]).sum())
-    total_flops = float(frame["flops_trained"].sum())
-    serial = float(frame["est_wall_s"].sum())
-    if fits:
-        device_s = float((frame["est_wall_s"] * frame["devices"]).sum())
-        table.caption = (
-            f"total {total_flops:.3g} FLOPs, {frame['tokens'].sum():,} tokens; for {hardware.name} "
-            f"({hardware.peak(spec.recipe.precision) / 1e12:,.0f} TFLOP/s {spec.recipe.precision}, "
-            f"{hardware.memory / 1e9:,.0f} GB per device; {hardware.source}) {how}: "
-            f"{device_s / 3600:,.1f} device-hours"
-            f"\nmemory per device = (fp32 weights + gradients + AdamW states) / devices + "
-            f"activations at the micro-batch + one block gathered (FSDP) + {HEADROOM:.0%} headroom"
-        )
-        refused = int((frame["devices"] == 0).sum())
-        if refused:
-            table.caption += (
-                f"\n{refused} run(s) refused: they fit no number of devices up to the limit"
-            )
-        if (frame["devices"] > spec.resources.workers).any():
-            table.caption += (
-                f"\nruns needing more devices than resources.workers ({spec.resources.workers}) "
-                "would run out of memory: set workers to at least the most devices shown (each "
-                "trial is then sharded over that many processes with FSDP2)"
-            )
-    else:
-        parallel = (
-            max(1, int((os.cpu_count() or 1) // spec.resources.cpus))
-            if spec.resources.gpus == 0
-            else 1
-        )
-        table.caption = (
-            f"total {total_flops:.3g} FLOPs, {frame['tokens'].sum():,} tokens; est. {serial / 60:.1f} min of trial time, "
-            f"~{serial / parallel / 60:.1f} min with {parallel} trials at a time here ({how}: {rates.min() / 1e9:.1f}-{rates.max() / 1e9:.1f} GFLOP/s per trial)"
-        )
-    if branched:
-        separate = float((frame["tokens"] * frame["flops_per_token"] / rates).sum())
-        table.caption += (
-            f"\nbranched: {frame['trunk_id'].nunique()} WSD trunks, {len(frame)} cooldown branches; "
-            f"{total_flops:.3g} FLOPs really trained against {nominal:.3g} for the same grid run "
-            f"separately ({nominal / total_flops:.2f}× more), est. {serial / 60:.1f} against "
-            f"{separate / 60:.1f} min of trial time"
-        )
-    if repeats is not None:
-        table.caption += (
-            f"\npasses = tokens ÷ the corpus's {repeats.unique_tokens:,} unique training tokens; "
-            f"{len(repeats.over(plan))} run(s) beyond {repeats.threshold:g} (yellow); every planned "
-            f"size stays within {repeats.threshold:g} passes up to {repeats.largest_budget(plan):.3g} FLOPs"
-        )
+    table.caption = _plan_caption(spec, plan, frame, rates, how, repeats, fits, hardware)
     return table, frame
 
 
