@@ -192,6 +192,39 @@ def _polish_jointly(
     return law, fit.r_star_d, fit.r_star_n, float(result.fun)
 
 
+def _resampled_fits(
+    members: list[np.ndarray],
+    columns: tuple[np.ndarray, ...],
+    law: ParametricFit,
+    r_stars: tuple[float, float | None],
+    base: ParametricFit | None,
+    huber_delta: float,
+    excess_params: bool,
+    bootstrap: int,
+    seed: int,
+) -> tuple[list[tuple[float, float]], list[np.ndarray]]:
+    """(R*_D, R*_N) and the fresh-data law's parameters refitted on two-stage resamples
+    (budgets, then runs within each) of the (N, D, U_D, log loss) columns; a draw with no
+    repeated run is skipped (R* is not defined by it)."""
+    n, d, unique_d, log_loss = columns
+    r_d, r_n = r_stars
+    rng = np.random.default_rng(seed)
+    draws, base_draws = [], []
+    for _ in range(bootstrap):
+        pick = draw_runs(members, rng)
+        if (d[pick] <= unique_d[pick] * (1 + 1e-9)).all():
+            continue
+        args = (n[pick], d[pick], unique_d[pick], log_loss[pick], huber_delta)
+        if base is None:
+            law_b, rd, rn, _ = _polish_jointly(law, r_d, r_n, *args)
+        else:
+            law_b = base
+            rd, rn, _ = _fit_r_stars(law_b, *args, excess_params, [(r_d, r_n or r_d)])
+        draws.append((rd, np.nan if rn is None else rn))
+        base_draws.append(theta_of(law_b))
+    return draws, base_draws
+
+
 def fit_data_constrained(
     table: pd.DataFrame,
     *,
@@ -255,20 +288,10 @@ def fit_data_constrained(
             else (np.zeros(len(table), dtype=int), np.ones(1))
         )
         members = [np.flatnonzero(group == g) for g in range(len(centres))]
-        rng = np.random.default_rng(seed)
-        draws, base_draws = [], []
-        for _ in range(bootstrap):
-            pick = draw_runs(members, rng)
-            if (d[pick] <= unique_d[pick] * (1 + 1e-9)).all():
-                continue  # no repeated run drawn: R* not defined by this draw
-            args = (n[pick], d[pick], unique_d[pick], log_loss[pick], huber_delta)
-            if base is None:
-                law_b, rd, rn, _ = _polish_jointly(law, r_d, r_n, *args)
-            else:
-                law_b = base
-                rd, rn, _ = _fit_r_stars(law_b, *args, excess_params, [(r_d, r_n or r_d)])
-            draws.append((rd, np.nan if rn is None else rn))
-            base_draws.append(theta_of(law_b))
+        columns = (n, d, unique_d, log_loss)
+        draws, base_draws = _resampled_fits(
+            members, columns, law, (r_d, r_n), base, huber_delta, excess_params, bootstrap, seed
+        )
         samples = np.array(draws) if draws else None
         if samples is not None:
             intervals["r_star_d"] = percentile_interval(samples[:, 0])
