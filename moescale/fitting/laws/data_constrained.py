@@ -26,7 +26,7 @@ from scipy.optimize import minimize
 
 from moescale.errors import UserError
 from moescale.fitting.laws.budgets import group_budgets
-from moescale.fitting.laws.parametric import ParametricFit, fit_parametric, grid_at, theta_of
+from moescale.fitting.laws.parametric import ParametricFit, fit_parametric, theta_of
 from moescale.fitting.laws.powerlaw import percentile_interval
 from moescale.fitting.laws.resample import draw_runs, what_is_resampled
 from moescale.published.constants import (
@@ -192,6 +192,20 @@ def _polish_jointly(
     return law, fit.r_star_d, fit.r_star_n, float(result.fun)
 
 
+def _fresh_data_law(table: pd.DataFrame, huber_delta: float) -> ParametricFit:
+    """The paper's first stage: the parametric law on the runs that read their data at most
+    once."""
+    fresh = table[
+        table["tokens"].to_numpy(float) <= table["unique_tokens"].to_numpy(float) * (1 + 1e-9)
+    ]
+    if len(fresh) < 6:
+        raise UserError(
+            f"data-constrained fit: {len(fresh)} runs read their data at most once; the base "
+            "law needs at least 6"
+        )
+    return fit_parametric(fresh, huber_delta=huber_delta)
+
+
 def _resampled_fits(
     members: list[np.ndarray],
     columns: tuple[np.ndarray, ...],
@@ -255,23 +269,7 @@ def fit_data_constrained(
     if not (~fresh).any():
         raise UserError("data-constrained fit: no run repeats its data (every D ≤ U_D)")
 
-    def fit_base(rows: np.ndarray, start: ParametricFit | None) -> ParametricFit:
-        if base is not None:
-            return base
-        part = table.iloc[rows]
-        part = part[
-            part["tokens"].to_numpy(float) <= part["unique_tokens"].to_numpy(float) * (1 + 1e-9)
-        ]
-        if len(part) < 6:
-            raise UserError(
-                f"data-constrained fit: {len(part)} runs read their data at most once; the base "
-                "law needs at least 6"
-            )
-        grid = {} if start is None else {"grid": grid_at(start)}
-        return fit_parametric(part, huber_delta=huber_delta, **grid)
-
-    everything = np.arange(len(table))
-    law = fit_base(everything, None)
+    law = base if base is not None else _fresh_data_law(table, huber_delta)
     starts = [(MUENNIGHOFF_R_STAR_D, MUENNIGHOFF_R_STAR_N)] + [(r, r) for r in R_STAR_STARTS]
     r_d, r_n, objective = _fit_r_stars(
         law, n, d, unique_d, log_loss, huber_delta, excess_params, starts
