@@ -84,6 +84,26 @@ RUNS_SCHEMA: dict[str, str] = {
     "error": "str",
 }
 
+# the columns a sweep adds after those (sweeps/store.py writes them; a runs table from elsewhere
+# may lack them): its plan, validation runs, repeated data, WSD branches, MoE variants, tuning
+RUNS_SWEEP_COLUMNS = (
+    "budget_index",
+    "steps",
+    "extension",
+    "tokens_per_param",
+    "validation",
+    "unique_tokens",
+    "epochs",
+    "trunk_id",
+    "branch_step",
+    "flops_trained",
+    "variant",
+    "variant_index",
+    "granularity",
+    "routed_lr_scale",
+    "untuned",
+)
+
 CURVES_SCHEMA: dict[str, str] = {
     "run_id": "str",
     "step": "int",

@@ -13,6 +13,7 @@ from moescale.results import (
     CURVES_SCHEMA,
     RUN_RECORD,
     RUNS_SCHEMA,
+    RUNS_SWEEP_COLUMNS,
     RunStatus,
     SweepFolder,
     atomic_write_parquet,
@@ -20,24 +21,6 @@ from moescale.results import (
     read_parquet,
 )
 from moescale.sweeps.plan import Plan, PlannedRun
-
-EXTRA_COLUMNS = (
-    "budget_index",
-    "steps",
-    "extension",
-    "tokens_per_param",
-    "validation",
-    "unique_tokens",
-    "epochs",
-    "trunk_id",
-    "branch_step",
-    "flops_trained",
-    "variant",
-    "variant_index",
-    "granularity",
-    "routed_lr_scale",
-    "untuned",
-)
 
 
 def run_record(results_dir: Path, run_id: str) -> dict | None:
@@ -131,7 +114,7 @@ def consolidate(
         curve_path = SweepFolder(results_dir).trunk_dir(trunk_id) / CURVE_FILE
         if curve_path.exists():
             curves.append(read_parquet(curve_path, CURVES_SCHEMA))
-    runs = pd.DataFrame(rows, columns=list(RUNS_SCHEMA) + list(EXTRA_COLUMNS))
+    runs = pd.DataFrame(rows, columns=list(RUNS_SCHEMA) + list(RUNS_SWEEP_COLUMNS))
     atomic_write_parquet(SweepFolder(results_dir).runs_path, runs)
     table = (
         pd.concat(curves, ignore_index=True)
