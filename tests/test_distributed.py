@@ -12,8 +12,9 @@ import time
 
 import pandas as pd
 import pytest
+import torch
 from processes import wait_for
-from test_training import tiny_spec
+from test_training import SIGMOID_BIAS, tiny_spec
 
 from moescale.training import train_run
 
@@ -44,6 +45,26 @@ def test_two_fsdp_processes_train_the_curve_of_one(tmp_path):
     assert two.final_loss == pytest.approx(one.final_loss, abs=TOLERANCE)
     assert (a["train_loss"] != b["train_loss"]).any()  # really two processes, not one reused
     assert (tmp_path / "two" / "checkpoint.pt").exists()  # the final weights, gathered
+
+
+@pytest.mark.slow
+def test_two_fsdp_ranks_keep_the_one_process_runs_selection_bias(tmp_path):
+    """Auxiliary-loss-free balancing sharded: each rank's expert loads are summed over both
+    ranks before the bias moves, so both keep one bias, the one-process run's to the bit
+    (integer counts, a sign update). The curve is not equal to 1e-4 here: with the bias's
+    coarse steps a last-bit difference in a score can flip a top-k choice."""
+    spec = tiny_spec(
+        **{**SHARDABLE, "model": {**SHARDABLE["model"], **SIGMOID_BIAS, "bias_update_rate": 0.01}}
+    )
+    one = train_run(spec, tmp_path / "one")
+    two = train_run(spec.model_copy(update={"world_size": 2}), tmp_path / "two")
+    a = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)["model"]
+    biases = [k for k in a if k.endswith("expert_bias")]
+    assert len(biases) == 2 and all(a[k].abs().max() > 0 for k in biases)
+    for key in biases:
+        assert torch.equal(a[key], b[key]), key
+    assert two.final_loss == pytest.approx(one.final_loss, abs=2e-3)
 
 
 @pytest.mark.slow

@@ -316,3 +316,91 @@ def test_a_variant_that_cannot_split_its_experts_is_an_error():
         apply_variant(base, Variant(name="g7", granularity=7 * base.expert_hidden))
     with pytest.raises(ValueError, match="dense takes no experts"):
         Variant(name="bad", dense=True, experts=8)
+
+
+# --- the 2026 recipe: sigmoid scores, auxiliary-loss-free balancing, dense first layers ---
+
+RECIPE_CONFIGS = {
+    "sigmoid_bias": MoEConfig(
+        **BASE, n_experts=8, top_k=2, score_func="sigmoid", route_norm=True, balance="bias"
+    ),
+    "dense_first": MoEConfig(**BASE, n_experts=8, top_k=2, n_dense_layers=1),
+    "dense_first_wide": MoEConfig(**BASE, n_experts=4, n_dense_layers=2, dense_hidden=200),
+}
+
+
+@pytest.mark.parametrize("name", RECIPE_CONFIGS)
+def test_the_new_recipe_is_counted_exactly(name):
+    """Parameters against sum(p.numel()) and training FLOPs against FlopCounterMode on the
+    real module, for each new option."""
+    config = RECIPE_CONFIGS[name]
+    torch.manual_seed(0)
+    model = MoETransformer(config)
+    accounting = count(config, 64)
+    assert accounting.n_total == sum(p.numel() for p in model.parameters())
+    tokens = torch.randint(0, config.vocab_size, (2, 64))
+    counter = FlopCounterMode(display=False, custom_mapping=FLOP_FORMULAS)
+    with counter:
+        model(tokens, tokens).loss.backward()
+    assert accounting.flops_per_token == pytest.approx(counter.get_total_flops() / 128, rel=0.02)
+    dense = sum(1 for b in model.blocks if not hasattr(b.ffn, "router"))
+    assert dense == config.n_dense_layers
+    if config.n_dense_layers and config.dense_hidden is None:  # as wide as an MoE layer's use
+        moe = count(config.replace(n_dense_layers=0), 64)
+        assert accounting.n_active == moe.n_active - config.n_dense_layers * config.d_model * 8
+
+
+def test_the_selection_bias_steers_the_choice_and_never_the_gate_weights():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0], [0.5, 0.4, 0.3, 0.2]])
+    plain = route(logits, 2, score_func="sigmoid")
+    bias = torch.tensor([0.0, 0.0, 5.0, 0.0])  # expert 2 made attractive to select
+    biased = route(logits, 2, score_func="sigmoid", bias=bias)
+    assert 2 not in plain.expert.tolist()[:2] and set(biased.expert.tolist()) >= {2}
+    scores = torch.sigmoid(logits)
+    for token, expert, weight in zip(biased.token, biased.expert, biased.weight, strict=True):
+        assert weight == pytest.approx(float(scores[token, expert]))  # the score, no bias
+    normed = route(logits, 2, score_func="sigmoid", route_norm=True, bias=bias)
+    totals = torch.zeros(2).index_add_(0, normed.token, normed.weight)
+    assert totals.tolist() == pytest.approx([1.0, 1.0])
+    assert biased.selected.sum() == 4 and biased.selected[2] == 2
+
+
+def test_the_bias_moves_against_the_load_and_keeps_a_zero_mean():
+    config = MoEConfig(**BASE, n_experts=4, balance="bias", bias_update_rate=0.1)
+    model = MoETransformer(config)
+    layer = model.blocks[0].ffn
+    layer.load.copy_(torch.tensor([10.0, 2.0, 2.0, 2.0]))  # expert 0 overloaded
+    model.update_balance()
+    assert layer.expert_bias.tolist() == pytest.approx([-0.15, 0.05, 0.05, 0.05])
+    assert float(layer.expert_bias.sum()) == pytest.approx(0.0, abs=1e-7)
+    assert layer.load.sum() == 0  # counted afresh each step
+    assert "blocks.0.ffn.expert_bias" in model.state_dict()  # checkpointed, resumed
+    assert "blocks.0.ffn.load" not in model.state_dict()
+
+
+def test_old_configs_keep_their_run_ids():
+    """The new fields at their defaults are left out of to_dict, so every id hashed before
+    them holds; set, they are in it (and change the id)."""
+    from moescale.models.config import RECIPE_DEFAULTS
+
+    plain = MoEConfig(**BASE)
+    assert not set(RECIPE_DEFAULTS) & set(plain.to_dict())
+    assert MoEConfig.from_dict(plain.to_dict()) == plain
+    sigmoid = plain.replace(score_func="sigmoid")
+    assert sigmoid.to_dict()["score_func"] == "sigmoid"
+    assert MoEConfig.from_dict(sigmoid.to_dict()) == sigmoid
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"score_func": "tanh"}, "score_func must be one of softmax, sigmoid"),
+        ({"balance": "magic"}, "balance must be one of aux_loss, bias, none"),
+        ({"bias_update_rate": 0}, "bias_update_rate must be > 0"),
+        ({"n_dense_layers": 5}, "n_dense_layers must be between 0 and n_layers (4)"),
+        ({"n_experts": 0, "n_dense_layers": 1}, "n_dense_layers must be 0 for a dense model"),
+    ],
+)
+def test_bad_recipe_fields_are_named(change, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        MoEConfig(**{**BASE, "n_experts": 4, **change})

@@ -55,8 +55,18 @@ def test_same_spec_and_seed_give_the_same_curve(tmp_path):
     assert other.final_loss != a.final_loss
 
 
-def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path):
-    spec = tiny_spec(model=dict(routing="recycle", capacity_factor=1.0))
+SIGMOID_BIAS = dict(
+    n_experts=8, top_k=2, score_func="sigmoid", route_norm=True, balance="bias", aux_loss_coef=0.0
+)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [dict(routing="recycle", capacity_factor=1.0), {**SIGMOID_BIAS, "bias_update_rate": 0.01}],
+    ids=["recycle", "sigmoid-bias"],
+)
+def test_a_resumed_run_ends_bit_identical_to_an_uninterrupted_one(tmp_path, model):
+    spec = tiny_spec(model=model)
     straight = train_run(spec, tmp_path / "straight")
 
     def interrupt(row):
@@ -320,3 +330,23 @@ def test_parallel_tokenization_equals_serial_token_for_token(tmp_path, monkeypat
     assert len(parallel) == len(serial)
     assert all(np.array_equal(a, b) for a, b in zip(parallel, serial, strict=True))
     assert seen == sorted(seen) and seen[-1] == size  # progress rose to the whole corpus
+
+
+def test_bias_balancing_keeps_the_busiest_expert_near_its_share(tmp_path):
+    """Auxiliary-loss-free balancing on a real run: with no aux loss and no bias the router
+    sends about half of all choices to one of 8 experts (load 4× its share); the per-expert
+    bias alone brings the busiest expert's load over the second half of training well down."""
+    loads = {}
+    for balance in ("none", "bias"):
+        spec = tiny_spec(
+            model={**SIGMOID_BIAS, "balance": balance, "bias_update_rate": 0.01},
+            tokens=1024 * 80,
+        )
+        assert train_run(spec, tmp_path / balance).status == "completed"
+        curve = pd.read_parquet(tmp_path / balance / "curve.parquet")
+        late = curve[curve["step"] > curve["step"].max() / 2]
+        loads[balance] = float(late["max_expert_load"].mean())
+    assert loads["bias"] < 0.75 * loads["none"], loads
+    state = torch.load(tmp_path / "bias" / "checkpoint.pt", weights_only=True)["model"]
+    bias = state["blocks.0.ffn.expert_bias"]
+    assert bias.abs().max() > 0 and abs(float(bias.mean())) < 1e-6  # moved, at zero mean

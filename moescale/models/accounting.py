@@ -20,6 +20,7 @@ FORWARD_COMPONENTS = (
     "router",
     "shared_experts",
     "routed_experts",
+    "dense_layers",  # the dense first layers' FFNs (n_dense_layers)
     "output_projection",
 )
 
@@ -50,18 +51,22 @@ def count(config: MoEConfig, seq_len: int) -> Accounting:
     attention = c.n_layers * q_and_o + n_kv_layers * kv
     qk_norms = (c.n_layers + n_kv_layers) * hd if c.qk_norm else 0
     norms = (2 * c.n_layers + 1) * d + qk_norms
-    shared = c.n_layers * 3 * d * c.n_shared_experts * c.shared_hidden
+    # a dense model's FFN is its shared expert in every layer; an MoE model's dense first
+    # layers (n_dense_layers) have their own FFN instead of the shared and routed experts
+    moe_layers = c.n_moe_layers if c.is_moe else c.n_layers
+    shared = moe_layers * 3 * d * c.n_shared_experts * c.shared_hidden
+    dense_layers = c.n_dense_layers * 3 * d * c.dense_ffn_hidden if c.is_moe else 0
     one_expert = 3 * d * c.expert_hidden
-    routed_all = c.n_layers * c.n_experts * one_expert
-    routed_active = c.n_layers * c.active_experts * one_expert
-    router = c.n_layers * d * c.n_experts
+    routed_all = c.n_moe_layers * c.n_experts * one_expert
+    routed_active = c.n_moe_layers * c.active_experts * one_expert
+    router = c.n_moe_layers * d * c.n_experts
     embedding = c.vocab_size * d
     output = c.vocab_size * d  # the same matrix as the embedding when tied
 
-    n_total = embedding + attention + norms + shared + routed_all + router
+    n_total = embedding + attention + norms + shared + dense_layers + routed_all + router
     if not c.tie_embeddings:
         n_total += output
-    n_active = attention + norms + shared + routed_active + router + output
+    n_active = attention + norms + shared + dense_layers + routed_active + router + output
 
     forward = {
         "attention_projections": 2.0 * attention,
@@ -70,6 +75,7 @@ def count(config: MoEConfig, seq_len: int) -> Accounting:
         "router": 2.0 * router,
         "shared_experts": 2.0 * shared,
         "routed_experts": 2.0 * routed_active,
+        "dense_layers": 2.0 * dense_layers,
         "output_projection": 2.0 * output,
     }
     return Accounting(

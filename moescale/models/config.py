@@ -10,6 +10,20 @@ from moescale.errors import UserError
 
 Routing = Literal["dropless", "drop", "recycle"]
 ROUTINGS: tuple[str, ...] = ("dropless", "drop", "recycle")
+ScoreFunc = Literal["softmax", "sigmoid"]
+SCORE_FUNCS: tuple[str, ...] = ("softmax", "sigmoid")
+Balance = Literal["aux_loss", "bias", "none"]
+BALANCES: tuple[str, ...] = ("aux_loss", "bias", "none")
+# The recipe fields added after the first release, with their defaults: left out of to_dict
+# (and so of every run id) while at them, so the runs planned before them keep their ids.
+RECIPE_DEFAULTS: dict[str, Any] = {
+    "score_func": "softmax",
+    "route_norm": False,
+    "balance": "aux_loss",
+    "bias_update_rate": 1e-3,
+    "n_dense_layers": 0,
+    "dense_hidden": None,
+}
 
 
 @dataclass(frozen=True)
@@ -37,9 +51,22 @@ class MoEConfig:
     shared_hidden: int | None = None  # None = expert_hidden
     capacity_factor: float | None = None  # None = dropless
     routing: Routing = "dropless"
-    aux_loss_coef: float = 0.01  # load-balance loss weight
+    aux_loss_coef: float = 0.01  # load-balance loss weight (added with balance: aux_loss)
     z_loss_coef: float = 1e-3  # router z-loss weight
     tie_embeddings: bool = True
+    # the recipe of DeepSeek-V3 (arXiv 2412.19437, §2.1.2) and Wang et al. 2024 (arXiv
+    # 2408.15664): scores by `score_func`, the top-k gate weights renormalised to sum to 1
+    # (`route_norm`), and `balance` by an aux loss (Switch), by a per-expert bias added to
+    # the scores for selection only and moved by `bias_update_rate` after each step against
+    # the expert's load error (no aux loss), or not at all
+    score_func: ScoreFunc = "softmax"
+    route_norm: bool = False
+    balance: Balance = "aux_loss"
+    bias_update_rate: float = 1e-3
+    # the first layers with a dense SwiGLU FFN (DeepSeekMoE, DeepSeek-V3), `dense_hidden`
+    # wide (None: the MoE layer's activated width, shared plus top-k routed)
+    n_dense_layers: int = 0
+    dense_hidden: int | None = None
 
     def __post_init__(self) -> None:
         positive = ("vocab_size", "d_model", "n_layers", "n_heads", "cla_share", "max_seq_len")
@@ -100,6 +127,21 @@ class MoEConfig:
             )
         for name in ("aux_loss_coef", "z_loss_coef"):
             _require(getattr(self, name) >= 0, name, "must be >= 0")
+        _require(
+            self.score_func in SCORE_FUNCS, "score_func", f"must be one of {', '.join(SCORE_FUNCS)}"
+        )
+        _require(self.balance in BALANCES, "balance", f"must be one of {', '.join(BALANCES)}")
+        _require(self.bias_update_rate > 0, "bias_update_rate", "must be > 0")
+        _require(
+            0 <= self.n_dense_layers <= (self.n_layers if self.is_moe else 0),
+            "n_dense_layers",
+            f"must be between 0 and n_layers ({self.n_layers})"
+            if self.is_moe
+            else "must be 0 for a dense model (every layer is dense)",
+        )
+        _require(
+            self.dense_hidden is None or self.dense_hidden >= 1, "dense_hidden", "must be >= 1"
+        )
         _require(self.rope_base > 0, "rope_base", "must be > 0")
 
     @property
@@ -111,6 +153,22 @@ class MoEConfig:
         """Routed experts each token passes through (0 for the dense baseline)."""
         return self.top_k if self.is_moe else 0
 
+    @property
+    def n_moe_layers(self) -> int:
+        """Layers with routed experts (the first `n_dense_layers` have a dense FFN)."""
+        return self.n_layers - self.n_dense_layers if self.is_moe else 0
+
+    @property
+    def dense_ffn_hidden(self) -> int:
+        """The width of a dense first layer's SwiGLU: `dense_hidden`, or the MoE layer's
+        activated width (shared plus top-k routed), so the layer costs what an MoE one does."""
+        if self.dense_hidden is not None:
+            return self.dense_hidden
+        return self.n_shared_experts * self.shared_hidden + self.top_k * self.expert_hidden
+
+    def is_moe_layer(self, layer: int) -> bool:
+        return self.is_moe and layer >= self.n_dense_layers
+
     def makes_kv(self, layer: int) -> bool:
         """With CLA, only the first layer of each group of `cla_share` layers projects K and V."""
         return layer % self.cla_share == 0
@@ -119,7 +177,12 @@ class MoEConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field, less the later recipe fields at their defaults (RECIPE_DEFAULTS)."""
+        data = dataclasses.asdict(self)
+        for name, default in RECIPE_DEFAULTS.items():
+            if data[name] == default:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MoEConfig:

@@ -1,4 +1,5 @@
-"""Top-k routing with capacity: dropless, 'drop', and Hunyuan-Large's 'recycle' routing.
+"""Top-k routing with capacity: dropless, 'drop', and Hunyuan-Large's 'recycle' routing;
+softmax or sigmoid scores; an optional selection bias (auxiliary-loss-free balancing).
 
 Pure tensor functions on router logits, so the rules can be tested on hand-made inputs.
 """
@@ -25,6 +26,7 @@ class Assignment:
     recycled_frac: Tensor  # scalar: share of assignments moved to another expert
     aux_loss: Tensor  # load-balance loss (Switch Transformer form), differentiable
     z_loss: Tensor  # router z-loss (ST-MoE), differentiable
+    selected: Tensor  # [E]: the T·k top-k choices each expert got, before any capacity
 
 
 def expert_capacity(n_tokens: int, top_k: int, n_experts: int, capacity_factor: float) -> int:
@@ -48,8 +50,17 @@ def route(
     routing: str = "dropless",
     capacity_factor: float | None = None,
     generator: torch.Generator | None = None,
+    *,
+    score_func: str = "softmax",
+    route_norm: bool = False,
+    bias: Tensor | None = None,
 ) -> Assignment:
     """Assign each of T tokens to its top-k experts from fp32 router `logits` [T, E].
+
+    Scores are the softmax or the sigmoid of the logits; a token's top-k experts are those of
+    the highest scores plus `bias` [E] (auxiliary-loss-free balancing: the bias steers the
+    choice only), and each is gated by its score — renormalised over the k to sum to 1 with
+    `route_norm` (DeepSeek-V3 §2.1.2).
 
     Priority for capacity is choice-major: every token's first choice before any second
     choice, and within a choice, earlier tokens first (GShard's order). 'drop' discards
@@ -61,15 +72,28 @@ def route(
     """
     n_tokens, n_experts = logits.shape
     n_assign = n_tokens * top_k
-    probs = torch.softmax(logits.float(), dim=-1)
-    top_w, top_e = torch.topk(probs, top_k, dim=-1)
+    probs = (
+        torch.softmax(logits.float(), dim=-1)
+        if score_func == "softmax"
+        else torch.sigmoid(logits.float())
+    )
+    if bias is None:
+        top_w, top_e = torch.topk(probs, top_k, dim=-1)
+    else:
+        top_e = torch.topk(probs + bias.detach(), top_k, dim=-1).indices
+        top_w = probs.gather(-1, top_e)
+    if route_norm:
+        top_w = top_w / top_w.sum(dim=-1, keepdim=True)
     expert = top_e.t().reshape(-1)  # choice-major priority order
     token = torch.arange(n_tokens, device=logits.device).repeat(top_k)
     weight = top_w.t().reshape(-1)
 
-    # Switch Transformer load balance: E · Σ_e f_e · P_e, f from the router's own choices.
-    chosen = torch.bincount(expert, minlength=n_experts).float() / n_assign
-    aux_loss = n_experts * torch.sum(chosen * probs.mean(dim=0))
+    # Switch Transformer load balance: E · Σ_e f_e · P_e, f from the router's own choices
+    # (sigmoid scores normalised per token to a distribution for P, as DeepSeek-V3 does)
+    selected = torch.bincount(expert, minlength=n_experts)
+    chosen = selected.float() / n_assign
+    shares = probs if score_func == "softmax" else probs / probs.sum(dim=-1, keepdim=True)
+    aux_loss = n_experts * torch.sum(chosen * shares.mean(dim=0))
     z_loss = torch.logsumexp(logits.float(), dim=-1).square().mean()
 
     zero = logits.new_zeros((), dtype=torch.float32)
@@ -110,6 +134,7 @@ def route(
         recycled_frac=recycled,
         aux_loss=aux_loss,
         z_loss=z_loss,
+        selected=selected,
     )
 
 

@@ -65,13 +65,27 @@ class MoEFeedForward(nn.Module):
         self.experts = RoutedExperts(
             config.n_experts, config.d_model, config.expert_hidden, dispatch
         )
+        if config.balance == "bias":
+            # the selection bias is state, not a parameter: no gradient, checkpointed with the
+            # weights; the top-k choices it counts are summed over a step's micro-batches
+            self.register_buffer("expert_bias", torch.zeros(config.n_experts))
+            self.register_buffer("load", torch.zeros(config.n_experts), persistent=False)
 
     def forward(self, x: Tensor) -> MoEOutput:
         flat = x.reshape(-1, x.shape[-1])
         c = self.config
+        bias = self.expert_bias if c.balance == "bias" else None
         assignment = route(
-            router_logits(flat, self.router.weight), c.top_k, c.routing, c.capacity_factor
+            router_logits(flat, self.router.weight),
+            c.top_k,
+            c.routing,
+            c.capacity_factor,
+            score_func=c.score_func,
+            route_norm=c.route_norm,
+            bias=bias,
         )
+        if bias is not None and self.training:
+            self.load += assignment.selected.detach().to(self.load.dtype)
         out = self.experts(flat, assignment)
         if self.shared is not None:
             out = out + self.shared(flat)
@@ -81,6 +95,18 @@ class MoEFeedForward(nn.Module):
             recycled_frac=float(assignment.recycled_frac),
         )
         return MoEOutput(out.view_as(x), assignment.aux_loss, assignment.z_loss, stats)
+
+    @torch.no_grad()
+    def update_bias(self) -> None:
+        """After an optimizer step: each expert's bias moves by `bias_update_rate` against the
+        sign of its load error (load above the mean: down), the loads summed over every rank
+        first so that all keep one bias; kept at zero mean (Wang et al. 2024, Algorithm 1)."""
+        load = self.load
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(load)
+        self.expert_bias += self.config.bias_update_rate * torch.sign(load.mean() - load)
+        self.expert_bias -= self.expert_bias.mean()
+        load.zero_()
 
 
 class Block(nn.Module):
@@ -92,11 +118,14 @@ class Block(nn.Module):
         self.attn_norm = RMSNorm(config.d_model)
         self.attn = Attention(config, makes_kv=config.makes_kv(layer))
         self.ffn_norm = RMSNorm(config.d_model)
-        self.ffn = (
-            MoEFeedForward(config, dispatch)
-            if config.is_moe
-            else DenseFeedForward(config.d_model, config.n_shared_experts * config.shared_hidden)
-        )
+        if config.is_moe_layer(layer):
+            self.ffn = MoEFeedForward(config, dispatch)
+        elif config.is_moe:  # one of the dense first layers
+            self.ffn = DenseFeedForward(config.d_model, config.dense_ffn_hidden)
+        else:
+            self.ffn = DenseFeedForward(
+                config.d_model, config.n_shared_experts * config.shared_hidden
+            )
 
     def forward(
         self, x: Tensor, cos: Tensor, sin: Tensor, kv: tuple[Tensor, Tensor] | None
@@ -165,5 +194,14 @@ class MoETransformer(nn.Module):
         ce_loss = loss = None
         if targets is not None:
             ce_loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
-            loss = ce_loss + self.config.aux_loss_coef * aux_loss + self.config.z_loss_coef * z_loss
+            # the aux loss balances only under balance: aux_loss (else it is reported alone)
+            aux_coef = self.config.aux_loss_coef if self.config.balance == "aux_loss" else 0.0
+            loss = ce_loss + aux_coef * aux_loss + self.config.z_loss_coef * z_loss
         return ModelOutput(logits, loss, ce_loss, aux_loss, z_loss, routing)
+
+    def update_balance(self) -> None:
+        """What a training loop calls after each optimizer step: the selection biases of
+        auxiliary-loss-free balancing move (nothing to do under any other balance)."""
+        for module in self.modules():
+            if isinstance(module, MoEFeedForward) and module.config.balance == "bias":
+                module.update_bias()

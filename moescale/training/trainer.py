@@ -442,6 +442,7 @@ class Trainer:
         if self.world > 1:
             ce_total = mean_over_ranks(ce_total)
         self.optimizer.step()
+        self.model.update_balance()  # auxiliary-loss-free balancing: after the weights move
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         outcome = StepOutcome(
