@@ -98,6 +98,8 @@ def flops(
         ("n_total", f"{accounting.n_total:,}"),
         ("n_active (N)", f"{n:,}"),
         ("n_embedding", f"{accounting.n_embedding:,}"),
+        # papers' "activated parameters" count the input table too (Mixtral's 12.9B, say)
+        ("N + n_embedding (papers' activated)", f"{n + accounting.n_embedding:,}"),
         ("flops_per_token (train, 3 x fwd)", f"{accounting.flops_per_token:.4g}"),
         ("flops_per_token / N", f"{accounting.flops_per_token / n:.3f}  (6 for the 6ND rule)"),
         ("KV cache per token (bf16)", f"{kv_cache_bytes(model, 1):,} bytes"),

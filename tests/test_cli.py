@@ -23,7 +23,7 @@ def test_version_and_help_list_only_existing_commands():
 
 
 def test_flops_prints_the_hunyuan_large_accounting():
-    result = moescale("flops", "configs/hunyuan-large.yaml")
+    result = moescale("flops", "configs/published/hunyuan-large.yaml")
     assert result.returncode == 0, result.stderr
     assert "388,698,126,080" in result.stdout  # n_total, within 1% of the report's 389B
     assert "51,318,798,080" in result.stdout  # n_active: the report's 52B activated
@@ -182,10 +182,13 @@ def test_train_bad_input_is_one_line(tmp_path, content, expected):
     ("args", "expected"),
     [
         (
-            ["flops", "configs/hunyuan-large.yaml", "--seq-len", "-5"],
+            ["flops", "configs/published/hunyuan-large.yaml", "--seq-len", "-5"],
             "--seq-len must be a positive",
         ),
-        (["flops", "configs/hunyuan-large.yaml", "--seq-len", "0"], "--seq-len must be a positive"),
+        (
+            ["flops", "configs/published/hunyuan-large.yaml", "--seq-len", "0"],
+            "--seq-len must be a positive",
+        ),
         (["sweep", "configs/quick.yaml", "--plan-csv", "PLAN"], "--plan-csv needs --dry-run"),
         (
             ["fit", "results/example", "--target-flops", "0", "--out", "OUT"],

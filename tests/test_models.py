@@ -404,3 +404,33 @@ def test_old_configs_keep_their_run_ids():
 def test_bad_recipe_fields_are_named(change, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
         MoEConfig(**{**BASE, "n_experts": 4, **change})
+
+
+# Released shapes (configs/published/, each file cites its source): published total and
+# activated parameters, billions. The published "activated" count includes the input
+# embedding, which our N leaves out (a lookup, no FLOPs).
+PUBLISHED_SHAPES = {
+    "mixtral-8x7b": (46.7, 12.9),  # Jiang et al. 2024, arXiv 2401.04088
+    "olmoe-1b-7b": (6.9, 1.3),  # Muennighoff et al. 2024, arXiv 2409.02060, Table 1
+    "qwen1.5-moe-a2.7b": (14.3, 2.7),  # Qwen team 2024, qwenlm.github.io/blog/qwen-moe
+    "deepseekmoe-16b": (16.4, 2.8),  # Dai et al. 2024, arXiv 2401.06066
+    "hunyuan-large": (389.0, 52.0),  # Sun et al. 2024, arXiv 2411.02265, Table 1
+}
+
+
+@pytest.mark.parametrize("name", PUBLISHED_SHAPES)
+def test_released_shapes_have_their_published_parameter_counts(name):
+    from pathlib import Path
+
+    from moescale.models.config import load_model_yaml
+
+    config, seq_len = load_model_yaml(
+        Path(__file__).resolve().parents[1] / "configs" / "published" / f"{name}.yaml"
+    )
+    accounting = count(config, seq_len)
+    total, active = PUBLISHED_SHAPES[name]
+    assert accounting.n_total / 1e9 == pytest.approx(total, rel=0.01)
+    # the published figures are rounded to 0.1B: within 0.05B of it, or 2%
+    with_embedding = (accounting.n_active + accounting.n_embedding) / 1e9
+    assert abs(with_embedding - active) <= max(0.05, 0.02 * active), with_embedding
+    assert accounting.n_active < with_embedding * 1e9  # N leaves the input table out

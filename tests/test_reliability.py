@@ -316,7 +316,7 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], str]]:
             "--bootstrap must be at least 0, got -3",
         ),
         "seq_len_not_an_integer": (
-            ["flops", "configs/hunyuan-large.yaml", "--seq-len", "1e3"],
+            ["flops", "configs/published/hunyuan-large.yaml", "--seq-len", "1e3"],
             "Invalid value for '--seq-len'",
         ),
         "missing_argument": (["fit"], "Missing argument 'source'"),
