@@ -118,6 +118,11 @@ CURVES_SCHEMA: dict[str, str] = {
     "dropped_frac": "float",
     "recycled_frac": "float",
 }
+# written by every run since they were added, absent from older curves (so never required)
+CURVES_LATER_COLUMNS = (
+    "bias_spread",  # balance: bias — the widest layer's max − min selection bias; else NaN
+)
+CURVE_COLUMNS = [*list(CURVES_SCHEMA)[1:], *CURVES_LATER_COLUMNS]  # a run's own, less run_id
 
 _KIND_CHECKS = {
     "str": pd.api.types.is_string_dtype,

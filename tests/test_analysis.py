@@ -334,3 +334,17 @@ def test_names_that_hold_html_are_text_in_both_the_page_and_the_markdown(tmp_pat
         markdown.count("&lt;script&gt;alert(1)&lt;/script&gt;") == 5
     )  # title, heading, text, warning, cell
     assert "&amp; co" in markdown
+
+
+def test_the_report_states_the_bias_spread_of_bias_balanced_runs():
+    from moescale.analysis.report import _last_bias_spread
+
+    curves = pd.DataFrame(
+        {
+            "run_id": ["a", "a", "b", "b", "c"],
+            "bias_spread": [0.1, 0.3, 0.2, 0.5, np.nan],  # c: balanced another way
+        }
+    )
+    assert _last_bias_spread(curves) == (0.3, 0.5)  # each run's last, over the runs
+    assert _last_bias_spread(curves.assign(bias_spread=np.nan)) is None
+    assert _last_bias_spread(curves.drop(columns="bias_spread")) is None  # older curves

@@ -350,3 +350,8 @@ def test_bias_balancing_keeps_the_busiest_expert_near_its_share(tmp_path):
     state = torch.load(tmp_path / "bias" / "checkpoint.pt", weights_only=True)["model"]
     bias = state["blocks.0.ffn.expert_bias"]
     assert bias.abs().max() > 0 and abs(float(bias.mean())) < 1e-6  # moved, at zero mean
+    # the curve logs how hard the bias pushes: the widest layer's spread, NaN without it
+    spread = pd.read_parquet(tmp_path / "bias" / "curve.parquet")["bias_spread"]
+    widest = max(float(v.max() - v.min()) for k, v in state.items() if k.endswith("expert_bias"))
+    assert spread.iloc[-1] == pytest.approx(widest) and spread.iloc[0] < spread.iloc[-1]
+    assert pd.read_parquet(tmp_path / "none" / "curve.parquet")["bias_spread"].isna().all()

@@ -406,6 +406,13 @@ def _curves_section(inputs: ReportInputs, routing: tuple[str, pd.DataFrame] | No
         section.paragraphs.append(
             f"Approach 1 (the envelope): N ∝ C^{fit.envelope.n_exponent:.3f} — {fit.envelope.note}."
         )
+    spread = _last_bias_spread(curves)
+    if spread is not None:
+        section.paragraphs.append(
+            "Auxiliary-loss-free balancing (balance: bias): the selection biases of the widest "
+            f"layer spread over {spread[0]:.3g}–{spread[1]:.3g} at the runs' last logged step "
+            "(max − min; `bias_spread` in curves.parquet) — the push the balancing needs."
+        )
     if routing is not None:
         section.figures.append(
             (
@@ -415,6 +422,14 @@ def _curves_section(inputs: ReportInputs, routing: tuple[str, pd.DataFrame] | No
             )
         )
     return section
+
+
+def _last_bias_spread(curves: pd.DataFrame) -> tuple[float, float] | None:
+    """The range over runs of each one's last logged bias spread (None: no run balances by bias)."""
+    if "bias_spread" not in curves or not curves["bias_spread"].notna().any():
+        return None
+    last = curves.dropna(subset=["bias_spread"]).groupby("run_id")["bias_spread"].last()
+    return float(last.min()), float(last.max())
 
 
 def _validation_section(validations: list[dict], runs: pd.DataFrame) -> Section:

@@ -199,6 +199,16 @@ class MoETransformer(nn.Module):
             loss = ce_loss + aux_coef * aux_loss + self.config.z_loss_coef * z_loss
         return ModelOutput(logits, loss, ce_loss, aux_loss, z_loss, routing)
 
+    def bias_spread(self) -> float:
+        """Routing health under balance: bias — the largest max − min of a layer's selection
+        biases (how hard the balancing pushes); NaN under any other balance."""
+        spreads = [
+            float(m.expert_bias.max() - m.expert_bias.min())
+            for m in self.modules()
+            if isinstance(m, MoEFeedForward) and m.config.balance == "bias"
+        ]
+        return max(spreads) if spreads else math.nan
+
     def update_balance(self) -> None:
         """What a training loop calls after each optimizer step: the selection biases of
         auxiliary-loss-free balancing move (nothing to do under any other balance)."""

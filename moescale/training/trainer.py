@@ -25,8 +25,8 @@ import torch
 from moescale.errors import UserError
 from moescale.models import MoETransformer, count, param_groups
 from moescale.results import (
+    CURVE_COLUMNS,
     CURVE_FILE,
-    CURVES_SCHEMA,
     FINISHED,
     RUN_RECORD,
     RunStatus,
@@ -359,7 +359,7 @@ class Trainer:
         }
 
     def _progress_state(self) -> dict:
-        columns = list(CURVES_SCHEMA)[1:]
+        columns = CURVE_COLUMNS
         return {
             "rng": torch.get_rng_state(),
             "step": self.step,
@@ -367,7 +367,8 @@ class Trainer:
             "train_s": self.train_s,
             "first_loss": self.first_loss,
             "curve_columns": columns,
-            "curve": [[row[c] for c in columns] for row in self.rows],
+            # rows resumed from a checkpoint older than a column hold no value for it
+            "curve": [[row.get(c, math.nan) for c in columns] for row in self.rows],
             "routing": [list(row) for row in self.routing_rows],
         }
 
@@ -493,6 +494,7 @@ class Trainer:
                 "max_expert_load": load,
                 "dropped_frac": dropped,
                 "recycled_frac": recycled,
+                "bias_spread": self.model.bias_spread(),
             }
         )
         self._interval_tokens, self._interval_time = 0, 0.0
@@ -577,7 +579,7 @@ class Trainer:
 def _write_curve(out_dir: Path, run_id: str, rows: list[dict], routing_rows: list[tuple]) -> None:
     """curve.parquet (the DESIGN's columns) and routing.parquet (step, layer, expert, fraction:
     each routed expert's share of the layer's assignments at each logged step)."""
-    table = pd.DataFrame(rows, columns=list(CURVES_SCHEMA)[1:])
+    table = pd.DataFrame(rows, columns=CURVE_COLUMNS)
     table.insert(0, "run_id", run_id)
     atomic_write_parquet(out_dir / CURVE_FILE, table.astype({"step": "int64", "tokens": "int64"}))
     routing = pd.DataFrame(routing_rows, columns=["step", "layer", "expert", "fraction"])
