@@ -9,6 +9,8 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from browser import Browser, find_chromium
 from PIL import Image
