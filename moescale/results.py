@@ -102,6 +102,7 @@ RUNS_SWEEP_COLUMNS = (
     "granularity",
     "routed_lr_scale",
     "untuned",
+    "final_bpb",  # final_loss in bits per byte of the held-out text (NaN: text unknown, or older)
 )
 
 CURVES_SCHEMA: dict[str, str] = {
@@ -121,6 +122,7 @@ CURVES_SCHEMA: dict[str, str] = {
 # written by every run since they were added, absent from older curves (so never required)
 CURVES_LATER_COLUMNS = (
     "bias_spread",  # balance: bias — the widest layer's max − min selection bias; else NaN
+    "eval_bpb",  # eval_loss in bits per byte of the held-out text (NaN: its text unknown)
 )
 CURVE_COLUMNS = [*list(CURVES_SCHEMA)[1:], *CURVES_LATER_COLUMNS]  # a run's own, less run_id
 

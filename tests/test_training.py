@@ -355,3 +355,37 @@ def test_bias_balancing_keeps_the_busiest_expert_near_its_share(tmp_path):
     widest = max(float(v.max() - v.min()) for k, v in state.items() if k.endswith("expert_bias"))
     assert spread.iloc[-1] == pytest.approx(widest) and spread.iloc[0] < spread.iloc[-1]
     assert pd.read_parquet(tmp_path / "none" / "curve.parquet")["bias_spread"].isna().all()
+
+
+def test_bits_per_byte_is_the_loss_in_bits_times_tokens_per_byte(tmp_path):
+    """By hand: a byte tokenizer's token is a byte, so bits per byte is the loss / ln 2; a BPE
+    token covers several bytes, counted from the text itself (é is two bytes in UTF-8)."""
+    import math
+
+    from moescale.training.data import Tokenizer, held_out_tokens_per_byte
+
+    text = "héllo wörld, " * 8  # 13 characters, 15 bytes a repeat
+    ids = torch.tensor(np.frombuffer(text.encode(), dtype=np.uint8).astype(np.int64))
+    batches = [(ids[:-1].view(1, -1), ids[1:].view(1, -1))]
+    assert held_out_tokens_per_byte(Tokenizer("bytes", 256), batches) == 1.0
+    assert math.isnan(held_out_tokens_per_byte(None, batches))  # a token file: text unknown
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for i in range(20):
+        (folder / f"{i}.txt").write_text(text * 10)
+    bpe = load_tokens(
+        DataSpec(source="text", path=str(folder), tokenizer="bpe", vocab_size=300,
+                 cache_dir=str(tmp_path / "cache"))
+    ).tokenizer  # fmt: skip
+    encoded = torch.tensor(bpe.encode(text).astype(np.int64))
+    pair = [(encoded[None, :], encoded[None, :])]  # the targets are the whole text
+    assert held_out_tokens_per_byte(bpe, pair) == pytest.approx(len(encoded) / (15 * 8))
+    assert len(encoded) < 15 * 8  # merged: fewer tokens than bytes
+    # a real run: each eval in bits per byte, and the run's final one
+    result = train_run(tiny_spec(tokens=1024 * 20), tmp_path / "run")
+    curve = pd.read_parquet(tmp_path / "run" / "curve.parquet")
+    evaluated = curve["eval_loss"].notna()
+    expected = curve.loc[evaluated, "eval_loss"] / math.log(2)
+    pd.testing.assert_series_equal(curve.loc[evaluated, "eval_bpb"], expected, check_names=False)
+    assert curve.loc[~evaluated, "eval_bpb"].isna().all()
+    assert result.final_bpb == pytest.approx(result.final_loss / math.log(2))

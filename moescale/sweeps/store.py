@@ -95,6 +95,7 @@ def _row(planned: PlannedRun, sweep: str, record: dict | None, running: bool) ->
         "granularity": planned.granularity,
         "routed_lr_scale": recipe.routed_lr_scale,
         "untuned": planned.untuned,
+        "final_bpb": float(result.get("final_bpb", math.nan)),
     }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sysconfig
 from collections.abc import Callable, Iterator
@@ -309,6 +310,21 @@ def train_batch(
     window = np.stack([tokens[s : s + seq_len + 1] for s in starts]).astype(np.int64)
     window = torch.from_numpy(window)
     return window[:, :-1], window[:, 1:]
+
+
+def held_out_tokens_per_byte(
+    tokenizer: Tokenizer | None, batches: list[tuple[torch.Tensor, torch.Tensor]]
+) -> float:
+    """Tokens per byte of the text the held-out targets came from: the factor from a loss in
+    bits per token to bits per byte (comparable across tokenizers). Bytes are one a token;
+    BPE's targets are decoded to the text they encode and its UTF-8 bytes counted. NaN where
+    the text is unknown (token files of another tokenizer, synthetic ids)."""
+    if tokenizer is None:
+        return math.nan
+    targets = torch.cat([t.reshape(-1) for _, t in batches])
+    if tokenizer.kind == "bytes":
+        return 1.0
+    return targets.numel() / len(tokenizer.decode(targets.tolist()).encode("utf-8"))
 
 
 def eval_batches(

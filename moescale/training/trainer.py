@@ -34,7 +34,12 @@ from moescale.results import (
     atomic_write_parquet,
     read_json,
 )
-from moescale.training.data import eval_batches, load_tokens, train_batch
+from moescale.training.data import (
+    eval_batches,
+    held_out_tokens_per_byte,
+    load_tokens,
+    train_batch,
+)
 from moescale.training.distributed import (
     SHARDED_CHECKPOINT,
     full_model_state,
@@ -69,6 +74,7 @@ class RunResult:
     peak_flops: float  # the device's measured matmul peak, FLOP/s
     error: str = ""
     unique_tokens: int = 0  # tokens of the training split: what one pass over the data reads
+    final_bpb: float = math.nan  # final_loss / ln 2 × held-out tokens per byte of their text
     epochs: float = (
         math.nan
     )  # tokens ÷ unique_tokens: passes over the data (windows drawn at random)
@@ -337,6 +343,7 @@ class Trainer:
         self.held_out = eval_batches(
             self.data.val, recipe.eval_tokens, recipe.seq_len, recipe.micro_batch_size
         )
+        self.tokens_per_byte = held_out_tokens_per_byte(self.data.tokenizer, self.held_out)
         self.step, self.tokens, self.train_s, self.first_loss = 0, 0, 0.0, math.nan
         self.rows: list[dict] = []
         self.routing_rows: list[tuple[int, int, int, float]] = []  # (step, layer, expert, share)
@@ -495,6 +502,7 @@ class Trainer:
                 "dropped_frac": dropped,
                 "recycled_frac": recycled,
                 "bias_spread": self.model.bias_spread(),
+                "eval_bpb": eval_loss / math.log(2) * self.tokens_per_byte,
             }
         )
         self._interval_tokens, self._interval_time = 0, 0.0
@@ -565,6 +573,7 @@ class Trainer:
             error=error,
             unique_tokens=len(self.data.train),
             epochs=self.tokens / len(self.data.train),
+            final_bpb=self.rows[-1]["eval_bpb"] if status == RunStatus.COMPLETED else math.nan,
         )
         weights = full_model_state(self.model) if self.world > 1 else self.model.state_dict()
         if self.rank == 0:
