@@ -329,3 +329,13 @@ def test_a_tracker_whose_package_is_missing_is_a_one_line_error(tmp_path, tracke
     result = moescale("sweep", str(config), "--results", str(tmp_path / "results"))
     assert_one_line_error(result, f"tracking.{tracker} needs the {tracker} package")
     assert not (tmp_path / "results").exists()
+
+
+def test_the_committed_examples_runs_are_planned_again_with_the_same_ids():
+    """A run's id hashes its spec: a new field must not change the ids of runs already made
+    (results/example was trained before the 2026 recipe fields and tokenizer_path existed)."""
+    example = ROOT / "results" / "example"
+    planned = {r.run_id for r in plan_sweep(load_sweep_spec(example / "sweep.yaml")).runs}
+    runs = load_runs(example)
+    swept = set(runs.loc[~runs["validation"].astype(bool), "run_id"])
+    assert swept and swept <= planned

@@ -389,3 +389,68 @@ def test_bits_per_byte_is_the_loss_in_bits_times_tokens_per_byte(tmp_path):
     pd.testing.assert_series_equal(curve.loc[evaluated, "eval_bpb"], expected, check_names=False)
     assert curve.loc[~evaluated, "eval_bpb"].isna().all()
     assert result.final_bpb == pytest.approx(result.final_loss / math.log(2))
+
+
+def _word_tokenizer(path, words: list[str], size: int) -> None:
+    """A tokenizer.json of `size` ids: the corpus's words, then filler up to the size."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers
+
+    vocab = {"[UNK]": 0} | {w: i + 1 for i, w in enumerate(words)}
+    vocab |= {f"filler{i}": i for i in range(len(vocab), size)}
+    tokenizer = HFTokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.save(str(path))
+
+
+def test_a_pretrained_tokenizer_past_65536_ids_gives_uint32_tokens_and_trains(tmp_path):
+    words = [f"word{i}" for i in range(300)] + ["moe", "scaling", "law"]
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for i in range(30):
+        (folder / f"{i}.txt").write_text(" ".join(rng.choice(words, 400)) + " word299999")
+    size = 70_000  # past uint16
+    _word_tokenizer(tmp_path / "tokenizer.json", words, size)
+    data = dict(source="text", path=str(folder), tokenizer="hf", vocab_size=size,
+                tokenizer_path=str(tmp_path / "tokenizer.json"), cache_dir=str(tmp_path / "cache"))  # fmt: skip
+    tokens = load_tokens(DataSpec(**data))
+    assert tokens.train.dtype == np.uint32 and tokens.tokenizer.kind == "hf"
+    from tokenizers import Tokenizer as HFTokenizer
+
+    own = HFTokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    first = (folder / "0.txt").read_text()
+    mine = tokens.tokenizer.encode(first)
+    assert mine.tolist() == own.encode(first).ids  # the tokenizer's own ids, exactly
+    assert 0 in mine  # the unknown word: [UNK], id 0
+    assert int(max(tokens.train.max(), tokens.val.max())) <= len(words)
+    spec = tiny_spec(
+        model={"vocab_size": size}, data=data, tokens=1024 * 10,
+        recipe={"eval_tokens": 1024, "eval_every": 10},
+    )  # fmt: skip
+    result = train_run(spec, tmp_path / "run")
+    assert result.status == "completed" and np.isfinite(result.final_bpb)
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"tokenizer_path": None}, "data.tokenizer: hf needs data.tokenizer_path"),
+        ({"tokenizer_path": "/no/such/tokenizer.json"}, "no such tokenizer file"),
+        ({"tokenizer_path": "NOT_JSON"}, "not a tokenizer.json"),
+        ({"vocab_size": 1000}, "a vocabulary of 400, but data.vocab_size is 1,000"),
+    ],
+)
+def test_a_bad_pretrained_tokenizer_is_one_line(tmp_path, change, expected):
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "a.txt").write_text("moe scaling law " * 50)
+    _word_tokenizer(tmp_path / "tokenizer.json", ["moe", "scaling", "law"], 400)
+    (tmp_path / "bad.json").write_text("{ this is not a tokenizer")
+    data = dict(source="text", path=str(tmp_path / "texts"), tokenizer="hf", vocab_size=400,
+                tokenizer_path=str(tmp_path / "tokenizer.json"), cache_dir=str(tmp_path / "c"))  # fmt: skip
+    data |= change
+    if data["tokenizer_path"] == "NOT_JSON":
+        data["tokenizer_path"] = str(tmp_path / "bad.json")
+    with pytest.raises(UserError, match=expected):
+        load_tokens(DataSpec(**data))
+    assert not (tmp_path / "c").exists()  # nothing cached

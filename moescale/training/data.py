@@ -23,13 +23,13 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_serializer
 
 from moescale.errors import UserError
 
 SourceKind = Literal["stdlib", "text", "bin", "parquet", "jsonl", "hf_disk", "synthetic"]
 SYNTHETIC_TOKENS = 2**22  # uniform random ids: for measuring speed, never for a loss
-TokenizerKind = Literal["bytes", "bpe"]
+TokenizerKind = Literal["bytes", "bpe", "hf"]
 
 
 class DataSpec(BaseModel):
@@ -41,9 +41,19 @@ class DataSpec(BaseModel):
     path: str | list[str] | None = None  # folder, file, or list of files (not for stdlib)
     text_column: str = "text"  # parquet, jsonl, hf_disk
     tokenizer: TokenizerKind = "bytes"
-    vocab_size: int = 256  # bytes: 256; bpe: the size to train
+    vocab_size: int = 256  # bytes: 256; bpe: the size to train; hf: the tokenizer's own
     val_percent: float = 5.0  # share of documents held out (by hash of their name)
     cache_dir: str | None = None  # default: $MOESCALE_CACHE or ~/.cache/moescale
+    # hf: a local tokenizer.json (the `tokenizers` file every Hugging Face model ships); never
+    # downloaded. Left out of the spec's dump while None, so older run ids hold.
+    tokenizer_path: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        data = handler(self)
+        if data.get("tokenizer_path") is None:
+            data.pop("tokenizer_path", None)
+        return data
 
 
 def cache_root(spec: DataSpec) -> Path:
@@ -134,7 +144,8 @@ def _text_field(row: dict, column: str, path: Path) -> str:
 
 
 class Tokenizer:
-    """bytes (UTF-8, vocabulary 256) or byte-level BPE trained locally with `tokenizers`."""
+    """bytes (UTF-8, vocabulary 256), byte-level BPE trained locally with `tokenizers`, or a
+    pretrained `tokenizers` model read from a local tokenizer.json ("hf")."""
 
     def __init__(self, kind: TokenizerKind, vocab_size: int, bpe=None):
         self.kind, self.vocab_size, self._bpe = kind, vocab_size, bpe
@@ -142,7 +153,8 @@ class Tokenizer:
     def encode(self, text: str) -> np.ndarray:
         if self.kind == "bytes":
             return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
-        return np.array(self._bpe.encode(text).ids, dtype=np.uint32)
+        # a pretrained tokenizer's BOS/EOS templates are not added inside a corpus's stream
+        return np.array(self._bpe.encode(text, add_special_tokens=False).ids, dtype=np.uint32)
 
     def encode_many(
         self, texts: list[str], progress: Callable[[int, int], None] | None = None
@@ -155,7 +167,7 @@ class Tokenizer:
             return [self.encode(text) for text in texts]
         total, done, out = sum(map(len, texts)), 0, []
         for shard in _shards(texts, SHARD_CHARS):
-            encoded = self._bpe.encode_batch(shard)
+            encoded = self._bpe.encode_batch(shard, add_special_tokens=False)
             out.extend(np.array(e.ids, dtype=np.uint32) for e in encoded)
             done += sum(map(len, shard))
             if progress is not None:
@@ -206,6 +218,36 @@ def _train_bpe(texts: list[str], vocab_size: int, path: Path) -> Tokenizer:
     return Tokenizer("bpe", vocab_size, bpe)
 
 
+@dataclass(frozen=True)
+class Pretrained:
+    tokenizer: Tokenizer
+    fingerprint: str  # a hash of the tokenizer file: part of the token cache's key
+
+
+def _pretrained_tokenizer(spec: DataSpec) -> Pretrained:
+    """The tokenizer.json of `data.tokenizer_path`, checked against `data.vocab_size`."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    if spec.tokenizer_path is None:
+        raise UserError("data.tokenizer: hf needs data.tokenizer_path (a local tokenizer.json)")
+    path = Path(spec.tokenizer_path).expanduser()
+    if not path.is_file():
+        raise UserError(f"{path}: no such tokenizer file")
+    try:
+        loaded = HFTokenizer.from_file(str(path))
+    except Exception as err:  # tokenizers raises its own Exception type for a bad file
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: not a tokenizer.json ({first})") from None
+    size = loaded.get_vocab_size(with_added_tokens=True)
+    if size != spec.vocab_size:
+        raise UserError(
+            f"{path}: a vocabulary of {size:,}, but data.vocab_size is {spec.vocab_size:,}: "
+            f"set data.vocab_size and model.vocab_size to {size}"
+        )
+    digest = hashlib.blake2b(path.read_bytes(), digest_size=8).hexdigest()
+    return Pretrained(Tokenizer("hf", size, loaded), digest)
+
+
 @dataclass
 class TokenData:
     """Train and validation token ids (memory-mapped) and the tokenizer that made them."""
@@ -237,6 +279,7 @@ def load_tokens(spec: DataSpec, progress: Callable[[int, int], None] | None = No
         train = rng.integers(0, spec.vocab_size, SYNTHETIC_TOKENS, dtype=dtype)
         val = rng.integers(0, spec.vocab_size, SYNTHETIC_TOKENS // 16, dtype=dtype)
         return TokenData(train, val, spec.vocab_size, None, f"synthetic{spec.vocab_size}")
+    pretrained = _pretrained_tokenizer(spec) if spec.tokenizer == "hf" else None
     docs = list(documents(spec))
     if not docs or not any(text for _, text in docs):
         where = spec.path if spec.source != "stdlib" else "the standard library"
@@ -245,11 +288,14 @@ def load_tokens(spec: DataSpec, progress: Callable[[int, int], None] | None = No
     for name, text in docs:
         digest.update(name.encode())
         digest.update(hashlib.blake2b(text.encode(), digest_size=16).digest())
-    key = f"{digest.hexdigest()}-{spec.tokenizer}{spec.vocab_size}-val{spec.val_percent:g}"
+    kind = spec.tokenizer if pretrained is None else f"hf{pretrained.fingerprint}"
+    key = f"{digest.hexdigest()}-{kind}{spec.vocab_size}-val{spec.val_percent:g}"
     folder = cache_root(spec) / "tokens" / key
     tokenizer = (
         Tokenizer("bytes", 256)
         if spec.tokenizer == "bytes"
+        else pretrained.tokenizer
+        if pretrained is not None
         else _train_bpe(
             [t for n, t in docs if not _held_out(n, spec.val_percent)],
             spec.vocab_size,
