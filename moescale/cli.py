@@ -195,6 +195,11 @@ def fit(
         None,
         help="A sweep of MoE variants: the one whose laws are the headline (default: the first).",
     ),
+    metric: str = typer.Option(
+        "loss",
+        help="Fit on loss (nats per token) or bpb (bits per byte of the held-out text, "
+        "comparable across tokenizers; written to fit.bpb.json unless --out).",
+    ),
 ) -> None:
     """Refit every law from saved results or a published table; write fit.json and print a
     summary that ends with the headline prediction."""
@@ -217,6 +222,7 @@ def fit(
         isoflop_method=isoflop_method,
         n_nearest=n_nearest,
         variant=variant,
+        metric=metric,
     )
     loaded = load_source(source, columns)
     console = _console()
@@ -224,7 +230,10 @@ def fit(
         report = fit_all(
             loaded.runs, loaded.curves, str(source), options, compute_law=loaded.compute_law
         )
-    path = out or loaded.fit_path
+    # fit.json is the nats fit the report, compare and validate read; bpb has its own file
+    path = out or (
+        loaded.fit_path if metric == "loss" else loaded.fit_path.with_suffix(".bpb.json")
+    )
     write_fit_json(report, path)
     if format != "rich":  # plain tables for a paper or a spreadsheet, on stdout
         for name, table in fit_tables(report).items():
@@ -454,7 +463,7 @@ def report(
     with console.status("drawing…"):
         path, fit = build_report(results_dir, target_flops, bootstrap, hunyuan_reference)
     console.print(f"wrote {path} and {path.with_name('report.md')}")
-    console.print(headline_line(fit.prediction))
+    console.print(headline_line(fit.prediction, fit.loss_unit))
 
 
 @app.command()

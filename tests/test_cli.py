@@ -282,3 +282,40 @@ def test_fit_prints_its_tables_for_a_paper_or_a_spreadsheet(tmp_path, fmt):
     else:
         assert result.stdout.count(r"\begin{tabular}") == 2 and r"n\_opt" in result.stdout
         assert headline in result.stdout
+
+
+def test_fit_on_bits_per_byte_moves_no_optimum_and_writes_its_own_file(tmp_path):
+    """--metric bpb fits every law on final_bpb. On a byte tokenizer bits per byte is the loss
+    / ln 2, a change of unit: the optimum N must not move and the optimal loss must scale by
+    1 / ln 2. The fit goes to fit.bpb.json (fit.json stays the nats fit the report reads)."""
+    import math
+    import shutil
+
+    from moescale.results import atomic_write_parquet, load_runs
+
+    folder = tmp_path / "example"
+    shutil.copytree(ROOT / "results" / "example", folder, ignore=shutil.ignore_patterns("report"))
+    result = moescale("fit", str(folder), "--metric", "bpb", "--bootstrap", "20")
+    assert_one_line_error(result, "--metric bpb")  # trained before final_bpb was recorded
+    assert "without final_bpb" in result.stderr
+    runs = load_runs(folder)
+    atomic_write_parquet(
+        folder / "runs.parquet", runs.assign(final_bpb=runs["final_loss"] / math.log(2))
+    )
+    fits = {}
+    for metric in ("loss", "bpb"):
+        out = tmp_path / f"{metric}.json"
+        args = ["--bootstrap", "20", "--metric", metric] + (
+            ["--out", str(out)] if metric == "loss" else []
+        )
+        result = moescale("fit", str(folder), *args)
+        assert result.returncode == 0, result.stderr
+        fits[metric] = json.loads(
+            (out if metric == "loss" else folder / "fit.bpb.json").read_text()
+        )
+    assert "bits/byte" in result.stdout.split("N_opt ≈")[-1]
+    nats, bits = fits["loss"]["prediction"], fits["bpb"]["prediction"]
+    assert bits["n_opt"] == pytest.approx(nats["n_opt"], rel=0.01)
+    assert bits["loss_opt"] == pytest.approx(nats["loss_opt"] / math.log(2), rel=0.01)
+    assert fits["bpb"]["options"]["metric"] == "bpb"
+    assert fits["bpb"]["conventions"]["loss"] == "bits per byte of the held-out text"

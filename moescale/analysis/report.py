@@ -78,7 +78,7 @@ def _headline_section(fit: FitReport, fit_note: str) -> Section:
     every method's prediction side by side."""
     section = Section(f"Headline: the optimum at C = {fit.target_flops:.3g} FLOPs")
     p = fit.prediction
-    section.paragraphs.append(headline_line(p))
+    section.paragraphs.append(headline_line(p, fit.loss_unit))
     if p is not None:
         section.paragraphs.extend(headline_reasons(p))
         section.warnings.extend(p.warnings)

@@ -74,7 +74,7 @@ def _predictions_table(report: FitReport) -> Table:
         title=f"every method at C = {report.target_flops:.3g} FLOPs [95% bootstrap interval]",
         title_justify="left",
     )
-    for column in ("method", "N_opt (activated)", "D_opt (tokens)", "loss (nats/token)"):
+    for column in ("method", "N_opt (activated)", "D_opt (tokens)", f"loss ({report.loss_unit})"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in predictions_frame(report).itertuples():
         table.add_row(
@@ -409,7 +409,7 @@ def headline_lines(report: FitReport) -> list[str]:
     if p is not None:
         lines.extend(headline_reasons(p))
         lines.extend(f"[yellow]warning:[/yellow] {w}" for w in p.warnings)
-    lines.append(f"[bold]{headline_line(p)}[/bold]")
+    lines.append(f"[bold]{headline_line(p, report.loss_unit)}[/bold]")
     return lines
 
 

@@ -14,6 +14,9 @@ ISOFLOP_METHODS = ("auto", "slices", "akima", "parabola")  # the per-budget fit 
 DEFAULT_ISOFLOP_METHOD = "auto"
 DEFAULT_BOOTSTRAP = 200
 DEFAULT_TARGET_FACTOR = 100.0  # the default target: 100 × the largest budget
+# what the laws are fitted on: the held-out loss in nats per token, or in bits per byte of
+# the held-out text (comparable across tokenizers); each metric's runs-table column and unit
+METRICS = {"loss": ("final_loss", "nats/token"), "bpb": ("final_bpb", "bits/byte")}
 
 
 def check_target_flops(target: float | None) -> None:
@@ -33,6 +36,7 @@ class FitOptions:
     isoflop_method: str = DEFAULT_ISOFLOP_METHOD
     n_nearest: int | None = None  # per-budget fit on only the k sizes nearest the lowest loss
     variant: str | None = None  # a sweep of MoE variants: whose laws lead (None: the first)
+    metric: str = "loss"  # METRICS: what every law is fitted on
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -45,6 +49,10 @@ class FitOptions:
                 f"got '{self.isoflop_method}'",
             )
         check_target_flops(self.target_flops)
+        if self.metric not in METRICS:
+            raise OptionError(
+                f"{{metric}} must be one of {', '.join(METRICS)}, got '{self.metric}'"
+            )
         if self.bootstrap < 0:
             raise OptionError(f"{{bootstrap}} must be at least 0, got {self.bootstrap}")
         if self.n_nearest is not None and self.n_nearest < 3:

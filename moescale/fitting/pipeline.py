@@ -26,7 +26,7 @@ from moescale.fitting.laws.envelope import EnvelopeFit, annealed_curves, branche
 from moescale.fitting.laws.isoflop import EdgeOptimumWarning, IsoflopFit, LossFloor, fit_isoflop
 from moescale.fitting.laws.parametric import ParametricFit, fit_parametric
 from moescale.fitting.laws.powerlaw import SaturatingLaw
-from moescale.fitting.options import DEFAULT_TARGET_FACTOR, FitOptions
+from moescale.fitting.options import DEFAULT_TARGET_FACTOR, METRICS, FitOptions
 from moescale.fitting.prediction import (
     IDENTIFIED_WIDTH,
     Prediction,
@@ -177,6 +177,11 @@ class FitReport:
         )
 
     @property
+    def loss_unit(self) -> str:
+        """The unit of every loss in the fit: nats/token, or bits/byte (`options.metric`)."""
+        return METRICS[self.options.metric][1]
+
+    @property
     def lead_method(self) -> str | None:
         """The headline's method (None when no law could predict)."""
         return None if self.prediction is None else self.prediction.method
@@ -226,8 +231,24 @@ def load_source(source: str | Path, columns: dict[str, str | None]) -> Source:
     return Source(table, None, source.with_name(source.name.split(".")[0] + ".fit.json"), law)
 
 
-def _conventions(runs: pd.DataFrame) -> dict:
-    out = {"n": N_CONVENTION, "flops": FLOPS_CONVENTION, "loss": "nats per token, held out"}
+def _on_metric(runs: pd.DataFrame, metric: str, source: str) -> pd.DataFrame:
+    """The runs with `final_loss` in the metric the laws are fitted on (bits per byte: each
+    completed run's `final_bpb`, which every completed run must have)."""
+    if metric == "loss":
+        return runs
+    column, _ = METRICS[metric]
+    done = completed(runs)
+    if column not in runs or not np.isfinite(done[column].to_numpy(float)).all() or done.empty:
+        raise OptionError(
+            f"{{metric}} {metric}: {source} has runs without {column} (trained before moescale "
+            "recorded it, or on token files whose text is unknown)"
+        )
+    return runs.assign(final_loss=runs[column])
+
+
+def _conventions(runs: pd.DataFrame, metric: str = "loss") -> dict:
+    loss = "nats per token, held out" if metric == "loss" else "bits per byte of the held-out text"
+    out = {"n": N_CONVENTION, "flops": FLOPS_CONVENTION, "loss": loss}
     if {"d_model", "vocab_size", "n_active"} <= set(runs):
         share = runs["d_model"] * runs["vocab_size"] / runs["n_active"]
         out["head_share_of_n"] = {"min": float(share.min()), "max": float(share.max())}
@@ -269,7 +290,7 @@ def fit_all(
     answers across them (moe_design.py). `compute_law` is used as given instead of fitted:
     a published table whose D or C it derived (`load_source`)."""
     validations = len(runs) - len(fit_inputs(runs))
-    runs = fit_inputs(runs)
+    runs = _on_metric(fit_inputs(runs), options.metric, source)
     _check_runs(runs, options, source)
     # of every variant's runs: what current_fit compares, and what the sweep cost
     inputs_hash, cost = runs_hash(runs), sweep_cost(runs)
@@ -293,7 +314,7 @@ def fit_all(
         options=options,
         runs_hash=inputs_hash,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        conventions=_conventions(done),
+        conventions=_conventions(done, options.metric),
         run_counts={k: int(v) for k, v in statuses.items()}
         | ({"validation (not fitted)": validations} if validations else {}),
         cost=cost,
@@ -618,6 +639,7 @@ def current_fit(
             why = f"{path.name} had been made from other runs"
         elif (
             options.method != "all"
+            or options.metric != "loss"  # what reads fit.json (report, compare) shows nats
             or (target_flops is not None and options.target_flops != float(target_flops))
             or (bootstrap is not None and options.bootstrap != bootstrap)
         ):
@@ -632,6 +654,7 @@ def current_fit(
     options = replace(
         kept,
         method="all",
+        metric="loss",
         target_flops=target_flops,
         bootstrap=kept.bootstrap if bootstrap is None else bootstrap,
     )

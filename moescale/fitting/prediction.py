@@ -358,7 +358,7 @@ def headline(
     )
 
 
-def headline_line(prediction: Prediction | None) -> str:
+def headline_line(prediction: Prediction | None, loss_unit: str = "nats/token") -> str:
     """The headline in one line of words: the CLI's last line and the report's first."""
     if prediction is None:
         return "no prediction: neither the parametric nor the isoFLOP law could be fitted"
@@ -368,7 +368,7 @@ def headline_line(prediction: Prediction | None) -> str:
         f"D_opt ≈ {p.d_opt:.3g} tokens ({_interval_text(p.d_opt_interval)})"
     )
     if p.loss_opt is not None:
-        text += f", loss ≈ {p.loss_opt:.4g} nats/token" + (" (no floor)" if p.loss_note else "")
+        text += f", loss ≈ {p.loss_opt:.4g} {loss_unit}" + (" (no floor)" if p.loss_note else "")
     for name, words in (("lr", "peak LR"), ("batch_tokens", "batch")):
         if f"{name}_opt" in p.tuned:  # from the tuned laws (fitting/studies/tuning.py)
             value, interval = p.tuned[f"{name}_opt"], p.tuned.get(f"{name}_opt_interval")
