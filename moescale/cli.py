@@ -246,6 +246,72 @@ def fit(
 
 
 @app.command()
+def tokenize(
+    inputs: list[Path] = typer.Argument(
+        ...,
+        help="Text files or folders, Parquet or JSONL files with a text column, or a Hugging "
+        "Face dataset saved to disk.",
+    ),
+    tokenizer: str = typer.Option(..., help="A local tokenizer.json, or bytes."),
+    out: Path = typer.Option(..., help="The folder of shards (resumed if a run was killed)."),
+    text_column: str = typer.Option("text", help="The text column of Parquet, JSONL or HF."),
+    shard_tokens: int = typer.Option(
+        2**25,
+        help="Tokens per shard at most (a whole document longer than that is a shard of its own).",
+    ),  # fmt: skip
+    eos: str | None = typer.Option(
+        None, help="The end-of-document token (default: the tokenizer's own, found by name)."
+    ),
+    val_percent: float = typer.Option(5.0, help="Share of documents held out, by name hash."),
+) -> None:
+    """Tokenize a corpus once, with every core and in bounded memory, into flat uint16 or
+    uint32 shards and a manifest that `data.source: tokens` reads memory-mapped."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from moescale.training.data import DataSpec, read_tokenizer
+    from moescale.training.shards import write_shards
+
+    missing = [str(p) for p in inputs if not p.exists()]
+    if missing:
+        raise UserError(f"{missing[0]}: no such file or folder")
+    suffixes = {p.suffix for p in inputs if p.is_file()}
+    if any((p / "dataset_info.json").exists() or (p / "state.json").exists() for p in inputs):
+        source = "hf_disk"
+    elif suffixes == {".parquet"}:
+        source = "parquet"
+    elif suffixes == {".jsonl"}:
+        source = "jsonl"
+    else:
+        source = "text"
+    hf = tokenizer != "bytes"
+    spec = DataSpec(
+        source=source,
+        path=[str(p) for p in inputs] if source != "hf_disk" else str(inputs[0]),
+        text_column=text_column,
+        tokenizer="hf" if hf else "bytes",
+        tokenizer_path=tokenizer if hf else None,
+        vocab_size=read_tokenizer(tokenizer).tokenizer.vocab_size if hf else 256,
+        val_percent=val_percent,
+    )
+    console = _console()
+    columns = (SpinnerColumn(), TextColumn("[bold]tokenize[/bold] {task.fields[done]} documents"),
+               TimeElapsedColumn())  # fmt: skip
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("tokenize", total=None, done=0)
+        manifest = write_shards(
+            spec, out, shard_tokens, eos, lambda done: bar.update(task, done=f"{done:,}")
+        )
+    for split in ("train", "val"):
+        shards = manifest["shards"][split]
+        tokens, text = sum(s["tokens"] for s in shards), sum(s["text_bytes"] for s in shards)
+        console.print(
+            f"{split}: {len(shards)} shard(s), {tokens:,} tokens of {manifest['dtype']} from "
+            f"{text:,} bytes of text ({tokens / max(text, 1):.3f} tokens per byte)"
+        )
+    console.print(f"wrote {out} (data: {{source: tokens, path: {out}}})")
+
+
+@app.command()
 def train(
     config: Path = typer.Argument(..., help="Run YAML: model, recipe, data, tokens, seed."),
     out: Path | None = typer.Option(None, help="Run folder (default: results/runs/<run_id>)."),

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, model_serializer
 
 from moescale.errors import UserError
 
-SourceKind = Literal["stdlib", "text", "bin", "parquet", "jsonl", "hf_disk", "synthetic"]
+SourceKind = Literal["stdlib", "text", "bin", "parquet", "jsonl", "hf_disk", "synthetic", "tokens"]
 SYNTHETIC_TOKENS = 2**22  # uniform random ids: for measuring speed, never for a loss
 TokenizerKind = Literal["bytes", "bpe", "hf"]
 
@@ -113,11 +113,14 @@ def documents(spec: DataSpec) -> Iterator[tuple[str, str]]:
         import pyarrow.parquet as pq
 
         for path in _paths(spec, (".parquet",)):
-            table = pq.read_table(path)
-            if spec.text_column not in table.column_names:
+            table = pq.ParquetFile(path)
+            if spec.text_column not in table.schema_arrow.names:
                 raise UserError(f"{path}: missing column '{spec.text_column}'")
-            for i, text in enumerate(table.column(spec.text_column).to_pylist()):
-                yield f"{path}:{i}", text or ""
+            i = 0  # read in record batches: a file larger than memory streams through
+            for batch in table.iter_batches(batch_size=1024, columns=[spec.text_column]):
+                for text in batch.column(0).to_pylist():
+                    yield f"{path}:{i}", text or ""
+                    i += 1
     elif spec.source == "hf_disk":
         try:
             import datasets
@@ -226,11 +229,23 @@ class Pretrained:
 
 def _pretrained_tokenizer(spec: DataSpec) -> Pretrained:
     """The tokenizer.json of `data.tokenizer_path`, checked against `data.vocab_size`."""
-    from tokenizers import Tokenizer as HFTokenizer
-
     if spec.tokenizer_path is None:
         raise UserError("data.tokenizer: hf needs data.tokenizer_path (a local tokenizer.json)")
-    path = Path(spec.tokenizer_path).expanduser()
+    pretrained = read_tokenizer(spec.tokenizer_path)
+    size = pretrained.tokenizer.vocab_size
+    if size != spec.vocab_size:
+        raise UserError(
+            f"{spec.tokenizer_path}: a vocabulary of {size:,}, but data.vocab_size is "
+            f"{spec.vocab_size:,}: set data.vocab_size and model.vocab_size to {size}"
+        )
+    return pretrained
+
+
+def read_tokenizer(path: str | Path) -> Pretrained:
+    """A local tokenizer.json (the `tokenizers` format), never a download."""
+    from tokenizers import Tokenizer as HFTokenizer
+
+    path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"{path}: no such tokenizer file")
     try:
@@ -239,11 +254,6 @@ def _pretrained_tokenizer(spec: DataSpec) -> Pretrained:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"{path}: not a tokenizer.json ({first})") from None
     size = loaded.get_vocab_size(with_added_tokens=True)
-    if size != spec.vocab_size:
-        raise UserError(
-            f"{path}: a vocabulary of {size:,}, but data.vocab_size is {spec.vocab_size:,}: "
-            f"set data.vocab_size and model.vocab_size to {size}"
-        )
     digest = hashlib.blake2b(path.read_bytes(), digest_size=8).hexdigest()
     return Pretrained(Tokenizer("hf", size, loaded), digest)
 
@@ -257,6 +267,8 @@ class TokenData:
     vocab_size: int
     tokenizer: Tokenizer | None
     fingerprint: str
+    # token shards know the bytes of text behind their held-out tokens, not the tokenizer
+    tokens_per_byte: float | None = None
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -269,10 +281,14 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 def load_tokens(spec: DataSpec, progress: Callable[[int, int], None] | None = None) -> TokenData:
     """Tokenize (or load from the cache) the corpus of `spec`; `progress(characters done,
     total)` while a BPE corpus is encoded."""
-    if spec.tokenizer == "bytes" and spec.vocab_size != 256:
-        raise UserError("data.vocab_size must be 256 with the bytes tokenizer")
     if spec.source == "bin":
         return _load_bin(spec)
+    if spec.source == "tokens":  # tokenized already: the manifest names the vocabulary
+        from moescale.training.shards import read_shards
+
+        return read_shards(spec)
+    if spec.tokenizer == "bytes" and spec.vocab_size != 256:
+        raise UserError("data.vocab_size must be 256 with the bytes tokenizer")
     if spec.source == "synthetic":  # nothing read, nothing cached
         rng = np.random.default_rng(0)
         dtype = np.uint16 if spec.vocab_size <= 65536 else np.uint32

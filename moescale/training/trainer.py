@@ -343,7 +343,9 @@ class Trainer:
         self.held_out = eval_batches(
             self.data.val, recipe.eval_tokens, recipe.seq_len, recipe.micro_batch_size
         )
-        self.tokens_per_byte = held_out_tokens_per_byte(self.data.tokenizer, self.held_out)
+        self.tokens_per_byte = self.data.tokens_per_byte or held_out_tokens_per_byte(
+            self.data.tokenizer, self.held_out
+        )
         self.step, self.tokens, self.train_s, self.first_loss = 0, 0, 0.0, math.nan
         self.rows: list[dict] = []
         self.routing_rows: list[tuple[int, int, int, float]] = []  # (step, layer, expert, share)
