@@ -42,7 +42,7 @@ def _spec(corpus, tokenizer_path, **changes) -> DataSpec:
 
 def test_shards_hold_the_tokenizers_own_ids_and_a_run_trains_on_them(tmp_path, tokenizer_path):
     corpus = _corpus(tmp_path / "corpus", 60, 300)
-    spec = _spec(corpus, tokenizer_path, val_percent=20.0)
+    spec = _spec(corpus, tokenizer_path, val_percent=30.0)  # enough held-out documents
     manifest = write_shards(spec, tmp_path / "shards", shard_tokens=5000)
     assert manifest["dtype"] == "uint32" and manifest["complete"]
     assert len(manifest["shards"]["train"]) > 2  # several shards, each whole documents
@@ -52,7 +52,7 @@ def test_shards_hold_the_tokenizers_own_ids_and_a_run_trains_on_them(tmp_path, t
     from moescale.training.data import _held_out
 
     for path in sorted(corpus.iterdir()):
-        split = "val" if _held_out(str(path), 20.0) else "train"
+        split = "val" if _held_out(str(path), 30.0) else "train"
         expected[split].extend(tokenizer._bpe.encode(path.read_text()).ids + [eos])
     for split in ("train", "val"):
         files = [tmp_path / "shards" / s["file"] for s in manifest["shards"][split]]
@@ -172,3 +172,35 @@ def load_error(tmp_path) -> str:
     with pytest.raises(UserError) as err:
         load_tokens(DataSpec(source="tokens", path=str(tmp_path / "corpus"), vocab_size=SIZE))
     return str(err.value)
+
+
+def test_a_mixture_reads_each_source_in_its_share_and_says_so(tmp_path):
+    """Two sources weighted 3:1: the realised share of training sequences within sampling
+    error of the weights (4 standard errors), the same batches from the same seed, each
+    source's passes over its own data, and a bad weight in one line."""
+    for name, letter in (("a", "alpha "), ("b", "omega ")):
+        folder = tmp_path / name
+        folder.mkdir()
+        for i in range(8):
+            (folder / f"{i}.txt").write_text(f"{letter}{i} " * 2000)
+    mixture = [
+        {"source": "text", "path": str(tmp_path / "a"), "weight": 3.0, "cache_dir": str(tmp_path / "c")},
+        {"source": "text", "path": str(tmp_path / "b"), "weight": 1.0, "cache_dir": str(tmp_path / "c")},
+    ]  # fmt: skip
+    spec = tiny_spec(data={"source": "mixture", "mixture": mixture}, tokens=1024 * 30)
+    first = train_run(spec, tmp_path / "one")
+    again = train_run(spec, tmp_path / "two")
+    assert first.status == "completed" and first.final_loss == again.final_loss
+    record = json.loads((tmp_path / "one" / "run.json").read_text())["result"]["mixture"]
+    shares = [part["realised"] for part in record.values()]
+    sequences = first.tokens / spec.recipe.seq_len
+    error = np.sqrt(0.75 * 0.25 / sequences)
+    assert abs(shares[0] - 0.75) < 4 * error and sum(shares) == pytest.approx(1.0)
+    for part in record.values():
+        assert part["epochs"] == pytest.approx(part["tokens"] / part["unique_tokens"])
+    assert np.isfinite(first.final_bpb)
+    config = tmp_path / "bad.yaml"
+    bad = [{**mixture[0], "weight": 0}]
+    config.write_text(json.dumps({"model": {"d_model": 32}, "tokens": 1000,
+                                  "data": {"source": "mixture", "mixture": bad}}))  # fmt: skip
+    assert_one_line_error(moescale("train", str(config)), "weight")

@@ -23,11 +23,13 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from moescale.errors import UserError
 
-SourceKind = Literal["stdlib", "text", "bin", "parquet", "jsonl", "hf_disk", "synthetic", "tokens"]
+SourceKind = Literal[
+    "stdlib", "text", "bin", "parquet", "jsonl", "hf_disk", "synthetic", "tokens", "mixture"
+]
 SYNTHETIC_TOKENS = 2**22  # uniform random ids: for measuring speed, never for a loss
 TokenizerKind = Literal["bytes", "bpe", "hf"]
 
@@ -47,13 +49,43 @@ class DataSpec(BaseModel):
     # hf: a local tokenizer.json (the `tokenizers` file every Hugging Face model ships); never
     # downloaded. Left out of the spec's dump while None, so older run ids hold.
     tokenizer_path: str | None = None
+    # source: mixture — every part a source of its own, read in the shares of its weight
+    mixture: list[MixturePart] | None = None
 
     @model_serializer(mode="wrap")
     def _dump(self, handler):
         data = handler(self)
-        if data.get("tokenizer_path") is None:
-            data.pop("tokenizer_path", None)
+        for later in ("tokenizer_path", "mixture"):  # unset: left out, so older ids hold
+            if data.get(later) is None:
+                data.pop(later, None)
         return data
+
+    @model_validator(mode="after")
+    def _mixture(self) -> DataSpec:
+        if (self.source == "mixture") != bool(self.mixture):
+            raise ValueError(
+                "data.mixture: a list of sources, with source: mixture (and only then)"
+            )
+        if self.mixture:
+            tokenizers = {(p.tokenizer, p.vocab_size, p.tokenizer_path) for p in self.mixture}
+            if len(tokenizers) > 1 or any(p.mixture for p in self.mixture):
+                raise ValueError(
+                    "data.mixture: every part needs one tokenizer and vocab_size, and no mixture of its own"
+                )
+            first = self.mixture[0]
+            if (self.tokenizer, self.vocab_size) != (first.tokenizer, first.vocab_size):
+                object.__setattr__(self, "tokenizer", first.tokenizer)
+                object.__setattr__(self, "vocab_size", first.vocab_size)
+        return self
+
+
+class MixturePart(DataSpec):
+    """One source of a mixture and its weight (the share of training sequences it gives)."""
+
+    weight: float = Field(gt=0)
+
+
+DataSpec.model_rebuild()
 
 
 def cache_root(spec: DataSpec) -> Path:
@@ -269,6 +301,7 @@ class TokenData:
     fingerprint: str
     # token shards know the bytes of text behind their held-out tokens, not the tokenizer
     tokens_per_byte: float | None = None
+    parts: list[TokenData] | None = None  # a mixture's sources, each loaded on its own
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -281,6 +314,10 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 def load_tokens(spec: DataSpec, progress: Callable[[int, int], None] | None = None) -> TokenData:
     """Tokenize (or load from the cache) the corpus of `spec`; `progress(characters done,
     total)` while a BPE corpus is encoded."""
+    if spec.source == "mixture":
+        from moescale.training.mixture import load_mixture
+
+        return load_mixture(spec)
     if spec.source == "bin":
         return _load_bin(spec)
     if spec.source == "tokens":  # tokenized already: the manifest names the vocabulary
@@ -362,7 +399,12 @@ def train_batch(
     tokens: np.ndarray, batch_size: int, seq_len: int, seed: int, step: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows of the training tokens, a pure function of (seed, step): the data
-    position of a run is its step, so a resumed run sees exactly the batches it would have."""
+    position of a run is its step, so a resumed run sees exactly the batches it would have.
+    A mixture draws each window's source too (mixture.py)."""
+    from moescale.training.mixture import Mixture
+
+    if isinstance(tokens, Mixture):
+        return tokens.batch(batch_size, seq_len, seed, step)
     if len(tokens) <= seq_len + 1:
         raise UserError(
             f"training corpus has {len(tokens)} tokens: fewer than one sequence of {seq_len}"

@@ -51,6 +51,7 @@ from moescale.training.distributed import (
     world,
 )
 from moescale.training.hardware import matmul_peak, pick_device
+from moescale.training.mixture import mixture_held_out
 from moescale.training.spec import RunSpec
 
 CHECKPOINT = "checkpoint.pt"
@@ -75,6 +76,8 @@ class RunResult:
     error: str = ""
     unique_tokens: int = 0  # tokens of the training split: what one pass over the data reads
     final_bpb: float = math.nan  # final_loss / ln 2 × held-out tokens per byte of their text
+    # a mixture's sources: weight, the realised share of sequences, tokens read and passes
+    mixture: dict | None = None
     epochs: float = (
         math.nan
     )  # tokens ÷ unique_tokens: passes over the data (windows drawn at random)
@@ -340,12 +343,17 @@ class Trainer:
             groups, betas=(recipe.beta1, recipe.beta2), eps=recipe.eps
         )
         self.forward = torch.compile(self.model) if recipe.compile else self.model
-        self.held_out = eval_batches(
-            self.data.val, recipe.eval_tokens, recipe.seq_len, recipe.micro_batch_size
-        )
-        self.tokens_per_byte = self.data.tokens_per_byte or held_out_tokens_per_byte(
-            self.data.tokenizer, self.held_out
-        )
+        if self.data.parts:  # a mixture: each source's share of the held-out set
+            self.held_out, self.tokens_per_byte = mixture_held_out(
+                self.data, recipe.eval_tokens, recipe.seq_len, recipe.micro_batch_size
+            )
+        else:
+            self.held_out = eval_batches(
+                self.data.val, recipe.eval_tokens, recipe.seq_len, recipe.micro_batch_size
+            )
+            self.tokens_per_byte = self.data.tokens_per_byte or held_out_tokens_per_byte(
+                self.data.tokenizer, self.held_out
+            )
         self.step, self.tokens, self.train_s, self.first_loss = 0, 0, 0.0, math.nan
         self.rows: list[dict] = []
         self.routing_rows: list[tuple[int, int, int, float]] = []  # (step, layer, expert, share)
@@ -550,6 +558,31 @@ class Trainer:
                 last_checkpoint = time.monotonic()
         return RunStatus.COMPLETED, ""
 
+    def _mixture_record(self) -> dict | None:
+        """Each source's weight, its realised share of the sequences trained on, the tokens
+        it gave and the passes over its own data (repetition is per source)."""
+        train = self.data.train
+        if not self.data.parts:
+            return None
+        recipe, plan = self.spec.recipe, self.plan
+        sizes = [
+            recipe.batch_size if step < plan.full_steps else plan.tail_sequences
+            for step in range(self.step)
+        ]
+        shares = train.realised(sizes, self.spec.seed)
+        return {
+            name: {
+                "weight": float(weight),
+                "realised": float(share),
+                "tokens": float(share * self.tokens),
+                "unique_tokens": len(tokens),
+                "epochs": float(share * self.tokens / len(tokens)),
+            }
+            for name, weight, share, tokens in zip(
+                train.names, train.weights, shares, train.arrays, strict=True
+            )
+        }
+
     def write_curve(self, out_dir: Path) -> None:
         if self.rank == 0:  # every rank logs the same curve; one writes it
             _write_curve(out_dir, self.name, self.rows, self.routing_rows)
@@ -576,6 +609,7 @@ class Trainer:
             unique_tokens=len(self.data.train),
             epochs=self.tokens / len(self.data.train),
             final_bpb=self.rows[-1]["eval_bpb"] if status == RunStatus.COMPLETED else math.nan,
+            mixture=self._mixture_record(),
         )
         weights = full_model_state(self.model) if self.world > 1 else self.model.state_dict()
         if self.rank == 0:
