@@ -204,3 +204,16 @@ def test_a_mixture_reads_each_source_in_its_share_and_says_so(tmp_path):
     config.write_text(json.dumps({"model": {"d_model": 32}, "tokens": 1000,
                                   "data": {"source": "mixture", "mixture": bad}}))  # fmt: skip
     assert_one_line_error(moescale("train", str(config)), "weight")
+
+
+def test_a_document_longer_than_a_shard_is_a_shard_alone(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for i, words in enumerate((50, 5000, 50, 50)):  # bytes: one token a byte
+        (folder / f"d{i}.txt").write_text("ab " * words)
+    spec = DataSpec(source="text", path=str(folder), val_percent=0.0)
+    with pytest.raises(Exception, match="no validation documents"):
+        write_shards(spec, tmp_path / "shards", shard_tokens=1000)
+    manifest = json.loads((tmp_path / "shards" / MANIFEST).read_text())
+    sizes = [s["tokens"] for s in manifest["shards"]["train"]]
+    assert sizes == [150, 15000, 300]  # the long one alone; the others back to shard size

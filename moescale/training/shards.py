@@ -125,8 +125,9 @@ def write_shards(
             split = "val" if _held_out(name, spec.val_percent) else "train"
             if not buffers[split].fits(len(ids)):
                 _flush(out, manifest, buffers, pending)  # at a document boundary only
-                if not buffers[split].fits(len(ids)):  # a document longer than a shard
-                    buffers[split] = _Buffer(np.empty(len(ids), dtype))
+                size = max(shard_tokens, len(ids))  # a document longer than a shard: alone
+                if len(buffers[split].ids) != size:
+                    buffers[split] = _Buffer(np.empty(size, dtype))
             buffer = buffers[split]
             buffer.ids[buffer.used : buffer.used + len(ids)] = ids
             buffer.used += len(ids)
