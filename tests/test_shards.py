@@ -72,7 +72,7 @@ def test_an_interrupted_tokenize_resumes_without_redoing_finished_shards(
     tmp_path, tokenizer_path, monkeypatch
 ):
     corpus = _corpus(tmp_path / "corpus", 40, 400)
-    spec = _spec(corpus, tokenizer_path)
+    spec = _spec(corpus, tokenizer_path, val_percent=30.0)  # some held out in any folder
     whole = write_shards(spec, tmp_path / "whole", shard_tokens=4000)
 
     class Killed(Exception):
@@ -129,7 +129,8 @@ def test_tokenize_memory_does_not_grow_with_the_corpus(tmp_path, tokenizer_path)
         corpus = _corpus(tmp_path / f"c{scale}", 25 * scale, 40_000, seed=scale)
         result = subprocess.run(
             [sys.executable, "-c", PEAK_RSS, "tokenize", str(corpus), "--tokenizer",
-             str(tokenizer_path), "--out", str(tmp_path / f"s{scale}"), "--shard-tokens", "200000"],
+             str(tokenizer_path), "--out", str(tmp_path / f"s{scale}"), "--shard-tokens", "200000",
+             "--val-percent", "50"],  # the split hashes paths: enough held out in any folder
             capture_output=True, text=True, cwd=ROOT,
         )  # fmt: skip
         assert "wrote" in result.stdout, result.stderr
