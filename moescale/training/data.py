@@ -72,10 +72,6 @@ class DataSpec(BaseModel):
                 raise ValueError(
                     "data.mixture: every part needs one tokenizer and vocab_size, and no mixture of its own"
                 )
-            first = self.mixture[0]
-            if (self.tokenizer, self.vocab_size) != (first.tokenizer, first.vocab_size):
-                object.__setattr__(self, "tokenizer", first.tokenizer)
-                object.__setattr__(self, "vocab_size", first.vocab_size)
         return self
 
 
@@ -86,6 +82,11 @@ class MixturePart(DataSpec):
 
 
 DataSpec.model_rebuild()
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """How ids are stored: uint16 while every id fits, else uint32."""
+    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
 
 
 def cache_root(spec: DataSpec) -> Path:
@@ -209,6 +210,10 @@ class Tokenizer:
                 progress(done, total)
         return out
 
+    def token_id(self, token: str) -> int | None:
+        """The id of a token of a BPE or pretrained vocabulary (None if it has none)."""
+        return None if self.kind == "bytes" else self._bpe.token_to_id(token)
+
     def decode(self, ids) -> str:
         if self.kind == "bytes":
             return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
@@ -328,7 +333,7 @@ def load_tokens(spec: DataSpec, progress: Callable[[int, int], None] | None = No
         raise UserError("data.vocab_size must be 256 with the bytes tokenizer")
     if spec.source == "synthetic":  # nothing read, nothing cached
         rng = np.random.default_rng(0)
-        dtype = np.uint16 if spec.vocab_size <= 65536 else np.uint32
+        dtype = token_dtype(spec.vocab_size)
         train = rng.integers(0, spec.vocab_size, SYNTHETIC_TOKENS, dtype=dtype)
         val = rng.integers(0, spec.vocab_size, SYNTHETIC_TOKENS // 16, dtype=dtype)
         return TokenData(train, val, spec.vocab_size, None, f"synthetic{spec.vocab_size}")
@@ -357,7 +362,7 @@ def load_tokens(spec: DataSpec, progress: Callable[[int, int], None] | None = No
     )
     train_path, val_path = folder / "train.npy", folder / "val.npy"
     if not (train_path.exists() and val_path.exists()):
-        dtype = np.uint16 if spec.vocab_size <= 65536 else np.uint32
+        dtype = token_dtype(spec.vocab_size)
         parts: dict[bool, list[np.ndarray]] = {True: [], False: []}
         encoded = tokenizer.encode_many([text for _, text in docs], progress)
         for (name, _), ids in zip(docs, encoded, strict=True):

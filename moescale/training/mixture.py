@@ -25,9 +25,6 @@ class Mixture:
         """Every part's tokens: what one pass over the mixture's data reads."""
         return sum(len(a) for a in self.arrays)
 
-    def max(self) -> int:
-        return max(int(a.max()) for a in self.arrays)
-
     def sources(self, batch_size: int, seed: int, step: int) -> np.ndarray:
         """Which part each of a step's sequences comes from: a pure function of (seed, step)."""
         rng = np.random.default_rng([seed, step, 1])  # its own stream, apart from the windows

@@ -29,16 +29,13 @@ from moescale.training.data import (
     _held_out,
     _pretrained_tokenizer,
     documents,
+    token_dtype,
 )
 
 MANIFEST = "manifest.json"
 DEFAULT_SHARD_TOKENS = 2**25  # 32M tokens: 128 MB of uint32 buffered per split at most
 EOS_CANDIDATES = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>", "[SEP]")
 SPLITS = ("train", "val")
-
-
-def shard_dtype(vocab_size: int) -> np.dtype:
-    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
 
 
 def end_of_document(tokenizer: Tokenizer, eos: str | None) -> int | None:
@@ -49,7 +46,7 @@ def end_of_document(tokenizer: Tokenizer, eos: str | None) -> int | None:
             raise UserError("--eos: the bytes tokenizer has no id to spare for it")
         return None
     for name in (eos,) if eos is not None else EOS_CANDIDATES:
-        token = tokenizer._bpe.token_to_id(name)
+        token = tokenizer.token_id(name)
         if token is not None:
             return int(token)
     if eos is not None:
@@ -106,7 +103,7 @@ def write_shards(
     else:
         raise UserError("--tokenizer: a tokenizer.json (or bytes); a BPE is trained per run")
     eos_id = end_of_document(tokenizer, eos)
-    dtype = shard_dtype(tokenizer.vocab_size)
+    dtype = token_dtype(tokenizer.vocab_size)
     fresh = {
         "dtype": dtype.name, "vocab_size": tokenizer.vocab_size, "tokenizer": fingerprint,
         "eos_id": eos_id, "val_percent": spec.val_percent, "next_document": 0,
@@ -179,8 +176,8 @@ def _flush(out: Path, manifest: dict, buffers: dict[str, _Buffer], next_document
 
 
 class ShardedTokens:
-    """A split's shards as one sequence of ids, memory-mapped: its length, slices (a window
-    may straddle two shards) and its largest id, which is all batches and checks need."""
+    """A split's shards as one sequence of ids, memory-mapped: its length and slices (a
+    window may straddle two shards), which is all batches need."""
 
     def __init__(self, arrays: list[np.ndarray]):
         self.arrays = arrays
@@ -203,9 +200,6 @@ class ShardedTokens:
             start += take
             first += 1
         return np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
-
-    def max(self) -> int:
-        return max(int(a.max()) for a in self.arrays)
 
 
 def read_shards(spec: DataSpec) -> TokenData:
