@@ -91,7 +91,9 @@ def _implied_spread(
     fit: ParametricFit, budgets: np.ndarray, law: ComputeLaw
 ) -> tuple[np.ndarray, np.ndarray]:
     """The standard deviation over the fit's bootstrap draws of log N_opt and of the optimal
-    loss at each budget (zeros without draws): a grid search in log N, every draw at once."""
+    loss at each budget (zeros without draws): a grid search in log N, every draw at once,
+    refined by the parabola through the best grid point and its neighbours (a bare argmin
+    moves in steps of the grid: the spread would jump when a draw moves by rounding)."""
     if fit.samples is None or len(fit.samples) < 2:
         return np.zeros(len(budgets)), np.zeros(len(budgets))
     log_a, log_b, log_e, alpha, beta = (fit.samples[:, i : i + 1] for i in range(5))
@@ -101,9 +103,15 @@ def _implied_spread(
         log_n = centre + np.linspace(-3.0, 3.0, 1201)  # ± a factor 20 around the point fit
         log_d = np.log(law.tokens(c, np.exp(log_n)))
         loss = np.exp(log_e) + np.exp(log_a - alpha * log_n) + np.exp(log_b - beta * log_d)
-        best = np.argmin(loss, axis=1)
-        se_n.append(np.std(log_n[best]))
-        se_loss.append(np.std(loss[np.arange(len(best)), best]))
+        best = np.clip(np.argmin(loss, axis=1), 1, len(log_n) - 2)
+        rows = np.arange(len(best))
+        left, mid, right = loss[rows, best - 1], loss[rows, best], loss[rows, best + 1]
+        curvature = left - 2.0 * mid + right
+        safe = curvature > 0  # a draw whose optimum is at the grid's end: left at the end
+        shift = np.where(safe, 0.5 * (left - right) / np.where(safe, curvature, 1.0), 0.0)
+        step = log_n[1] - log_n[0]
+        se_n.append(np.std(log_n[best] + shift * step))
+        se_loss.append(np.std(mid - 0.25 * (left - right) * shift))
     return np.array(se_n), np.array(se_loss)
 
 
