@@ -299,7 +299,7 @@ def tokenize(
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("tokenize", total=None, done=0)
         manifest = write_shards(
-            spec, out, shard_tokens, eos, lambda done: bar.update(task, done=f"{done:,}")
+            spec, out, shard_tokens, eos, lambda done, _: bar.update(task, done=f"{done:,}")
         )
     for split in ("train", "val"):
         shards = manifest["shards"][split]

@@ -78,7 +78,7 @@ def test_an_interrupted_tokenize_resumes_without_redoing_finished_shards(
     class Killed(Exception):
         pass
 
-    def stop(done):
+    def stop(done, chars):
         if (tmp_path / "cut" / MANIFEST).exists():
             raise Killed  # after the first shards are down, mid-corpus
 
@@ -218,3 +218,26 @@ def test_a_document_longer_than_a_shard_is_a_shard_alone(tmp_path):
     manifest = json.loads((tmp_path / "shards" / MANIFEST).read_text())
     sizes = [s["tokens"] for s in manifest["shards"]["train"]]
     assert sizes == [150, 15000, 300]  # the long one alone; the others back to shard size
+
+
+def test_the_token_cache_of_a_text_source_is_written_as_token_shards(tmp_path, tokenizer_path):
+    """The sweep's tokenize-once step (and every run's) writes its cache with the shards code
+    `moescale tokenize` runs, in cache mode: the tokenizer's ids back to back in document
+    order (no end-of-document id: the stream cached runs trained on), a tiny corpus's last
+    document held out, and a corpus too small to split leaves nothing in the cache."""
+    corpus = _corpus(tmp_path / "corpus", 6, 200)
+    data = _spec(corpus, tokenizer_path, val_percent=0.0, cache_dir=str(tmp_path / "cache"))
+    tokens = load_tokens(data)
+    (folder,) = (tmp_path / "cache" / "tokens").iterdir()
+    manifest = json.loads((folder / "shards" / MANIFEST).read_text())
+    assert manifest["complete"] and manifest["eos_id"] is None and manifest["dtype"] == "uint32"
+    own = read_tokenizer(tokenizer_path).tokenizer
+    ids = [own.encode(p.read_text()).tolist() for p in sorted(corpus.iterdir())]
+    assert np.asarray(tokens.train).tolist() == sum(ids[:-1], [])  # no document held out:
+    assert np.asarray(tokens.val).tolist() == ids[-1]  # the last one is the validation set
+    assert load_tokens(data).fingerprint == tokens.fingerprint  # read back, not rewritten
+    single = tmp_path / "single"
+    _corpus(single, 1, 50)
+    with pytest.raises(Exception, match="corpus too small to split"):
+        load_tokens(_spec(single, tokenizer_path, cache_dir=str(tmp_path / "cache2")))
+    assert not [p for p in (tmp_path / "cache2" / "tokens").rglob("*") if p.is_file()]

@@ -5,8 +5,9 @@ code on every machine with Python), a folder or list of plain-text files, nanoGP
 `train.bin`/`val.bin` (uint16 token ids), Parquet or JSONL files with a text column, and a
 Hugging Face dataset saved to disk (the optional `datasets` extra). Text sources are split
 into train and validation by document, fixed by a hash of each document's name, so every run
-sees the same held-out tokens. Tokenized corpora are cached as .npy files (memory-mapped),
-keyed by the corpus fingerprint, the tokenizer and its vocabulary size.
+sees the same held-out tokens. A tokenized corpus is cached as token shards (shards.py, the
+code `moescale tokenize` runs: bounded memory, memory-mapped), keyed by the corpus
+fingerprint, the tokenizer and its vocabulary size.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import math
 import os
 import sysconfig
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -236,7 +237,7 @@ def _shards(texts: list[str], size: int) -> Iterator[list[str]]:
         yield shard
 
 
-def _train_bpe(texts: list[str], vocab_size: int, path: Path) -> Tokenizer:
+def _train_bpe(texts: Iterable[str], vocab_size: int, path: Path) -> Tokenizer:
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -309,13 +310,6 @@ class TokenData:
     parts: list[TokenData] | None = None  # a mixture's sources, each loaded on its own
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
-    np.save(tmp, array)
-    os.replace(tmp, path)
-
-
 def load_tokens(spec: DataSpec, progress: Callable[[int, int], None] | None = None) -> TokenData:
     """Tokenize (or load from the cache) the corpus of `spec`; `progress(characters done,
     total)` while a BPE corpus is encoded."""
@@ -338,48 +332,44 @@ def load_tokens(spec: DataSpec, progress: Callable[[int, int], None] | None = No
         val = rng.integers(0, spec.vocab_size, SYNTHETIC_TOKENS // 16, dtype=dtype)
         return TokenData(train, val, spec.vocab_size, None, f"synthetic{spec.vocab_size}")
     pretrained = _pretrained_tokenizer(spec) if spec.tokenizer == "hf" else None
-    docs = list(documents(spec))
-    if not docs or not any(text for _, text in docs):
-        where = spec.path if spec.source != "stdlib" else "the standard library"
-        raise UserError(f"{where}: empty corpus")
+    corpus, total_chars = _corpus_digest(spec)  # one streamed pass: nothing held in memory
+    kind = spec.tokenizer if pretrained is None else f"hf{pretrained.fingerprint}"
+    key = f"{corpus}-{kind}{spec.vocab_size}-val{spec.val_percent:g}"
+    folder = cache_root(spec) / "tokens" / key
+    if spec.tokenizer == "bytes":
+        tokenizer = Tokenizer("bytes", 256)
+    elif pretrained is not None:
+        tokenizer = pretrained.tokenizer
+    else:
+        training_texts = (t for n, t in documents(spec) if not _held_out(n, spec.val_percent))
+        tokenizer = _train_bpe(training_texts, spec.vocab_size, folder / "tokenizer.json")
+    from moescale.training.shards import cached_shards
+
+    train, val = cached_shards(
+        spec,
+        folder / "shards",
+        tokenizer,
+        key,
+        None if progress is None else lambda _, chars: progress(chars, total_chars),
+    )
+    return TokenData(
+        train=train, val=val, vocab_size=spec.vocab_size, tokenizer=tokenizer, fingerprint=key
+    )
+
+
+def _corpus_digest(spec: DataSpec) -> tuple[str, int]:
+    """(a hash of every document's name and text, the characters in all), the token cache's
+    key, from one pass over the documents; an empty corpus is an error."""
     digest = hashlib.blake2b(digest_size=12)
-    for name, text in docs:
+    total = 0
+    for name, text in documents(spec):
         digest.update(name.encode())
         digest.update(hashlib.blake2b(text.encode(), digest_size=16).digest())
-    kind = spec.tokenizer if pretrained is None else f"hf{pretrained.fingerprint}"
-    key = f"{digest.hexdigest()}-{kind}{spec.vocab_size}-val{spec.val_percent:g}"
-    folder = cache_root(spec) / "tokens" / key
-    tokenizer = (
-        Tokenizer("bytes", 256)
-        if spec.tokenizer == "bytes"
-        else pretrained.tokenizer
-        if pretrained is not None
-        else _train_bpe(
-            [t for n, t in docs if not _held_out(n, spec.val_percent)],
-            spec.vocab_size,
-            folder / "tokenizer.json",
-        )
-    )
-    train_path, val_path = folder / "train.npy", folder / "val.npy"
-    if not (train_path.exists() and val_path.exists()):
-        dtype = token_dtype(spec.vocab_size)
-        parts: dict[bool, list[np.ndarray]] = {True: [], False: []}
-        encoded = tokenizer.encode_many([text for _, text in docs], progress)
-        for (name, _), ids in zip(docs, encoded, strict=True):
-            parts[_held_out(name, spec.val_percent)].append(ids.astype(dtype))
-        if not parts[True]:  # tiny corpora: hold out the last document
-            parts[True].append(parts[False].pop())
-        if not parts[False]:
-            raise UserError(f"{spec.path}: corpus too small to split into train and validation")
-        _save_npy(train_path, np.concatenate(parts[False]))
-        _save_npy(val_path, np.concatenate(parts[True]))
-    return TokenData(
-        train=np.load(train_path, mmap_mode="r"),
-        val=np.load(val_path, mmap_mode="r"),
-        vocab_size=spec.vocab_size,
-        tokenizer=tokenizer,
-        fingerprint=key,
-    )
+        total += len(text)
+    if not total:
+        where = spec.path if spec.source != "stdlib" else "the standard library"
+        raise UserError(f"{where}: empty corpus")
+    return digest.hexdigest(), total
 
 
 def _load_bin(spec: DataSpec) -> TokenData:

@@ -13,6 +13,7 @@ it, so a killed run resumes at the first document not yet in a shard.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,11 @@ class _Buffer:
     def fits(self, n: int) -> bool:
         return self.used + n <= len(self.ids)
 
+    def add(self, ids: np.ndarray, text_bytes: int) -> None:
+        self.ids[self.used : self.used + len(ids)] = ids
+        self.used += len(ids)
+        self.text_bytes += text_bytes
+
 
 def _batches(docs: Iterator[tuple[str, str]], skip: int) -> Iterator[list[tuple[int, str, str]]]:
     """(index, name, text) of the documents from `skip` on, in runs of about SHARD_CHARS."""
@@ -89,20 +95,29 @@ def write_shards(
     out: Path,
     shard_tokens: int = DEFAULT_SHARD_TOKENS,
     eos: str | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    tokenizer: tuple[Tokenizer, str] | None = None,
+    cache: bool = False,
 ) -> dict:
     """Tokenize the documents of `spec` into shards in `out` (resuming what a killed run
-    left), and return the manifest; `progress(documents done)` after each batch."""
+    left), and return the manifest; `progress(documents done, characters done)` after each
+    batch. `tokenizer` (with its fingerprint) instead of the spec's: a BPE trained for the
+    corpus. `cache`: as the token cache of a text source writes, documents back to back (no
+    end-of-document id: the stream every cached run has trained on) and, where the split
+    holds out no document, the last one held out (a tiny corpus still has a validation set)."""
     if shard_tokens < 1:
         raise UserError(f"--shard-tokens must be at least 1, got {shard_tokens}")
-    if spec.tokenizer == "bytes":
+    if tokenizer is not None:
+        tokenizer, fingerprint = tokenizer
+    elif spec.tokenizer == "bytes":
         tokenizer, fingerprint = Tokenizer("bytes", 256), "bytes"
     elif spec.tokenizer == "hf":
         pretrained = _pretrained_tokenizer(spec)
         tokenizer, fingerprint = pretrained.tokenizer, pretrained.fingerprint
     else:
         raise UserError("--tokenizer: a tokenizer.json (or bytes); a BPE is trained per run")
-    eos_id = end_of_document(tokenizer, eos)
+    eos_id = None if cache else end_of_document(tokenizer, eos)
     dtype = token_dtype(tokenizer.vocab_size)
     fresh = {
         "dtype": dtype.name, "vocab_size": tokenizer.vocab_size, "tokenizer": fingerprint,
@@ -113,7 +128,8 @@ def write_shards(
     out.mkdir(parents=True, exist_ok=True)
     buffers = {split: _Buffer(np.empty(shard_tokens, dtype)) for split in SPLITS}
     pending = manifest["next_document"]  # the first document not yet in a written shard
-    seen = 0
+    seen = chars = 0
+    last = None  # the last document's split, ids and bytes: it is still in its buffer
     for batch in _batches(documents(spec), manifest["next_document"]):
         encoded = tokenizer.encode_many([text for _, _, text in batch])
         for (index, name, text), ids in zip(batch, encoded, strict=True):
@@ -125,14 +141,21 @@ def write_shards(
                 size = max(shard_tokens, len(ids))  # a document longer than a shard: alone
                 if len(buffers[split].ids) != size:
                     buffers[split] = _Buffer(np.empty(size, dtype))
-            buffer = buffers[split]
-            buffer.ids[buffer.used : buffer.used + len(ids)] = ids
-            buffer.used += len(ids)
-            buffer.text_bytes += len(text.encode("utf-8"))
-            pending, seen = index + 1, seen + 1
+            last = (split, ids, len(text.encode("utf-8")))
+            buffers[split].add(ids, last[2])
+            pending, seen, chars = index + 1, seen + 1, chars + len(text)
         if progress is not None:
-            progress(seen)
+            progress(seen, chars)
+    held_out = manifest["shards"]["val"] or buffers["val"].used
+    if cache and not held_out and last is not None and last[0] == "train":
+        _, ids, text_bytes = last  # tiny corpora: the last document moves to validation
+        buffers["train"].used -= len(ids)
+        buffers["train"].text_bytes -= text_bytes
+        buffers["val"] = _Buffer(np.empty(len(ids), dtype))
+        buffers["val"].add(ids, text_bytes)
     _flush(out, manifest, buffers, pending)
+    if cache and not (manifest["shards"]["train"] and manifest["shards"]["val"]):
+        raise UserError(f"{spec.path}: corpus too small to split into train and validation")
     if not manifest["shards"]["train"] or not manifest["shards"]["val"]:
         raise UserError(
             f"{out}: the corpus gave no {'training' if not manifest['shards']['train'] else 'validation'} "
@@ -202,6 +225,45 @@ class ShardedTokens:
         return np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
 
 
+def read_split(folder: Path, manifest: dict, split: str) -> np.ndarray | ShardedTokens:
+    """One split of a shards folder, memory-mapped: the array itself when it is one shard."""
+    arrays = [
+        np.memmap(folder / s["file"], dtype=manifest["dtype"], mode="r")
+        for s in manifest["shards"][split]
+    ]
+    return arrays[0] if len(arrays) == 1 else ShardedTokens(arrays)
+
+
+def cached_shards(
+    spec: DataSpec,
+    folder: Path,
+    tokenizer: Tokenizer,
+    fingerprint: str,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray | ShardedTokens, np.ndarray | ShardedTokens]:
+    """(train, val) of a text source's token cache in `folder`: written once by
+    `write_shards` in cache mode, in bounded memory, into a private folder renamed into place
+    (a failed write leaves nothing; of two processes writing at once, the first to finish
+    wins and the other's is removed), then memory-mapped."""
+    if not (folder / MANIFEST).is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            write_shards(
+                spec, tmp, progress=progress, tokenizer=(tokenizer, fingerprint), cache=True
+            )
+            try:
+                os.replace(tmp, folder)
+            except OSError:
+                if not (folder / MANIFEST).is_file():
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    manifest = read_json(folder / MANIFEST)
+    return read_split(folder, manifest, "train"), read_split(folder, manifest, "val")
+
+
 def read_shards(spec: DataSpec) -> TokenData:
     """`data.source: tokens`: a folder `moescale tokenize` wrote, memory-mapped."""
     if spec.path is None:
@@ -217,18 +279,12 @@ def read_shards(spec: DataSpec) -> TokenData:
             f"{folder}: tokens of a vocabulary of {manifest['vocab_size']:,}, but "
             f"data.vocab_size is {spec.vocab_size:,}"
         )
-    splits = {
-        split: ShardedTokens(
-            [np.memmap(folder / s["file"], dtype=manifest["dtype"], mode="r") for s in shards]
-        )
-        for split, shards in manifest["shards"].items()
-    }
     val = manifest["shards"]["val"]
     # tokens per byte of the held-out text, over every validation shard
     per_byte = sum(s["tokens"] for s in val) / max(1, sum(s["text_bytes"] for s in val))
     return TokenData(
-        train=splits["train"],
-        val=splits["val"],
+        train=read_split(folder, manifest, "train"),
+        val=read_split(folder, manifest, "val"),
         vocab_size=manifest["vocab_size"],
         tokenizer=None,
         fingerprint=f"tokens:{manifest['tokenizer']}:{folder.resolve()}",
