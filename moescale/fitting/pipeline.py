@@ -444,7 +444,11 @@ def _fit_laws(
     if iso is not None or report.parametric is not None:
         try:
             report.extrapolation = extrapolation_check(
-                runs, compute_law=law, parametric=report.parametric, **_iso_args(report.options)
+                runs,
+                compute_law=law,
+                parametric=report.parametric,
+                full=iso,
+                **_iso_args(report.options),
             )
         except UserError as err:
             report.skipped["extrapolation"] = str(err)

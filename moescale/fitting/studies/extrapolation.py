@@ -12,7 +12,7 @@ import pandas as pd
 
 from moescale.errors import UserError
 from moescale.fitting.laws.compute_law import ComputeLaw
-from moescale.fitting.laws.isoflop import fit_isoflop
+from moescale.fitting.laws.isoflop import IsoflopFit, fit_isoflop
 from moescale.fitting.laws.parametric import ParametricFit, refit_on
 
 HOLD_OUTS = (1, 2, 3)
@@ -83,14 +83,18 @@ def extrapolation_check(
     *,
     compute_law: ComputeLaw | None = None,
     parametric: ParametricFit | None = None,
+    full: IsoflopFit | None = None,
     hold_outs: tuple[int, ...] = HOLD_OUTS,
     **isoflop_args,
 ) -> ExtrapolationCheck:
     """Hold out the largest k interior budgets for each k in `hold_outs` (while at least 2
     remain); predict them with the isoFLOP laws and, when `parametric` is given (the full
-    fit, whose optimum seeds the refits), with the parametric law under `compute_law`."""
+    fit, whose optimum seeds the refits), with the parametric law under `compute_law`.
+    `full`: the isoFLOP fit of the whole table with the same `isoflop_args`, if made already
+    (its budgets' optima are the check's reference; a bootstrap does not move them)."""
     isoflop_args = {**isoflop_args, "bootstrap": 0}
-    full = fit_isoflop(table, **isoflop_args)
+    if full is None:
+        full = fit_isoflop(table, **isoflop_args)
     interior = full.interior.sort_values("budget")
     if len(interior) < 3:
         raise UserError("extrapolation check: needs at least 3 budgets with an interior optimum")
