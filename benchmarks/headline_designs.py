@@ -26,50 +26,61 @@ from moescale.fitting.options import FitOptions
 from moescale.fitting.pipeline import fit_all
 
 
-def score_seed(name: str, seed: int, factor: float, bootstrap: int) -> dict:
-    """One seed of one design fitted as `moescale fit` does: the headline's method, log
-    error, coverage and log(hi/lo) at `factor` past the largest budget."""
+def score_seed(name: str, seed: int, factors: tuple[float, ...], bootstrap: int) -> list[dict]:
+    """One seed of one design fitted once as `moescale fit` does (its target the largest
+    factor), its headline scored at each of `factors` past the largest budget: the method,
+    log error, coverage and log(hi/lo). One fit serves every factor: which method leads does
+    not depend on the target (`choose_method`), and each method predicts at any budget."""
     design = DESIGNS[name]
     table = design.sweep(seed)
-    target = factor * max(design.budgets)
+    largest = max(design.budgets)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = fit_all(
             table,
             None,
             design.name,
-            FitOptions(target_flops=target, bootstrap=bootstrap),
+            FitOptions(target_flops=max(factors) * largest, bootstrap=bootstrap),
             strict=False,
         )
-    p = fit.prediction
-    truth = design.truth(target)
-    low, high = p.n_opt_interval or (np.nan, np.nan)
-    return {
-        "design": design.name,
-        "factor": factor,
-        "seed": seed,
-        "method": p.method,
-        "log_error": np.log(p.n_opt / truth),
-        "covered": bool(low <= truth <= high),
-        "log_width": np.log(high / low),
-    }
+    rows = []
+    for factor in factors:
+        p = fit.predict_at(factor * largest)[fit.lead_method]
+        truth = design.truth(factor * largest)
+        low, high = p.n_opt_interval or (np.nan, np.nan)
+        rows.append(
+            {
+                "design": design.name,
+                "factor": factor,
+                "seed": seed,
+                "method": p.method,
+                "log_error": np.log(p.n_opt / truth),
+                "covered": bool(low <= truth <= high),
+                "log_width": np.log(high / low),
+            }
+        )
+    return rows
 
 
 def score_designs(
     cases: list[tuple[str, float]], seeds: range, bootstrap: int = 200, workers: int = 1
 ) -> pd.DataFrame:
-    """One row per (design, factor) case and seed; `workers` processes fit the seeds side by
-    side (each fit is single-threaded numpy)."""
-    tasks = [(name, seed, factor, bootstrap) for name, factor in cases for seed in seeds]
+    """One row per (design, factor) case and seed, each design and seed fitted once;
+    `workers` processes fit the seeds side by side (each fit is single-threaded numpy)."""
+    factors: dict[str, list[float]] = {}
+    for name, factor in cases:
+        factors.setdefault(name, []).append(factor)
+    tasks = [(name, seed, tuple(f), bootstrap) for name, f in factors.items() for seed in seeds]
     if workers <= 1:
-        return pd.DataFrame([score_seed(*task) for task in tasks])
+        return pd.DataFrame([row for task in tasks for row in score_seed(*task)])
     # one BLAS thread a process: the workers already fill the cores
     single = dict.fromkeys(("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"), "1")
     saved = {key: os.environ.get(key) for key in single}
     os.environ.update(single)  # read by each spawned worker's numpy at import
     try:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            return pd.DataFrame(list(pool.map(score_seed, *zip(*tasks, strict=True))))
+            scored = pool.map(score_seed, *zip(*tasks, strict=True))
+            return pd.DataFrame([row for rows in scored for row in rows])
     finally:
         for key, value in saved.items():
             if value is None:
