@@ -543,8 +543,8 @@ def _write_pages(results_dir: Path, sections: list[Section], title: str) -> Path
     for section in sections:
         figures = []
         for stem, fig, caption in section.figures:
-            save_figure(fig, folder, stem)
-            figures.append({"stem": stem, "caption": caption, "svg": inline_svg(fig, stem)})
+            svg = save_figure(fig, folder, stem)["svg"]
+            figures.append({"stem": stem, "caption": caption, "svg": inline_svg(fig, stem, svg)})
             plt.close(fig)
         table = section.table if section.table is not None and len(section.table) else None
         for kind, markdown in (("html", False), ("md", True)):

@@ -179,23 +179,24 @@ def figure_bytes(fig: Figure, fmt: str, salt: str = "") -> bytes:
     return buffer.getvalue()
 
 
-def save_figure(fig: Figure, folder: Path, stem: str) -> list[Path]:
-    """stem.png (200 dpi), stem.svg and stem.pdf (text as text), each written atomically."""
-    paths = []
+def save_figure(fig: Figure, folder: Path, stem: str) -> dict[str, bytes]:
+    """stem.png (200 dpi), stem.svg and stem.pdf (text as text), each written atomically;
+    returns each format's bytes (the report inlines the SVG without drawing it again)."""
+    written = {}
     for fmt in FORMATS:
-        path = Path(folder) / f"{stem}.{fmt}"
-        atomic_write_bytes(path, figure_bytes(fig, fmt, salt=stem))
-        paths.append(path)
-    return paths
+        written[fmt] = figure_bytes(fig, fmt, salt=stem)
+        atomic_write_bytes(Path(folder) / f"{stem}.{fmt}", written[fmt])
+    return written
 
 
 _USE = re.compile(r"<use\b[^>]*?/>")
 
 
-def inline_svg(fig: Figure, stem: str) -> str:
+def inline_svg(fig: Figure, stem: str, svg_bytes: bytes | None = None) -> str:
     """The figure as an <svg> element for an HTML page: ids unique to this figure, and each
-    hoverable point given its label (data-tip, and a <title> for a plain hover)."""
-    svg = figure_bytes(fig, "svg", salt=stem).decode()
+    hoverable point given its label (data-tip, and a <title> for a plain hover).
+    `svg_bytes`: the figure's SVG as `save_figure` wrote it (else drawn here)."""
+    svg = (svg_bytes or figure_bytes(fig, "svg", salt=stem)).decode()
     svg = svg[svg.index("<svg") :]
     # the RDF metadata describes the file, not the page
     svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
