@@ -23,6 +23,15 @@ CONFIGS = {
     ),
     "no shared expert": dict(n_shared_experts=0),
     "dense": dict(n_experts=0, n_shared_experts=1, top_k=1),
+    # the 2026 recipe: a dense first layer of its own width, sigmoid routing, bias balancing
+    "dense first layer + sigmoid/bias": dict(
+        n_layers=3,
+        n_dense_layers=1,
+        dense_hidden=160,
+        score_func="sigmoid",
+        route_norm=True,
+        balance="bias",
+    ),
     "wide heads, top-1 of 16": dict(
         d_model=128, n_heads=2, head_dim=64, expert_hidden=32, n_experts=16, top_k=1
     ),
@@ -51,7 +60,9 @@ def saved_for_backward(model: torch.nn.Module, tokens: torch.Tensor, bf16: bool)
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("name", list(CONFIGS))
-def test_activation_estimate_is_within_15_percent_of_what_autograd_saves(name, precision):
+def test_activation_estimate_is_within_2_percent_of_what_autograd_saves(name, precision):
+    # counted tensor by tensor, so it is exact to 0.2% on every config here (a dense first
+    # layer counted as an MoE one was 14% over: 15% let that pass)
     config = MoEConfig.from_dict({**BASE, **CONFIGS[name]})
     torch.manual_seed(0)
     model = MoETransformer(config)
@@ -59,7 +70,7 @@ def test_activation_estimate_is_within_15_percent_of_what_autograd_saves(name, p
     tokens = torch.randint(0, config.vocab_size, (sequences, seq_len))
     measured = saved_for_backward(model, tokens, precision == "bf16")
     estimate = activation_bytes(config, seq_len, sequences, precision)
-    assert abs(estimate / measured - 1) < 0.15, (name, precision, estimate, measured)
+    assert abs(estimate / measured - 1) < 0.02, (name, precision, estimate, measured)
 
 
 def test_parameter_gradient_and_adam_bytes_are_exact():

@@ -24,8 +24,8 @@ def activation_bytes(
     the tests): per layer the two RMSNorms (input and normalised input, fp32), attention (its
     linears' inputs; q, k, v and the output of SDPA and its log-sum-exp; K/V only in layers
     that make their own under CLA), the router (logits and probabilities, fp32) and routed
-    experts (gathered rows, gate/up, activation, product and outputs), the shared experts;
-    then the final norm and the fp32
+    experts (gathered rows, gate/up, activation, product and outputs), the shared experts, or
+    in a dense first layer (`n_dense_layers`) its own SwiGLU; then the final norm and the fp32
     log-softmax over the vocabulary. Under bf16 autocast the linears save bf16 copies of their
     inputs (each its own copy) and the weights they use once per pass.
     """
@@ -44,7 +44,9 @@ def activation_bytes(
             k_terms = (2 if a == 2 else 1) * kv * hd if makes_kv else 0
             per_token += 4 * (2 * heads * hd + k_terms + heads + (kv if makes_kv else 0))
         per_token += a * attention + 4 * heads  # + SDPA's log-sum-exp, fp32
-        if c.is_moe:
+        if c.is_moe and layer < c.n_dense_layers:  # a dense first layer's own SwiGLU
+            per_token += a * (d + 4 * c.dense_ffn_hidden)
+        elif c.is_moe:
             per_token += 4 * (d + 2 * c.n_experts + 1)  # normalised input, logits, probs
             # routed: gathered rows, gate/up, activation, product, outputs (at the autocast
             # precision), the gated output (fp32), and the sort and token indices
@@ -58,7 +60,7 @@ def activation_bytes(
     per_token += 4 * (2 * d + 1) + a * d + 4 * c.vocab_size + 8  # final norm, head, CE, ids
     total = per_token * tokens
     if precision == "bf16":  # bf16 copies of every weight but the (fp32) router's
-        router = c.n_layers * c.n_experts * d if c.is_moe else 0
+        router = c.n_moe_layers * c.n_experts * d
         total += 2 * (count(c, seq_len).n_total - router)
     return float(total)
 
