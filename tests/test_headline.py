@@ -26,10 +26,13 @@ from moescale.fitting.options import FitOptions
 from moescale.fitting.pipeline import write_fit_json
 from moescale.fitting.prediction import (
     IDENTIFIED_WIDTH,
+    NOT_IDENTIFIED_WIDTH,
     Prediction,
     agreement,
     allocation_width,
     choose_method,
+    identification_weight,
+    parametric_share,
 )
 
 SEEDS = range(8)  # 20 in `python -m benchmarks.headline_coverage`
@@ -218,6 +221,26 @@ def test_headline_method_is_chosen_by_identification():
     assert choose_method(both, IDENTIFIED_WIDTH * 2) == "isoflop"
     assert choose_method({"parametric": {}}, IDENTIFIED_WIDTH * 2) == "parametric"
     assert choose_method({"isoflop": {}}, None) == "isoflop"
+
+
+def test_approach3s_share_falls_smoothly_as_its_exponent_is_less_identified():
+    """No cliff: all of the headline up to IDENTIFIED_WIDTH, none from NOT_IDENTIFIED_WIDTH,
+    continuous between (a width a little past the line keeps most of the share), and times
+    the lack-of-fit weight."""
+    assert identification_weight(None) == identification_weight(IDENTIFIED_WIDTH) == 1.0
+    assert identification_weight(NOT_IDENTIFIED_WIDTH) == identification_weight(1.0) == 0.0
+    widths = np.linspace(IDENTIFIED_WIDTH, NOT_IDENTIFIED_WIDTH, 201)
+    weights = np.array([identification_weight(w) for w in widths])
+    assert np.all(np.diff(weights) < 0) and np.abs(np.diff(weights)).max() < 0.011
+    assert identification_weight(IDENTIFIED_WIDTH + 1e-9) == pytest.approx(1.0)
+
+    from moescale.fitting.studies.lack_of_fit import Family, LackOfFit
+
+    refused = LackOfFit((Family("optimal N in sample", (2.3,), 5.4, 1, 0.02),))  # p = 0.02
+    assert not refused.fits and refused.weight == pytest.approx(0.4)
+    middle = (IDENTIFIED_WIDTH + NOT_IDENTIFIED_WIDTH) / 2
+    assert parametric_share(middle, refused) == pytest.approx(0.5 * 0.4)
+    assert parametric_share(IDENTIFIED_WIDTH / 2, None) == 1.0
 
 
 def test_agreement_says_in_words_when_methods_disagree():

@@ -28,12 +28,12 @@ from moescale.fitting.laws.parametric import ParametricFit, fit_parametric
 from moescale.fitting.laws.powerlaw import SaturatingLaw
 from moescale.fitting.options import DEFAULT_TARGET_FACTOR, METRICS, FitOptions
 from moescale.fitting.prediction import (
-    IDENTIFIED_WIDTH,
     Prediction,
     allocation_width,
     combined_prediction,
     headline,
     method_prediction,
+    parametric_share,
 )
 from moescale.fitting.studies.extrapolation import ExtrapolationCheck, extrapolation_check
 from moescale.fitting.studies.lack_of_fit import LackOfFit, approach3_lack_of_fit
@@ -457,20 +457,17 @@ def _fit_laws(
 
 
 def _choose_headline(report: FitReport, budget_max: float) -> None:
-    """The combined prediction where Approach 3 is identified but refused by its lack-of-fit
-    test, then the headline among the methods' predictions (prediction.py)."""
+    """The combined prediction where Approach 3 keeps part of the headline (not fully
+    identified, or refused by its lack-of-fit test), then the headline among the methods'
+    predictions (prediction.py)."""
     law, target = report.law, report.target_flops
     width = allocation_width(None if report.parametric is None else report.parametric.samples)
     fit_test = report.lack_of_fit
-    if (
-        fit_test is not None
-        and not fit_test.fits
-        and fit_test.weight > 0
-        and (width is None or width <= IDENTIFIED_WIDTH)
-    ):
+    share = parametric_share(width, fit_test)
+    if report.parametric is not None and report.isoflop is not None and 0 < share < 1:
         report.predictions["combined"] = method_prediction(
             "combined",
-            combined_prediction(report.parametric, report.isoflop, fit_test.weight, target, law),
+            combined_prediction(report.parametric, report.isoflop, share, target, law),
             "the two methods' bootstrap draws pooled in the shares of `weights`",
             law,
         )
