@@ -378,6 +378,33 @@ def test_the_bias_moves_against_the_load_and_keeps_a_zero_mean():
     assert "blocks.0.ffn.load" not in model.state_dict()
 
 
+def test_the_sequence_wise_balance_loss_is_deepseek_v3s_and_joins_the_loss():
+    # two sequences of two tokens, two experts, top-1: the first sends both tokens to expert
+    # 0 (f = [2, 0], P = its scores [σ, 1 − σ] with σ = sigmoid(2), the softmax of [2, 0]);
+    # the second one to each (f = [1, 1], P = [1/2, 1/2]): DeepSeek-V3 eq. 17-20 by hand
+    logits = torch.tensor([[2.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
+    sigma = 1 / (1 + math.exp(-2.0))
+    found = route(logits, 1, seq_len=2).seq_aux_loss
+    assert float(found) == pytest.approx((2 * sigma + 1.0) / 2)
+    assert float(route(logits, 1).seq_aux_loss) == 0.0  # no sequences given: none
+    config = MoEConfig(**BASE, n_experts=4, balance="bias", seq_aux_loss_coef=0.01)
+    torch.manual_seed(0)
+    model = MoETransformer(config)
+    tokens = torch.randint(0, config.vocab_size, (2, 16))
+    out = model(tokens, tokens)
+    assert out.seq_aux_loss.requires_grad and out.seq_aux_loss.item() > 0
+    # under bias balancing only the z-loss and the sequence-wise term join the CE
+    expected = out.ce_loss + config.z_loss_coef * out.z_loss + 0.01 * out.seq_aux_loss
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    out.loss.backward()
+    with_term = model.blocks[0].ffn.router.weight.grad.clone()
+    model.zero_grad()
+    plain = MoETransformer(config.replace(seq_aux_loss_coef=0.0))
+    plain.load_state_dict(model.state_dict())
+    plain(tokens, tokens).loss.backward()
+    assert not torch.allclose(with_term, plain.blocks[0].ffn.router.weight.grad)  # it trains
+
+
 def test_old_configs_keep_their_run_ids():
     """The new fields at their defaults are left out of to_dict, so every id hashed before
     them holds; set, they are in it (and change the id)."""
@@ -397,6 +424,7 @@ def test_old_configs_keep_their_run_ids():
         ({"score_func": "tanh"}, "score_func must be one of softmax, sigmoid"),
         ({"balance": "magic"}, "balance must be one of aux_loss, bias, none"),
         ({"bias_update_rate": 0}, "bias_update_rate must be > 0"),
+        ({"seq_aux_loss_coef": -1.0}, "seq_aux_loss_coef must be >= 0"),
         ({"n_dense_layers": 5}, "n_dense_layers must be between 0 and n_layers (4)"),
         ({"n_experts": 0, "n_dense_layers": 1}, "n_dense_layers must be 0 for a dense model"),
     ],

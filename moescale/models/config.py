@@ -21,6 +21,7 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "route_norm": False,
     "balance": "aux_loss",
     "bias_update_rate": 1e-3,
+    "seq_aux_loss_coef": 0.0,
     "n_dense_layers": 0,
     "dense_hidden": None,
 }
@@ -63,6 +64,9 @@ class MoEConfig:
     route_norm: bool = False
     balance: Balance = "aux_loss"
     bias_update_rate: float = 1e-3
+    # DeepSeek-V3's complementary sequence-wise balance loss (eq. 17-20; 1e-4 there): evens
+    # out each sequence's load, beside any balance (0: off)
+    seq_aux_loss_coef: float = 0.0
     # the first layers with a dense SwiGLU FFN (DeepSeekMoE, DeepSeek-V3), `dense_hidden`
     # wide (None: the MoE layer's activated width, shared plus top-k routed)
     n_dense_layers: int = 0
@@ -125,7 +129,7 @@ class MoEConfig:
                 "capacity_factor",
                 f"must be > 0 with routing '{self.routing}'",
             )
-        for name in ("aux_loss_coef", "z_loss_coef"):
+        for name in ("aux_loss_coef", "z_loss_coef", "seq_aux_loss_coef"):
             _require(getattr(self, name) >= 0, name, "must be >= 0")
         _require(
             self.score_func in SCORE_FUNCS, "score_func", f"must be one of {', '.join(SCORE_FUNCS)}"

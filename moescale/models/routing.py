@@ -27,6 +27,7 @@ class Assignment:
     aux_loss: Tensor  # load-balance loss (Switch Transformer form), differentiable
     z_loss: Tensor  # router z-loss (ST-MoE), differentiable
     selected: Tensor  # [E]: the T·k top-k choices each expert got, before any capacity
+    seq_aux_loss: Tensor  # sequence-wise balance loss (DeepSeek-V3 eq. 17-20); 0 without seq_len
 
 
 def expert_capacity(n_tokens: int, top_k: int, n_experts: int, capacity_factor: float) -> int:
@@ -54,13 +55,16 @@ def route(
     score_func: str = "softmax",
     route_norm: bool = False,
     bias: Tensor | None = None,
+    seq_len: int | None = None,
 ) -> Assignment:
     """Assign each of T tokens to its top-k experts from fp32 router `logits` [T, E].
 
     Scores are the softmax or the sigmoid of the logits; a token's top-k experts are those of
     the highest scores plus `bias` [E] (auxiliary-loss-free balancing: the bias steers the
     choice only), and each is gated by its score — renormalised over the k to sum to 1 with
-    `route_norm` (DeepSeek-V3 §2.1.2).
+    `route_norm` (DeepSeek-V3 §2.1.2). With `seq_len` (the T tokens are sequences of that
+    length, one after another) it also gives DeepSeek-V3's complementary sequence-wise
+    balance loss (`sequence_balance_loss`).
 
     Priority for capacity is choice-major: every token's first choice before any second
     choice, and within a choice, earlier tokens first (GShard's order). 'drop' discards
@@ -95,6 +99,7 @@ def route(
     shares = probs if score_func == "softmax" else probs / probs.sum(dim=-1, keepdim=True)
     aux_loss = n_experts * torch.sum(chosen * shares.mean(dim=0))
     z_loss = torch.logsumexp(logits.float(), dim=-1).square().mean()
+    seq_aux_loss = sequence_balance_loss(probs, top_e, seq_len) if seq_len else logits.new_zeros(())
 
     zero = logits.new_zeros((), dtype=torch.float32)
     dropped = recycled = zero
@@ -135,7 +140,25 @@ def route(
         aux_loss=aux_loss,
         z_loss=z_loss,
         selected=selected,
+        seq_aux_loss=seq_aux_loss,
     )
+
+
+def sequence_balance_loss(scores: Tensor, chosen: Tensor, seq_len: int) -> Tensor:
+    """DeepSeek-V3's sequence-wise balance loss (arXiv 2412.19437, eq. 17-20), the mean over
+    sequences of Σ_i f_i·P_i: f_i = E/(K·S) × the sequence's choices of expert i, P_i the mean
+    over its S tokens of expert i's score normalised over the experts. `scores` [T, E] (softmax
+    or sigmoid), `chosen` [T, K] the experts each token was sent to (the bias's selection,
+    where there is one: the load the loss is to even out)."""
+    n_tokens, n_experts = scores.shape
+    top_k = chosen.shape[1]
+    n_seq = n_tokens // seq_len
+    shares = (scores / scores.sum(dim=-1, keepdim=True)).view(n_seq, seq_len, n_experts)
+    counts = scores.new_zeros(n_seq, n_experts).scatter_add_(
+        1, chosen.reshape(n_seq, seq_len * top_k), scores.new_ones(n_seq, seq_len * top_k)
+    )
+    f = counts * (n_experts / (top_k * seq_len))
+    return (f * shares.mean(dim=1)).sum(dim=1).mean()
 
 
 def router_logits(x: Tensor, weight: Tensor) -> Tensor:

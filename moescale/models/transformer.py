@@ -27,11 +27,12 @@ class LayerRouting:
 @dataclass
 class ModelOutput:
     logits: Tensor  # [B, S, V]
-    loss: Tensor | None  # ce_loss + aux_loss_coef·aux_loss + z_loss_coef·z_loss
+    loss: Tensor | None  # ce_loss + aux_loss_coef·aux_loss + z_loss_coef·z_loss (+ seq's)
     ce_loss: Tensor | None  # natural-log cross-entropy per token
     aux_loss: Tensor  # load-balance loss, mean over MoE layers (0 for dense)
     z_loss: Tensor  # router z-loss, mean over MoE layers (0 for dense)
     routing: list[LayerRouting]
+    seq_aux_loss: Tensor | None = None  # sequence-wise balance loss, mean over MoE layers
 
 
 @dataclass
@@ -42,6 +43,7 @@ class MoEOutput:
     aux_loss: Tensor | None  # load-balance loss of this layer (None: dense, nothing routed)
     z_loss: Tensor | None  # router z-loss of this layer
     routing: LayerRouting | None
+    seq_aux_loss: Tensor | None = None  # sequence-wise balance loss (seq_aux_loss_coef > 0)
 
 
 class DenseFeedForward(SwiGLU):
@@ -83,6 +85,7 @@ class MoEFeedForward(nn.Module):
             score_func=c.score_func,
             route_norm=c.route_norm,
             bias=bias,
+            seq_len=x.shape[-2] if c.seq_aux_loss_coef > 0 and x.dim() == 3 else None,
         )
         if bias is not None and self.training:
             self.load += assignment.selected.detach().to(self.load.dtype)
@@ -94,7 +97,9 @@ class MoEFeedForward(nn.Module):
             dropped_frac=float(assignment.dropped_frac),
             recycled_frac=float(assignment.recycled_frac),
         )
-        return MoEOutput(out.view_as(x), assignment.aux_loss, assignment.z_loss, stats)
+        return MoEOutput(
+            out.view_as(x), assignment.aux_loss, assignment.z_loss, stats, assignment.seq_aux_loss
+        )
 
     @torch.no_grad()
     def update_bias(self) -> None:
@@ -176,13 +181,14 @@ class MoETransformer(nn.Module):
                 f"sequence length {tokens.shape[1]} exceeds max_seq_len {self.config.max_seq_len}"
             )
         x = self.embedding(tokens)
-        aux_losses, z_losses, routing = [], [], []
+        aux_losses, z_losses, seq_losses, routing = [], [], [], []
         kv = None
         for block in self.blocks:
             x, kv, moe = block(x, self.rope_cos, self.rope_sin, kv)
             if moe.routing is not None:
                 aux_losses.append(moe.aux_loss)
                 z_losses.append(moe.z_loss)
+                seq_losses.append(moe.seq_aux_loss)
                 routing.append(moe.routing)
         x = self.final_norm(x)
         weight = self.embedding.weight if self.output is None else self.output.weight
@@ -191,13 +197,16 @@ class MoETransformer(nn.Module):
         zero = logits.new_zeros((), dtype=torch.float32)
         aux_loss = torch.stack(aux_losses).mean() if aux_losses else zero
         z_loss = torch.stack(z_losses).mean() if z_losses else zero
+        seq_aux_loss = torch.stack(seq_losses).mean() if seq_losses else zero
         ce_loss = loss = None
         if targets is not None:
             ce_loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
             # the aux loss balances only under balance: aux_loss (else it is reported alone)
             aux_coef = self.config.aux_loss_coef if self.config.balance == "aux_loss" else 0.0
             loss = ce_loss + aux_coef * aux_loss + self.config.z_loss_coef * z_loss
-        return ModelOutput(logits, loss, ce_loss, aux_loss, z_loss, routing)
+            if self.config.seq_aux_loss_coef > 0:  # with any balance (DeepSeek-V3: with bias)
+                loss = loss + self.config.seq_aux_loss_coef * seq_aux_loss
+        return ModelOutput(logits, loss, ce_loss, aux_loss, z_loss, routing, seq_aux_loss)
 
     def bias_spread(self) -> float:
         """Routing health under balance: bias — the largest max − min of a layer's selection
