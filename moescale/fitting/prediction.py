@@ -288,9 +288,9 @@ def choose_method(
     allocation_interval_width: float | None,
     lack_of_fit: LackOfFit | None = None,
 ) -> str:
-    """Approach 3 when fitted, identified and not refused by the lack-of-fit test (or when
-    nothing else was fitted); the two combined when it is identified but refused (the
-    combination is made only then); else Approach 2."""
+    """Approach 3 when fitted, fully identified and not refused by the lack-of-fit test (or
+    when nothing else was fitted); the two combined where it keeps part of the headline (the
+    combination is made only then: `parametric_share` between 0 and 1); else Approach 2."""
     if "combined" in predictions:
         return "combined"
     if "parametric" in predictions and (
