@@ -196,20 +196,18 @@ def _laid_out_once(fig: Figure):
     """The figure's layout solved once for all its formats (a constrained layout is solved
     again at every save otherwise: a third of a report's time), every file the same layout."""
     engine = fig.get_layout_engine()
-    if engine is None:
-        yield
-        return
-    with plt.rc_context(RC):
-        fig.draw_without_rendering()
-    try:
-        fig.set_layout_engine("none")
-    except RuntimeError:  # a colorbar made under this engine: it keeps its engine
-        yield
-        return
+    if engine is not None:
+        with plt.rc_context(RC):
+            fig.draw_without_rendering()
+        try:
+            fig.set_layout_engine("none")
+        except RuntimeError:  # a colorbar made under this engine: it keeps its engine
+            engine = None
     try:
         yield
     finally:
-        fig.set_layout_engine(engine)
+        if engine is not None:
+            fig.set_layout_engine(engine)
 
 
 _USE = re.compile(r"<use\b[^>]*?/>")

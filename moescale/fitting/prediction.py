@@ -16,8 +16,8 @@ few runs its five parameters are not identified (a 14-run sweep can leave α any
 0.5 to 15), and then Approach 2 leads. Between IDENTIFIED_WIDTH and NOT_IDENTIFIED_WIDTH the
 two are combined, Approach 3's share falling linearly with the width (and times its
 lack-of-fit weight): a cliff at one width made the same sweep on two machines lead with a
-3× interval on one and a 69× interval on the other (the quickstart, 0.20 and 0.24 wide). The hold-out check is reported beside, not used to
-choose: each held-out budget's own optimum carries ±15–25% of noise on a factor-2 grid, too
+3× interval on one and a 69× interval on the other (the quickstart, 0.20 and 0.24 wide).
+The hold-out check is reported beside, not used to choose: each held-out budget's own optimum carries ±15–25% of noise on a factor-2 grid, too
 much to rank two methods by in our simulations.
 """
 

@@ -27,7 +27,7 @@ class Assignment:
     aux_loss: Tensor  # load-balance loss (Switch Transformer form), differentiable
     z_loss: Tensor  # router z-loss (ST-MoE), differentiable
     selected: Tensor  # [E]: the T·k top-k choices each expert got, before any capacity
-    seq_aux_loss: Tensor  # sequence-wise balance loss (DeepSeek-V3 eq. 17-20); 0 without seq_len
+    seq_aux_loss: Tensor | None  # sequence-wise balance loss (DeepSeek-V3 eq. 17-20), with seq_len
 
 
 def expert_capacity(n_tokens: int, top_k: int, n_experts: int, capacity_factor: float) -> int:
@@ -99,7 +99,7 @@ def route(
     shares = probs if score_func == "softmax" else probs / probs.sum(dim=-1, keepdim=True)
     aux_loss = n_experts * torch.sum(chosen * shares.mean(dim=0))
     z_loss = torch.logsumexp(logits.float(), dim=-1).square().mean()
-    seq_aux_loss = sequence_balance_loss(probs, top_e, seq_len) if seq_len else logits.new_zeros(())
+    seq_aux_loss = sequence_balance_loss(probs, top_e, seq_len) if seq_len else None
 
     zero = logits.new_zeros((), dtype=torch.float32)
     dropped = recycled = zero

@@ -32,7 +32,7 @@ class ModelOutput:
     aux_loss: Tensor  # load-balance loss, mean over MoE layers (0 for dense)
     z_loss: Tensor  # router z-loss, mean over MoE layers (0 for dense)
     routing: list[LayerRouting]
-    seq_aux_loss: Tensor | None = None  # sequence-wise balance loss, mean over MoE layers
+    seq_aux_loss: Tensor | None = None  # sequence-wise balance loss, mean over MoE layers (if on)
 
 
 @dataclass
@@ -188,7 +188,8 @@ class MoETransformer(nn.Module):
             if moe.routing is not None:
                 aux_losses.append(moe.aux_loss)
                 z_losses.append(moe.z_loss)
-                seq_losses.append(moe.seq_aux_loss)
+                if moe.seq_aux_loss is not None:  # only asked for (seq_aux_loss_coef > 0)
+                    seq_losses.append(moe.seq_aux_loss)
                 routing.append(moe.routing)
         x = self.final_norm(x)
         weight = self.embedding.weight if self.output is None else self.output.weight
@@ -197,14 +198,14 @@ class MoETransformer(nn.Module):
         zero = logits.new_zeros((), dtype=torch.float32)
         aux_loss = torch.stack(aux_losses).mean() if aux_losses else zero
         z_loss = torch.stack(z_losses).mean() if z_losses else zero
-        seq_aux_loss = torch.stack(seq_losses).mean() if seq_losses else zero
+        seq_aux_loss = torch.stack(seq_losses).mean() if seq_losses else None
         ce_loss = loss = None
         if targets is not None:
             ce_loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
             # the aux loss balances only under balance: aux_loss (else it is reported alone)
             aux_coef = self.config.aux_loss_coef if self.config.balance == "aux_loss" else 0.0
             loss = ce_loss + aux_coef * aux_loss + self.config.z_loss_coef * z_loss
-            if self.config.seq_aux_loss_coef > 0:  # with any balance (DeepSeek-V3: with bias)
+            if seq_aux_loss is not None:  # with any balance (DeepSeek-V3: with bias)
                 loss = loss + self.config.seq_aux_loss_coef * seq_aux_loss
         return ModelOutput(logits, loss, ce_loss, aux_loss, z_loss, routing, seq_aux_loss)
 

@@ -154,9 +154,9 @@ def write_shards(
         buffers["val"] = _Buffer(np.empty(len(ids), dtype))
         buffers["val"].add(ids, text_bytes)
     _flush(out, manifest, buffers, pending)
-    if cache and not (manifest["shards"]["train"] and manifest["shards"]["val"]):
-        raise UserError(f"{spec.path}: corpus too small to split into train and validation")
     if not manifest["shards"]["train"] or not manifest["shards"]["val"]:
+        if cache:  # the run's own words: its corpus, not a folder it never named
+            raise UserError(f"{spec.path}: corpus too small to split into train and validation")
         raise UserError(
             f"{out}: the corpus gave no {'training' if not manifest['shards']['train'] else 'validation'} "
             "documents (too few documents for the split, or none at all)"
