@@ -35,6 +35,9 @@ from moescale.fitting.prediction import (
     parametric_share,
 )
 
+# one worker of `make test` takes this whole module: the design study's fixture is made once
+pytestmark = pytest.mark.xdist_group("headline")
+
 SEEDS = range(8)  # 20 in `python -m benchmarks.headline_coverage`
 FACTORS = (100.0, 10_000.0)
 
@@ -63,7 +66,8 @@ def test_headline_is_right_and_its_interval_honest_far_past_the_sweep():
     for seed in SEEDS:
         table = simulated_design_sweep(seed)
         largest = table["budget_flops"].max()
-        fit = _quiet_fit(table, target_flops=FACTORS[0] * largest)
+        # no hold-out check: it words the reach alone, nothing asserted here
+        fit = _quiet_fit(table, target_flops=FACTORS[0] * largest, holdout_check=False)
         chosen.append(fit.prediction.method)
         for factor in FACTORS:
             flops = factor * largest
@@ -297,6 +301,7 @@ def design_scores() -> pd.DataFrame:
     return score_designs(DESIGN_CASES, DESIGN_SEEDS, bootstrap=100, workers=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "factor"), DESIGN_CASES)
 def test_headline_is_honest_and_no_wider_than_it_must_be(design_scores, name, factor):
     """20 seeds of Student-t noise with outliers at the grid edges, off-centre grids, 3, 6 and 9

@@ -111,7 +111,9 @@ def test_data_constrained_fit_recovers_r_star_and_the_correction_unbiases_the_ex
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             naive.append(fit_isoflop(table).n_exponent)
-            fit = fit_all(table, None, "sim", FitOptions(bootstrap=100), strict=False)
+            fit = fit_all(
+                table, None, "sim", FitOptions(bootstrap=100, holdout_check=False), strict=False
+            )
         low, high = fit.data_constrained.intervals["r_star_d"]
         covered += low <= TRUTH.r_star_d <= high
         corrected.append(fit.isoflop.n_exponent)

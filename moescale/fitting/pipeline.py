@@ -441,7 +441,9 @@ def _fit_laws(
         report.predictions["isoflop"] = replace(
             report.predictions["isoflop"], loss_note=NO_FLOOR_NOTE
         )
-    if iso is not None or report.parametric is not None:
+    if not report.options.holdout_check:
+        report.skipped["extrapolation"] = "the hold-out check was not asked for"
+    elif iso is not None or report.parametric is not None:
         try:
             report.extrapolation = extrapolation_check(
                 runs,
