@@ -48,8 +48,11 @@ format: dev
 	$(BIN)/ruff format moescale tests benchmarks
 	$(BIN)/ruff check --fix moescale tests benchmarks
 
+# two workers (pytest-xdist): each module with a shared fixture stays on one worker
+# (--dist loadgroup, xdist_group marks) and the slow end-to-end modules start first
+# (tests/conftest.py), so the two finish together
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 # re-execute the notebooks in place, so they are committed with their outputs
 notebooks: dev

@@ -1,4 +1,5 @@
-"""Shared fixtures: a token cache per test session, so tests never touch ~/.cache."""
+"""Shared fixtures: a token cache per test session, so tests never touch ~/.cache; and the
+order in which `make test`'s two workers (pytest-xdist, --dist loadgroup) take the tests."""
 
 from __future__ import annotations
 
@@ -11,3 +12,11 @@ def _session_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MOESCALE_CACHE", str(cache))
         yield cache
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The modules that hold a slow end-to-end check first, each kept whole (its module
+    fixtures are made once): two workers that start on the long ones finish together, where
+    one left with the longest check last would run alone for minutes."""
+    heavy = {item.module for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module not in heavy)  # stable: each module's own order

@@ -22,6 +22,9 @@ from moescale.sweeps.runner import ray_temp_dir, run_sweep
 from moescale.sweeps.spec import SweepSpec
 from moescale.training import RunSpec, train_run
 
+# one worker of `make test` takes this whole module: its uninterrupted WSD sweep is made once
+pytestmark = pytest.mark.xdist_group("branching")
+
 # Two sizes, three budgets: two trunks, six branches. Half of each run cools down, so that a
 # branch is caught mid-cooldown; checkpoints often, so that a trunk is caught mid-plateau.
 WSD = {

@@ -29,6 +29,9 @@ from moescale.sweeps.plan import Plan, PlannedRun, bracket_extensions, plan_swee
 from moescale.sweeps.spec import SweepSpec
 from tests.cli_helpers import QUICK_FAMILY, as_runs_table, moescale
 
+# one worker of `make test` takes this whole module: the simulated study and its fit are made once
+pytestmark = pytest.mark.xdist_group("moe_design")
+
 FALLBACK_BOUND = 3.0  # MoE step ÷ dense step: measured 1.4–1.8 here under load; a fallback ~20
 SEEDS = 4  # the full study: python -m benchmarks.moe_design_coverage --seeds 20
 

@@ -19,6 +19,9 @@ from moescale.sweeps import load_sweep_spec, plan_sweep
 from moescale.sweeps.plan import Dropped, PlannedRun, bracket_extensions
 from moescale.sweeps.spec import SweepSpec
 
+# one worker of `make test` takes this whole module: the tiny sweep's fixture is made once
+pytestmark = pytest.mark.xdist_group("sweeps")
+
 TINY = {
     "name": "tiny",
     "budgets": [2.0e10, 4.0e10],

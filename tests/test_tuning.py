@@ -26,6 +26,9 @@ from moescale.sweeps.plan import Dropped, Plan, PlannedRun, bracket_extensions, 
 from moescale.sweeps.spec import SweepSpec
 from tests.cli_helpers import QUICK_FAMILY, as_runs_table, assert_one_line_error, moescale
 
+# one worker of `make test` takes this whole module: the LR study's fixture is made once
+pytestmark = pytest.mark.xdist_group("tuning")
+
 SEEDS = 8
 
 
