@@ -15,8 +15,9 @@ def _session_cache(tmp_path_factory):
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The modules that hold a slow end-to-end check first, each kept whole (its module
-    fixtures are made once): two workers that start on the long ones finish together, where
-    one left with the longest check last would run alone for minutes."""
+    """The modules that hold a slow end-to-end check first, each module's tests in their own
+    order. pytest-xdist (--dist loadgroup) sends the grouped modules first, largest first, then
+    single tests in this order: the two workers start on the long checks and finish together,
+    where one left with the longest check last would run alone for minutes."""
     heavy = {item.module for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: item.module not in heavy)  # stable: each module's own order
