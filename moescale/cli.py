@@ -325,10 +325,12 @@ def train(
         TimeRemainingColumn,
     )
 
-    from moescale.training import RunSpec, train_run
+    from moescale.training import RunSpec
     from moescale.yamlio import load_yaml, validate
 
-    spec = validate(RunSpec, load_yaml(config), source=str(config))
+    spec = validate(RunSpec, load_yaml(config), source=str(config))  # before torch loads
+    from moescale.training import train_run
+
     out = out or Path("results") / "runs" / spec.run_id
     console = _console()
     columns = (

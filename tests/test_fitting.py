@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -369,6 +370,22 @@ def test_fitting_and_analysis_never_import_torch_or_ray():
         "bad = [m for m in ('torch', 'ray') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_checking_and_planning_a_sweep_never_import_torch():
+    """A spec's one-line error, `moescale flops` and the plan come back in under a second:
+    the config, family, accounting, recipes and data specs load without torch (1.5–2.5 s)."""
+    code = (
+        "import sys, moescale.cli; from moescale.sweeps import load_sweep_spec, plan_sweep; "
+        "from moescale.training import RunSpec, DataSpec; from moescale.models import count; "
+        "from moescale.training.hardware import resolve_hardware; "
+        "plan = plan_sweep(load_sweep_spec('configs/quick.yaml')); resolve_hardware('h100'); "
+        "count(plan.runs[0].spec.model, 64); "
+        "bad = [m for m in ('torch', 'ray') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -20,13 +20,15 @@ import sysconfig
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from moescale.errors import UserError
+
+if TYPE_CHECKING:  # torch loads where batches are made: planning and spec checks stay light
+    import torch
 
 SourceKind = Literal[
     "stdlib", "text", "bin", "parquet", "jsonl", "hf_disk", "synthetic", "tokens", "mixture"
@@ -396,6 +398,8 @@ def train_batch(
     """Random windows of the training tokens, a pure function of (seed, step): the data
     position of a run is its step, so a resumed run sees exactly the batches it would have.
     A mixture draws each window's source too (mixture.py)."""
+    import torch
+
     from moescale.training.mixture import Mixture
 
     if isinstance(tokens, Mixture):
@@ -418,6 +422,8 @@ def held_out_tokens_per_byte(
     bits per token to bits per byte (comparable across tokenizers). Bytes are one a token;
     BPE's targets are decoded to the text they encode and its UTF-8 bytes counted. NaN where
     the text is unknown (token files of another tokenizer, synthetic ids)."""
+    import torch
+
     if tokenizer is None:
         return math.nan
     targets = torch.cat([t.reshape(-1) for _, t in batches])
@@ -430,6 +436,8 @@ def eval_batches(
     tokens: np.ndarray, n_tokens: int, seq_len: int, batch_size: int
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The fixed held-out set: the first `n_tokens` validation tokens as contiguous sequences."""
+    import torch
+
     n_seq = n_tokens // seq_len
     if n_seq < 1 or len(tokens) < n_seq * seq_len + 1:
         raise UserError(

@@ -7,10 +7,12 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from moescale.errors import OptionError, UserError
+
+if TYPE_CHECKING:  # torch loads where a device is used: naming a target stays light
+    import torch
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ def resolve_hardware(
 def pick_device(requested: str = "auto") -> torch.device:
     """CUDA when present and asked for ("auto" or "cuda"), else the CPU; asking for CUDA on a
     machine without it is a UserError, not a crash deep in the first step."""
+    import torch
+
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(requested)
@@ -95,18 +99,23 @@ def pick_device(requested: str = "auto") -> torch.device:
 
 
 def _sync(device: torch.device) -> None:
+    import torch
+
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def measure_matmul_peak(
     device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     size: int = 1024,
     seconds: float = 0.5,
 ) -> float:
     """Best FLOP/s of square `size` matmuls over ~`seconds` (the best of short repeats, so a
-    noisy neighbour lowers it less than a mean would)."""
+    noisy neighbour lowers it less than a mean would); fp32 unless `dtype` is given."""
+    import torch
+
+    dtype = dtype or torch.float32
     device = torch.device(device)
     if device.type == "cuda":
         size = max(size, 8192)
@@ -131,9 +140,13 @@ def _cache_path() -> Path:
     return Path(root) / "matmul_peak.json"
 
 
-def matmul_peak(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> float:
-    """The measured matmul peak of this machine's `device` at `dtype` and at the current
-    thread count, cached in ~/.cache/moescale (or $MOESCALE_CACHE) after the first measure."""
+def matmul_peak(device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> float:
+    """The measured matmul peak of this machine's `device` at `dtype` (fp32 unless given) and
+    at the current thread count, cached in ~/.cache/moescale (or $MOESCALE_CACHE) after the
+    first measure."""
+    import torch
+
+    dtype = dtype or torch.float32
     device = torch.device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     key = f"{os.uname().nodename}/{name}/{str(dtype).removeprefix('torch.')}/threads={torch.get_num_threads()}"
