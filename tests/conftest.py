@@ -3,12 +3,21 @@ order in which `make test`'s two workers (pytest-xdist, --dist loadgroup) take t
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_cache(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("moescale-cache")
+    """One cache for the whole run: under pytest-xdist the workers' temp folders share a
+    parent, so the default corpus is tokenized (and the matmul peak measured) once, not once a
+    worker; every cache write is a private file or folder renamed into place."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        cache = tmp_path_factory.getbasetemp().parent / "moescale-cache"
+        cache.mkdir(exist_ok=True)
+    else:
+        cache = tmp_path_factory.mktemp("moescale-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MOESCALE_CACHE", str(cache))
         yield cache
