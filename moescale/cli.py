@@ -208,11 +208,7 @@ def fit(
 
     if format not in FORMATS:
         raise UserError(f"--format must be one of {', '.join(FORMATS)}, got '{format}'")
-
-    if out is not None and out.is_dir():
-        raise UserError(f"--out {out}: is a folder; name the fit.json file to write")
-    if out is not None and not out.parent.is_dir():
-        raise UserError(f"--out {out}: no folder {out.parent} to write into")
+    _check_out(out)
     columns = dict(n_active=n_col, tokens=d_col, flops=flops_col, final_loss=loss_col,
                    budget_flops=budget_col, unique_tokens=unique_col)  # fmt: skip
     options = fit_choices.FitOptions(
@@ -243,6 +239,14 @@ def fit(
     console.print(f"wrote {path}")
     for part in fit_summary(report):
         console.print(part)
+
+
+def _check_out(out: Path | None) -> None:
+    """--out names a fit.json to write, in a folder that exists (checked before any fitting)."""
+    if out is not None and out.is_dir():
+        raise UserError(f"--out {out}: is a folder; name the fit.json file to write")
+    if out is not None and not out.parent.is_dir():
+        raise UserError(f"--out {out}: no folder {out.parent} to write into")
 
 
 @app.command()

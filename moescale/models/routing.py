@@ -45,6 +45,48 @@ def rank_within_expert(expert: Tensor, n_experts: int) -> Tensor:
     return rank
 
 
+def _within_capacity(
+    token: Tensor,
+    expert: Tensor,
+    weight: Tensor,
+    probs: Tensor,
+    top_k: int,
+    routing: str,
+    capacity_factor: float | None,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The assignments (choice-major) that fit each expert's capacity under 'drop' or
+    'recycle' (see `route`), with the dropped and recycled shares of all assignments."""
+    n_tokens, n_experts = probs.shape
+    n_assign = n_tokens * top_k
+    zero = probs.new_zeros((), dtype=torch.float32)
+    recycled = zero
+    if capacity_factor is None:
+        raise ValueError(f"routing '{routing}' needs a capacity_factor")
+    capacity = expert_capacity(n_tokens, top_k, n_experts, capacity_factor)
+    keep = rank_within_expert(expert, n_experts) < capacity
+    if routing == "recycle":
+        room = capacity - torch.bincount(expert[keep], minlength=n_experts)
+        overflow = torch.nonzero(~keep).flatten()
+        free_slots = torch.repeat_interleave(torch.arange(n_experts, device=room.device), room)
+        n_moved = min(overflow.numel(), free_slots.numel())
+        if n_moved:
+            pick = torch.randperm(free_slots.numel(), generator=generator)[:n_moved]
+            moved = overflow[:n_moved]
+            new_expert = free_slots[pick.to(free_slots.device)]
+            expert = expert.clone()
+            expert[moved] = new_expert
+            weight = weight.clone()
+            weight[moved] = probs[token[moved], new_expert]
+            keep = keep.clone()
+            keep[moved] = True
+        recycled = zero + n_moved / n_assign
+    elif routing != "drop":
+        raise ValueError(f"unknown routing '{routing}'")
+    dropped = zero + (n_assign - int(keep.sum())) / n_assign
+    return token[keep], expert[keep], weight[keep], dropped, recycled
+
+
 def route(
     logits: Tensor,
     top_k: int,
@@ -104,30 +146,9 @@ def route(
     zero = logits.new_zeros((), dtype=torch.float32)
     dropped = recycled = zero
     if routing != "dropless":
-        if capacity_factor is None:
-            raise ValueError(f"routing '{routing}' needs a capacity_factor")
-        capacity = expert_capacity(n_tokens, top_k, n_experts, capacity_factor)
-        keep = rank_within_expert(expert, n_experts) < capacity
-        if routing == "recycle":
-            room = capacity - torch.bincount(expert[keep], minlength=n_experts)
-            overflow = torch.nonzero(~keep).flatten()
-            free_slots = torch.repeat_interleave(torch.arange(n_experts, device=room.device), room)
-            n_moved = min(overflow.numel(), free_slots.numel())
-            if n_moved:
-                pick = torch.randperm(free_slots.numel(), generator=generator)[:n_moved]
-                moved = overflow[:n_moved]
-                new_expert = free_slots[pick.to(free_slots.device)]
-                expert = expert.clone()
-                expert[moved] = new_expert
-                weight = weight.clone()
-                weight[moved] = probs[token[moved], new_expert]
-                keep = keep.clone()
-                keep[moved] = True
-            recycled = zero + n_moved / n_assign
-        elif routing != "drop":
-            raise ValueError(f"unknown routing '{routing}'")
-        dropped = zero + (n_assign - int(keep.sum())) / n_assign
-        token, expert, weight = token[keep], expert[keep], weight[keep]
+        token, expert, weight, dropped, recycled = _within_capacity(
+            token, expert, weight, probs, top_k, routing, capacity_factor, generator
+        )
 
     expert_fraction = torch.bincount(expert, minlength=n_experts).float() / n_assign
     return Assignment(
