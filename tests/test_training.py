@@ -207,6 +207,16 @@ def test_text_jsonl_parquet_and_bin_sources(tmp_path):
     assert len(text.train) + len(text.val) == sum(len(t.encode()) for t in docs.values())
     assert len(text.val) > 0 and len(text.train) > len(text.val)
 
+    # the corpus's cache key is kept for the process by its files' path, size and mtime: an
+    # edited file is read again (a new key, new tokens), an untouched corpus is not
+    again = load_tokens(DataSpec(source="text", path=str(folder)))
+    assert again.fingerprint == text.fingerprint
+    (folder / "doc0.txt").write_text(docs["doc0.txt"] + " an edit")
+    edited = load_tokens(DataSpec(source="text", path=str(folder)))
+    assert edited.fingerprint != text.fingerprint
+    assert len(edited.train) + len(edited.val) == len(text.train) + len(text.val) + len(" an edit")
+    (folder / "doc0.txt").write_text(docs["doc0.txt"])
+
     jsonl = tmp_path / "docs.jsonl"
     jsonl.write_text("\n".join(json.dumps({"text": t, "id": n}) for n, t in docs.items()))
     from_jsonl = load_tokens(DataSpec(source="jsonl", path=str(jsonl)))

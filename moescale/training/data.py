@@ -103,6 +103,10 @@ def _held_out(name: str, val_percent: float) -> bool:
     return int.from_bytes(digest, "little") % 10_000 < val_percent * 100
 
 
+# the files each file-based text source reads (a folder: every such file below it)
+SUFFIXES = {"text": (".txt", ".md", ".py", ".text"), "jsonl": (".jsonl",), "parquet": (".parquet",)}
+
+
 def _paths(spec: DataSpec, suffixes: tuple[str, ...]) -> list[Path]:
     if spec.path is None:
         raise UserError(f"data.path is required for source '{spec.source}'")
@@ -137,10 +141,10 @@ def documents(spec: DataSpec) -> Iterator[tuple[str, str]]:
         for path in stdlib_files():
             yield str(path.relative_to(root)), path.read_text(encoding="utf-8", errors="replace")
     elif spec.source == "text":
-        for path in _paths(spec, (".txt", ".md", ".py", ".text")):
+        for path in _paths(spec, SUFFIXES["text"]):
             yield str(path), path.read_text(encoding="utf-8", errors="replace")
     elif spec.source == "jsonl":
-        for path in _paths(spec, (".jsonl",)):
+        for path in _paths(spec, SUFFIXES["jsonl"]):
             with path.open(encoding="utf-8") as handle:
                 for i, line in enumerate(handle):
                     if line.strip():
@@ -148,7 +152,7 @@ def documents(spec: DataSpec) -> Iterator[tuple[str, str]]:
     elif spec.source == "parquet":
         import pyarrow.parquet as pq
 
-        for path in _paths(spec, (".parquet",)):
+        for path in _paths(spec, SUFFIXES["parquet"]):
             table = pq.ParquetFile(path)
             if spec.text_column not in table.schema_arrow.names:
                 raise UserError(f"{path}: missing column '{spec.text_column}'")
@@ -359,9 +363,38 @@ def load_tokens(spec: DataSpec, progress: Callable[[int, int], None] | None = No
     )
 
 
+_DIGESTS: dict[tuple, tuple[str, int]] = {}  # this process's digests, by corpus signature
+
+
+def _corpus_signature(spec: DataSpec) -> tuple | None:
+    """What names a corpus's documents without reading them, where that is sure: the standard
+    library by its folder (it does not change under a running Python), files by their path,
+    size and modification time (with the text column read from them). None: read it."""
+    if spec.source == "stdlib":
+        return ("stdlib", sysconfig.get_paths()["stdlib"])
+    if spec.source not in SUFFIXES:
+        return None
+    files = []
+    for path in _paths(spec, SUFFIXES[spec.source]):
+        stat = path.stat()
+        files.append((str(path.resolve()), stat.st_size, stat.st_mtime_ns))
+    return (spec.source, spec.text_column, tuple(files))
+
+
 def _corpus_digest(spec: DataSpec) -> tuple[str, int]:
     """(a hash of every document's name and text, the characters in all), the token cache's
-    key, from one pass over the documents; an empty corpus is an error."""
+    key, from one pass over the documents; an empty corpus is an error. Kept for the process
+    by the corpus's signature: every run of a sweep's trial worker (and of a test session)
+    would otherwise read and hash the whole corpus again (the standard library: ~1 s)."""
+    signature = _corpus_signature(spec)
+    if signature is None:
+        return _read_corpus_digest(spec)
+    if signature not in _DIGESTS:
+        _DIGESTS[signature] = _read_corpus_digest(spec)
+    return _DIGESTS[signature]
+
+
+def _read_corpus_digest(spec: DataSpec) -> tuple[str, int]:
     digest = hashlib.blake2b(digest_size=12)
     total = 0
     for name, text in documents(spec):
