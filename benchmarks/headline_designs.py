@@ -28,9 +28,10 @@ from moescale.fitting.pipeline import fit_all
 
 def score_seed(name: str, seed: int, factors: tuple[float, ...], bootstrap: int) -> list[dict]:
     """One seed of one design fitted once as `moescale fit` does (its target the largest
-    factor; less the hold-out check, which moves no number scored here), its headline scored at each of `factors` past the largest budget: the method,
-    log error, coverage and log(hi/lo). One fit serves every factor: which method leads does
-    not depend on the target (`choose_method`), and each method predicts at any budget."""
+    factor; less the hold-out check, which moves no number scored here), its headline
+    scored at each of `factors` past the largest budget: the method, log error, coverage and
+    log(hi/lo). One fit serves every factor: which method leads does not depend on the target
+    (`choose_method`), and each method predicts at any budget."""
     design = DESIGNS[name]
     table = design.sweep(seed)
     largest = max(design.budgets)
