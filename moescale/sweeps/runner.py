@@ -151,6 +151,19 @@ def start_ray(results_dir: Path, address: str | None, dashboard: bool = False) -
     return True
 
 
+def concurrent_trials(resources) -> int:
+    """How many trials of `resources` the connected Ray cluster runs side by side (at least 1)."""
+    import ray
+
+    have = ray.cluster_resources()
+    fits = [
+        have.get(name, 0.0) // (amount * resources.workers)
+        for name, amount in (("CPU", resources.cpus), ("GPU", resources.gpus))
+        if amount > 0
+    ]
+    return max(1, int(min(fits)))
+
+
 class _Consolidate:
     """A Tune callback that keeps runs.parquet, curves.parquet and the display current.
     Ray stores its experiment state with pickle; the live display stays out of it."""
@@ -245,6 +258,10 @@ def _run_round(
         results_dir, spec.name, plan, progress
     )
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own display replaces Tune's tables
+    # Tune keeps one trial pending (its actor starting) at a time under a custom search
+    # algorithm: every worker after the first waited for the one before it to import torch
+    # (12-15 s each here). As many may start at once as the cluster can run side by side.
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(concurrent_trials(spec.resources)))
     # loggers are the ones `tracking` asks for, not Tune's automatic CSV/JSON/TensorBoard set
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     trunks = plan.trunks()
