@@ -7,6 +7,16 @@ import os
 
 import pytest
 
+# `make test` runs two workers on two cores, and each starts Ray trials, CLI runs and notebook
+# kernels of its own: the cores are always shared. torch's OpenMP threads spin while they wait
+# for each other, and a spinning thread holds a core the other worker needs: measured here under
+# one busy core, a tiny run's step took 105 ms on two threads, 23 ms on one, and 23 ms on two
+# that yield while they wait. So every process the tests start runs torch on one thread unless
+# it asks for more, and threads that wait give their core back. Set before torch is imported
+# (libgomp reads these once), and inherited by every process the tests start.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_cache(tmp_path_factory):
