@@ -154,6 +154,43 @@ def _fit_r_stars(
     return float(np.exp(best.x[0])), r_star_n, float(best.fun)
 
 
+def _joint_objective(n, d, unique_d, log_loss, delta: float):
+    """The joint fit's Huber loss on log L and its exact gradient, as one function of
+    x = (log A, log B, log E, α, β, log R*_D) for a law without the excess-parameter term."""
+    seen = np.minimum(d, unique_d)
+    repeats = d / seen - 1.0
+    log_n = np.log(n)
+
+    def value_and_gradient(x: np.ndarray) -> tuple[float, np.ndarray]:
+        a, b, e, alpha, beta, log_r = x
+        r_star = np.exp(log_r)
+        decay = np.exp(-repeats / r_star)
+        effective = seen + seen * r_star * (1.0 - decay)  # D'
+        with np.errstate(over="ignore"):  # an extreme step's inf, as the law itself gives
+            n_term = np.exp(a - alpha * log_n)
+            d_term = np.exp(b - beta * np.log(effective))
+        loss = np.exp(e) + n_term + d_term
+        residual = np.log(loss) - log_loss
+        size = np.abs(residual)
+        value = np.where(size <= delta, 0.5 * residual**2, delta * (size - 0.5 * delta)).sum()
+        weight = np.clip(residual, -delta, delta) / loss  # dHuber/dres · dres/dL
+        # dD'/d log R*_D = R*·dD'/dR* = U·(R*·(1 − e^(−R/R*)) − R·e^(−R/R*))
+        d_effective = seen * (r_star * (1.0 - decay) - repeats * decay)
+        gradient = np.array(
+            [
+                weight @ n_term,
+                weight @ d_term,
+                weight.sum() * np.exp(e),
+                -(weight * n_term) @ log_n,
+                -(weight * d_term) @ np.log(effective),
+                -beta * (weight * d_term / effective) @ d_effective,
+            ]
+        )
+        return float(value), gradient
+
+    return value_and_gradient
+
+
 def _polish_jointly(
     base: ParametricFit,
     r_d: float,
@@ -181,8 +218,15 @@ def _polish_jointly(
 
     x0 = np.concatenate([theta_of(base), np.log([r_d] + ([r_n] if k == 2 else []))])
     bounds = [(None, None)] * 3 + [(0.0, 2.5)] * 2 + [LOG_R_STAR_BOUNDS] * k
+    if k == 1:  # the usual law: its exact gradient, ~8x fewer evaluations than differences
+        objective = _joint_objective(n, d, unique_d, log_loss, delta)
     result = minimize(
-        objective, x0, method="L-BFGS-B", bounds=bounds, options={"ftol": 1e-15, "gtol": 1e-10}
+        objective,
+        x0,
+        jac=k == 1,
+        method="L-BFGS-B",
+        bounds=bounds,
+        options={"ftol": 1e-15, "gtol": 1e-10},
     )
     fit = unpack(result.x)
     law = replace(
