@@ -16,6 +16,7 @@ from moescale.fitting import ComputeLaw, ParametricFit, fit_all, fit_isoflop, fi
 from moescale.fitting.laws.data_constrained import (
     REPEAT_THRESHOLD,
     DataConstrainedFit,
+    _joint_objective,
     fit_data_constrained,
 )
 from moescale.fitting.options import FitOptions
@@ -127,6 +128,35 @@ def test_data_constrained_fit_recovers_r_star_and_the_correction_unbiases_the_ex
     assert covered >= 4
     assert naive_error > 0.02  # repeated data biases the naive fit
     assert corrected_error < naive_error / 2
+
+
+def test_the_joint_polish_gradient_is_the_objectives_own():
+    """The exact gradient the joint polish follows equals central differences of its objective,
+    and the objective equals the law's own Huber loss on log L, with runs on both sides of
+    the Huber threshold."""
+    rng = np.random.default_rng(3)
+    n = np.exp(rng.uniform(9, 14, 40))
+    d = 20 * n * np.exp(rng.uniform(-2, 2, 40))
+    unique = np.where(rng.random(40) < 0.3, 2 * d, d / np.exp(rng.uniform(0, 3, 40)))
+    log_loss = np.log(2 + 400 / n**0.3 + 600 / d**0.3) + rng.normal(0, 0.003, 40)
+    for x in (
+        [np.log(400), np.log(600), np.log(2), 0.3, 0.3, np.log(5)],
+        [5, 7, 0.5, 0.35, 0.25, 3],
+    ):
+        x = np.asarray(x, float)
+        base = ParametricFit.from_theta(x[:5], objective=0.0, n_points=0, huber_delta=0.0)
+        residual = (
+            np.log(DataConstrainedFit(base, float(np.exp(x[5]))).loss(n, d, unique)) - log_loss
+        )
+        delta = float(np.median(np.abs(residual)))  # half the runs on each side
+        objective = _joint_objective(n, d, unique, log_loss, delta)
+        value, gradient = objective(x)
+        size = np.abs(residual)
+        huber = np.where(size <= delta, residual**2 / 2, delta * (size - delta / 2))
+        assert value == pytest.approx(huber.sum(), rel=1e-12)
+        step = 1e-6 * np.eye(6)
+        central = [(objective(x + h)[0] - objective(x - h)[0]) / 2e-6 for h in step]
+        assert gradient == pytest.approx(central, rel=1e-5, abs=1e-9)
 
 
 def test_without_a_fittable_law_the_repeated_runs_are_left_out_and_it_says_so():
