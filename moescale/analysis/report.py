@@ -37,6 +37,7 @@ from moescale.results import (
     completed,
     load_runs,
     one_output,
+    read_parquet,
 )
 
 STEP_LIMITED_RATIO = 1.5  # optimal runs whose step counts all lie within this factor
@@ -594,7 +595,7 @@ def _routing_of_a_run(results_dir: Path, runs: pd.DataFrame) -> tuple[str, pd.Da
     path = SweepFolder(results_dir).run_dir(run_id) / "routing.parquet"
     if not path.exists():
         return None
-    table = pd.read_parquet(path)
+    table = read_parquet(path)
     return (run_id, table) if len(table) else None
 
 

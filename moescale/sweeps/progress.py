@@ -12,7 +12,14 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from moescale.results import CURVE_FILE, ENDED, RunStatus, SweepFolder, completed
+from moescale.results import (
+    CURVE_FILE,
+    ENDED,
+    RunStatus,
+    SweepFolder,
+    completed,
+    read_parquet,
+)
 from moescale.sweeps.plan import Plan
 
 
@@ -57,7 +64,7 @@ def trunk_progress(results_dir: Path, runs: pd.DataFrame) -> str:
     for trunk_id in needed.index:
         path = SweepFolder(results_dir).trunk_dir(trunk_id) / CURVE_FILE
         reached[trunk_id] = (
-            int(pd.read_parquet(path, columns=["step"])["step"].max()) if path.exists() else 0
+            int(read_parquet(path, columns=["step"])["step"].max()) if path.exists() else 0
         )
     steps = sum(min(reached[t], needed[t]) for t in needed.index)
     whole = sum(reached[t] >= needed[t] for t in needed.index)
@@ -152,7 +159,7 @@ class SweepProgress:
     def _render(self):
         path = SweepFolder(self.results_dir).runs_path
         runs = (
-            pd.read_parquet(path)
+            read_parquet(path)
             if path.exists()
             else self.plan.table().assign(
                 status=RunStatus.PLANNED.value, final_loss=math.nan, flops=0.0
