@@ -258,10 +258,6 @@ def _run_round(
         results_dir, spec.name, plan, progress
     )
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our own display replaces Tune's tables
-    # Tune keeps one trial pending (its actor starting) at a time under a custom search
-    # algorithm: every worker after the first waited for the one before it to import torch
-    # (12-15 s each here). As many may start at once as the cluster can run side by side.
-    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(concurrent_trials(spec.resources)))
     # loggers are the ones `tracking` asks for, not Tune's automatic CSV/JSON/TensorBoard set
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     trunks = plan.trunks()
@@ -303,7 +299,19 @@ def _run_round(
             verbose=0,
         ),
     )
-    tuner.fit()
+    # Tune keeps one trial pending (its actor starting) at a time under a custom search
+    # algorithm: every worker after the first waited for the one before it to import torch
+    # (12-15 s each here). As many may start at once as this cluster runs side by side; set
+    # for this round only (a later sweep in the process may meet another cluster), and a
+    # value the user set wins.
+    own = "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ
+    if own:
+        os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(concurrent_trials(spec.resources))
+    try:
+        tuner.fit()
+    finally:
+        if own:
+            os.environ.pop("TUNE_MAX_PENDING_TRIALS_PG", None)
 
 
 def tokenize_once(data):
