@@ -18,6 +18,21 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory):
+    """A real sweep on local Ray (sweep_specs.TINY_SWEEP: 9 runs), made once for the sweep tests
+    and `moescale validate`'s; tests that change the folder work on a copy. The tests that
+    take it are in the xdist group "sweeps", so one worker makes it. (spec, root, outcome)."""
+    from sweep_specs import TINY_SWEEP
+
+    from moescale.sweeps.runner import run_sweep
+    from moescale.sweeps.spec import SweepSpec
+
+    root = tmp_path_factory.mktemp("sweeps")
+    spec = SweepSpec.model_validate(TINY_SWEEP)
+    return spec, root, run_sweep(spec, root, show_progress=False)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _session_cache(tmp_path_factory):
     """One cache for the whole run: under pytest-xdist the workers' temp folders share a

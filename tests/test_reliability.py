@@ -28,7 +28,8 @@ from moescale.results import atomic_write_parquet, load_runs, read_parquet
 from moescale.sweeps.runner import ray_temp_dir
 from moescale.sweeps.store import finished_status
 
-# Runs of about 10 s each on one thread, checkpointed often, so a fault lands mid-run.
+# Runs of a few seconds each on one thread, checkpointed every 10 steps, so a fault lands
+# mid-run and after a checkpoint.
 SLOW = {
     "family": {"n_layers": 2, "n_experts": 4, "cla_share": 1, "gqa_ratio": 1, "qk_norm": False},
     "sizes": {"n_active": [12000, 24000]},
@@ -39,7 +40,7 @@ SLOW = {
         "eval_every": 100,
         "eval_tokens": 4096,
         "log_every": 10,
-        "checkpoint_every": 25,
+        "checkpoint_every": 10,
     },
     "min_steps": 20,
     "bracket": {"enabled": False},
@@ -161,29 +162,47 @@ def test_an_interrupted_driver_finishes_only_the_missing_runs(tmp_path, cleanup,
 
 
 @pytest.mark.slow
-def test_a_dead_worker_nodes_trials_finish_on_the_head(tmp_path):
-    config = write_spec(tmp_path, "nodes", [3e10], sizes={"n_active": [12000, 24000, 48000]})
+def test_a_sweep_uses_both_nodes_of_a_cluster_and_a_dead_nodes_trials_finish_on_the_head(tmp_path):
+    """Four runs on a two-node cluster (one trial a node at a time): once a run has finished on
+    the worker node and the next is training there, the worker node is killed; that run is
+    retried on the head, and every run finishes, on both nodes."""
+    config = write_spec(tmp_path, "nodes", [2e10, 4e10], resources={"cpus": 1})
     results = tmp_path / "results"
+    runs_dir = results / "nodes" / "runs"
     with local_ray_cluster(n_nodes=2) as cluster:
         worker_dir = cluster.node_dirs[1]
         driver = subprocess.Popen(
             [sys.executable, "-m", "moescale.cli", "sweep", str(config), "--results", str(results), "--address", cluster.address],
             cwd=ROOT, env=cluster.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
+        finished_on_worker: dict[str, str] = {}  # run id -> node id, as its trial.json said
 
-        def trial_on_worker():
+        def second_trial_on_worker():
             on_worker = descendants(set(pids_mentioning(str(worker_dir))))  # its raylet and workers
-            for trial in (results / "nodes" / "runs").glob("*/trial.json"):
-                if json.loads(trial.read_text())["pid"] in on_worker:
-                    return trial.parent
-            return None
+            training = None
+            for trial in runs_dir.glob("*/trial.json"):
+                attempt = json.loads(trial.read_text())
+                if attempt["pid"] not in on_worker:
+                    continue
+                if (trial.parent / "run.json").exists():
+                    finished_on_worker[trial.parent.name] = attempt["node_id"]
+                else:
+                    training = trial.parent
+            return training if finished_on_worker else None
 
-        wait_for(trial_on_worker, 120, "a trial on the worker node")
+        victim = wait_for(second_trial_on_worker, 180, "a second trial on the worker node", 0.05)
         assert kill_processes_mentioning(str(worker_dir)) > 0
         out, err = driver.communicate(timeout=400)
     assert driver.returncode == 0, out + err
     runs = load_runs(results / "nodes")
-    assert (runs["status"] == "completed").all() and len(runs) == 3
+    assert (runs["status"] == "completed").all() and len(runs) == 4
+    nodes = {
+        r: json.loads((runs_dir / r / "trial.json").read_text())["node_id"] for r in runs["run_id"]
+    }
+    worker_node = next(iter(finished_on_worker.values()))
+    assert all(nodes[r] == worker_node for r in finished_on_worker)  # finished on the worker
+    assert nodes[victim.name] != worker_node  # the dead node's trial finished on the head
+    assert len(set(nodes.values())) == 2
 
 
 def test_a_crash_between_write_and_rename_leaves_the_old_file(tmp_path):

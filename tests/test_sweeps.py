@@ -1,5 +1,5 @@
-"""Sweeps: spec validation, isoFLOP planning, bracketing, and real runs on local Ray
-(one node and a two-node cluster started here)."""
+"""Sweeps: spec validation, isoFLOP planning, bracketing, and real runs on local Ray (a sweep
+across a two-node cluster: tests/test_reliability.py, where one of its nodes dies)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from cli_helpers import ROOT, assert_one_line_error, moescale
-from processes import local_ray_cluster
 
 from moescale.errors import UserError
 from moescale.models import count
@@ -19,7 +18,8 @@ from moescale.sweeps import load_sweep_spec, plan_sweep
 from moescale.sweeps.plan import Dropped, PlannedRun, bracket_extensions
 from moescale.sweeps.spec import SweepSpec
 
-# one worker of `make test` takes this whole module: the tiny sweep's fixture is made once
+# one worker of `make test` takes this module and `moescale validate`'s test: they share the
+# real sweep of tests/conftest.py, made once
 pytestmark = pytest.mark.xdist_group("sweeps")
 
 TINY = {
@@ -205,22 +205,13 @@ def test_invalid_sweep_specs_are_one_line_errors(tmp_path, content, expected):
 # --- real runs on Ray -----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_sweep(tmp_path_factory):
-    from moescale.sweeps.runner import run_sweep
-
-    root = tmp_path_factory.mktemp("sweeps")
-    spec = SweepSpec.model_validate(TINY)
-    first = run_sweep(spec, root, show_progress=False)
-    return spec, root, first
-
-
+@pytest.mark.slow
 def test_a_tiny_sweep_on_local_ray_writes_the_documented_tables(tiny_sweep):
     spec, root, first = tiny_sweep
-    results = root / "tiny"
+    results = root / spec.name
     runs = load_runs(results)
     assert set(RUNS_SCHEMA) <= set(runs.columns)
-    assert len(runs) == 4 and (runs["status"] == "completed").all()
+    assert len(runs) == 9 and (runs["status"] == "completed").all()
     assert sorted(first.trained) == sorted(runs["run_id"])
     assert runs["final_loss"].between(1.0, 5.0).all()
     curves = load_curves(results)
@@ -235,7 +226,7 @@ def test_running_again_trains_nothing_and_a_deleted_run_is_redone(tiny_sweep):
     from moescale.sweeps.runner import run_sweep
 
     spec, root, _ = tiny_sweep
-    results = root / "tiny"
+    results = root / spec.name
     before = load_runs(results).set_index("run_id")["wall_s"]
     again = run_sweep(spec, root, show_progress=False)
     assert again.trained == []
@@ -245,30 +236,6 @@ def test_running_again_trains_nothing_and_a_deleted_run_is_redone(tiny_sweep):
     assert third.trained == [victim]
     after = load_runs(results).set_index("run_id")["wall_s"]
     assert (after.drop(victim) == before.drop(victim)).all()  # the others kept their records
-
-
-@pytest.mark.slow
-def test_a_sweep_across_a_two_node_cluster_uses_both_nodes(tmp_path):
-    config = tmp_path / "tiny.yaml"
-    config.write_text(json.dumps({**TINY, "name": "cluster", "resources": {"cpus": 1}}))
-    with local_ray_cluster(n_nodes=2) as cluster:
-        result = moescale(
-            "sweep",
-            str(config),
-            "--results",
-            str(tmp_path),
-            "--address",
-            cluster.address,
-            env=cluster.env,
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-    runs = load_runs(tmp_path / "cluster")
-    assert (runs["status"] == "completed").all()
-    nodes = {
-        json.loads((tmp_path / "cluster" / "runs" / r / "trial.json").read_text())["node_id"]
-        for r in runs["run_id"]
-    }
-    assert len(nodes) == 2
 
 
 def test_a_spec_with_several_problems_names_them_all_on_one_line(tmp_path):
@@ -301,7 +268,7 @@ def _events(path) -> list:
 
 def test_tensorboard_gets_every_run_by_its_id_with_its_curve(tiny_sweep):
     spec, root, _ = tiny_sweep
-    results = root / "tiny"
+    results = root / spec.name
     runs = load_runs(results)
     for row in runs.itertuples():
         # the trial is named by its run id (a run redone by a later round: its latest)

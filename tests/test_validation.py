@@ -1,14 +1,15 @@
 """`moescale validate`: scoring checked against a known truth (no training), and a real
-validation of a tiny sweep on local Ray that trains exactly K runs and leaves the fit alone."""
+validation of the tests' shared sweep on local Ray that trains exactly K runs and leaves the fit
+alone."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 
 import numpy as np
 import pytest
-import yaml
 from cli_helpers import assert_one_line_error, moescale
 
 from benchmarks.synthetic import (
@@ -105,30 +106,15 @@ def test_a_run_that_never_recovered_from_a_spike_is_set_aside_and_said_so():
     assert not score(low).set_aside
 
 
-SWEEP = {
-    "name": "tinyval",
-    "budgets": [4.0e9, 8.0e9, 1.6e10],
-    "family": {"n_layers": 2, "n_experts": 4, "cla_share": 1, "gqa_ratio": 1, "qk_norm": False},
-    "sizes": {"n_active": [4000, 8000, 16000]},
-    "recipe": {"base": "tiny-cpu", "seq_len": 64, "batch_tokens": 1024, "eval_every": 50,
-               "eval_tokens": 4096, "log_every": 10},
-    "resources": {"cpus": 1},
-    "min_steps": 10,
-    "tokens_per_param": [1, 100000],
-    "bracket": {"enabled": False},
-}  # fmt: skip
-
-
 @pytest.mark.slow
-def test_validate_trains_exactly_k_runs_and_leaves_the_fit_alone(tmp_path):
+@pytest.mark.xdist_group("sweeps")  # on the worker that makes the shared sweep
+def test_validate_trains_exactly_k_runs_and_leaves_the_fit_alone(tiny_sweep, tmp_path):
     from moescale.fitting.pipeline import fit_inputs
     from moescale.results import load_runs
 
-    config = tmp_path / "sweep.yaml"
-    config.write_text(yaml.safe_dump(SWEEP))
-    result = moescale("sweep", str(config), "--results", str(tmp_path / "results"))
-    assert result.returncode == 0, result.stderr
-    folder = tmp_path / "results" / "tinyval"
+    spec, root, _ = tiny_sweep
+    folder = tmp_path / spec.name  # a copy: the other tests read the sweep as it was made
+    shutil.copytree(root / spec.name, folder, ignore=shutil.ignore_patterns("ray", ".ray"))
     assert moescale("fit", str(folder), "--bootstrap", "50").returncode == 0
     fit_before = json.loads((folder / "fit.json").read_text())
     runs_before = fit_inputs(load_runs(folder))
