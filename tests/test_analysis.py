@@ -43,8 +43,20 @@ def example(tmp_path) -> Path:
     return folder
 
 
-def test_report_fits_first_and_writes_a_self_contained_page(example):
-    index, fit = build_report(example, target_flops=1e15, bootstrap=100)
+@pytest.fixture(scope="module")
+def first_report(tmp_path_factory) -> tuple[Path, Path, object]:
+    """The example's report built once, as a fresh results folder gets it (fit first), for the
+    tests that only read it: (folder, index.html, the fit)."""
+    folder = tmp_path_factory.mktemp("report") / "example"
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("report", "fit.json"))
+    index, fit = build_report(folder, target_flops=1e15, bootstrap=100)
+    return folder, index, fit
+
+
+# the tests that read `first_report` run on one worker of `make test`, which builds it once
+@pytest.mark.xdist_group("first_report")
+def test_report_fits_first_and_writes_a_self_contained_page(first_report):
+    example, index, fit = first_report
     assert (example / "fit.json").exists()  # fitted first: `moescale fit` had not run
     page = index.read_text()
     assert page.index("Headline") < page.index("The sweep")  # the report leads with it
@@ -144,13 +156,14 @@ def test_step_limited_optima_are_called_out(example):
     assert step_limited_warning(growing, fit) is None
 
 
-def test_report_in_a_real_browser(example, tmp_path):
+@pytest.mark.xdist_group("first_report")
+def test_report_in_a_real_browser(first_report, tmp_path):
     executable = find_chromium()
     if executable is None:
         pytest.skip(
             "no Chromium here: install Debian's `chromium` package (.ci/run does) to run the browser test"
         )
-    index, _ = build_report(example, bootstrap=100)
+    example, index, _ = first_report
     browser = Browser(executable)
     try:
         screenshot = tmp_path / "report.png"
