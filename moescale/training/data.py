@@ -126,12 +126,16 @@ def _paths(spec: DataSpec, suffixes: tuple[str, ...]) -> list[Path]:
 
 
 def stdlib_files() -> list[Path]:
-    """The standard library's .py files in a fixed order (site-packages and tests left out)."""
+    """The standard library's .py files in a fixed order (site-packages and tests left out).
+    The left-out folders are never entered: walking site-packages only to drop what it holds
+    took 0.4 s of every trial worker's start."""
     root = Path(sysconfig.get_paths()["stdlib"])
     skip = {"site-packages", "test", "tests", "idlelib", "lib2to3", "__pycache__"}
-    return [
-        p for p in sorted(root.rglob("*.py")) if not skip.intersection(p.relative_to(root).parts)
-    ]
+    files = []
+    for folder, subfolders, names in os.walk(root):  # symlinked folders not followed
+        subfolders[:] = [name for name in subfolders if name not in skip]
+        files.extend(Path(folder, name) for name in names if name.endswith(".py"))
+    return sorted(files)  # Path order (part by part), as the corpus has always been read
 
 
 def documents(spec: DataSpec) -> Iterator[tuple[str, str]]:
