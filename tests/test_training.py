@@ -162,6 +162,20 @@ def test_a_finished_run_is_not_trained_again(tmp_path):
     assert again == first and calls == []
 
 
+def test_the_default_corpus_is_the_standard_librarys_files_in_path_order():
+    """The pruned walk lists exactly what filtering a full recursive glob lists, in the same
+    order: the default corpus (and every cached token id) depends on both."""
+    import sysconfig
+    from pathlib import Path
+
+    from moescale.training.data import stdlib_files
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skip = {"site-packages", "test", "tests", "idlelib", "lib2to3", "__pycache__"}
+    reference = [p for p in sorted(root.rglob("*.py")) if not skip & set(p.relative_to(root).parts)]
+    assert len(reference) > 300 and stdlib_files() == reference
+
+
 def test_a_tiny_model_learns_the_default_corpus(tmp_path):
     spec = RunSpec(
         model=dict(
