@@ -121,44 +121,56 @@ def test_a_killed_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path, cle
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
-def test_an_interrupted_driver_finishes_only_the_missing_runs(tmp_path, cleanup, sig):
-    config = write_spec(tmp_path, "interrupted", [2e10, 4e10])
+def test_an_interrupted_driver_finishes_only_the_missing_runs(tmp_path, cleanup):
+    """Six runs: the driver is stopped by SIGINT once a run has finished, run again and
+    SIGKILLed once another has, then run a third time. Each later driver trains exactly what
+    is missing, and never touches a finished run's record or curve."""
+    config = write_spec(tmp_path, "interrupted", [5e9, 1e10, 2e10])
     results = tmp_path / "results"
-    cleanup(str(ray_temp_dir(results / "interrupted")))
-    driver = start_sweep(config, results)
-    wait_for(
-        lambda: "completed" in statuses(results / "interrupted").values(), 180, "a completed run"
-    )
-    driver.send_signal(sig)
-    driver.wait(timeout=60)
-    kill_processes_mentioning(
-        str(ray_temp_dir(results / "interrupted"))
-    )  # what a SIGKILL leaves behind
-    # finished records on disk: a trial can still finish between the driver's death and its
-    # workers', after the driver last wrote runs.parquet
-    before = statuses(results / "interrupted")
-    done = [r for r in before if finished_status(results / "interrupted", r) == "completed"]
-    finished_at = {
-        r: (results / "interrupted" / "runs" / r / "run.json").stat().st_mtime_ns for r in done
-    }
-    curves = {
-        r: pd.read_parquet(results / "interrupted" / "runs" / r / "curve.parquet") for r in done
-    }
-    assert 1 <= len(done) < 4
+    folder = results / "interrupted"
+    cleanup(str(ray_temp_dir(folder)))
+
+    def finished() -> dict[str, tuple[int, pd.DataFrame]]:
+        """Each completed run's finish time and curve, from disk: a trial can still finish
+        between the driver's death and its workers', after the driver last wrote runs.parquet."""
+        done = [r for r in statuses(folder) if finished_status(folder, r) == "completed"]
+        return {
+            r: (
+                (folder / "runs" / r / "run.json").stat().st_mtime_ns,
+                pd.read_parquet(folder / "runs" / r / "curve.parquet"),
+            )
+            for r in done
+        }
+
+    def unchanged(before: dict[str, tuple[int, pd.DataFrame]]) -> None:
+        for run_id, (mtime, curve) in before.items():
+            assert (folder / "runs" / run_id / "run.json").stat().st_mtime_ns == mtime, run_id
+            pd.testing.assert_frame_equal(
+                pd.read_parquet(folder / "runs" / run_id / "curve.parquet"), curve
+            )
+
+    done = {}
+    for sig in (signal.SIGINT, signal.SIGKILL):
+        driver = start_sweep(config, results)
+        wait_for(
+            lambda before=len(done): list(statuses(folder).values()).count("completed") > before,
+            180,
+            f"a run completed before {sig.name}",
+            every=0.05,
+        )
+        driver.send_signal(sig)
+        driver.wait(timeout=60)
+        kill_processes_mentioning(str(ray_temp_dir(folder)))  # what a SIGKILL leaves behind
+        unchanged(done)  # the interrupted driver did not touch what was finished before it
+        now = finished()
+        assert len(done) < len(now) < 6, sig.name
+        done = now
     again = moescale("sweep", str(config), "--results", str(results))
     assert again.returncode == 0, again.stdout + again.stderr
-    assert f"({4 - len(done)} run(s) trained this time)" in again.stdout.replace("\n", " ")
-    runs = load_runs(results / "interrupted")
-    assert (runs["status"] == "completed").all() and len(runs) == 4
-    for run_id in done:  # completed runs keep their finish times and curves
-        assert (
-            results / "interrupted" / "runs" / run_id / "run.json"
-        ).stat().st_mtime_ns == finished_at[run_id]
-        pd.testing.assert_frame_equal(
-            pd.read_parquet(results / "interrupted" / "runs" / run_id / "curve.parquet"),
-            curves[run_id],
-        )
+    assert f"({6 - len(done)} run(s) trained this time)" in again.stdout.replace("\n", " ")
+    runs = load_runs(folder)
+    assert (runs["status"] == "completed").all() and len(runs) == 6
+    unchanged(done)
 
 
 @pytest.mark.slow
