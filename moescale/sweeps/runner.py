@@ -164,6 +164,23 @@ def concurrent_trials(resources) -> int:
     return max(1, int(min(fits)))
 
 
+@contextlib.contextmanager
+def trials_start_together(resources):
+    """Tune keeps one trial pending (its actor starting) at a time under a custom search
+    algorithm: every worker after the first waited for the one before it to import torch
+    (12-15 s each here). As many may start at once as the cluster runs side by side; set for
+    one round only (a later sweep in the process may meet another cluster), and a value the
+    user set wins."""
+    own = "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ
+    if own:
+        os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(concurrent_trials(resources))
+    try:
+        yield
+    finally:
+        if own:
+            os.environ.pop("TUNE_MAX_PENDING_TRIALS_PG", None)
+
+
 class _Consolidate:
     """A Tune callback that keeps runs.parquet, curves.parquet and the display current.
     Ray stores its experiment state with pickle; the live display stays out of it."""
@@ -262,13 +279,7 @@ def _run_round(
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     trunks = plan.trunks()
     queue = TrialQueue(results_dir, pending, trunks)
-    specs = {}
-    for run in pending:
-        specs[run.run_id] = {"spec": run.spec.model_dump(mode="json")}
-        if run.trunk_id:
-            specs[run.run_id].update(
-                trunk_id=run.trunk_id, branch_step=run.branch_step, trunk_flops=run.trunk_flops
-            )
+    specs = {run.run_id: _trial_facts(run) for run in pending}
     owed = {
         t: {"spec": trunks[t].spec.model_dump(mode="json"), "steps": queue.branch_steps(t)}
         for t in queue.waiting_trunks
@@ -299,19 +310,18 @@ def _run_round(
             verbose=0,
         ),
     )
-    # Tune keeps one trial pending (its actor starting) at a time under a custom search
-    # algorithm: every worker after the first waited for the one before it to import torch
-    # (12-15 s each here). As many may start at once as this cluster runs side by side; set
-    # for this round only (a later sweep in the process may meet another cluster), and a
-    # value the user set wins.
-    own = "TUNE_MAX_PENDING_TRIALS_PG" not in os.environ
-    if own:
-        os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(concurrent_trials(spec.resources))
-    try:
+    with trials_start_together(spec.resources):
         tuner.fit()
-    finally:
-        if own:
-            os.environ.pop("TUNE_MAX_PENDING_TRIALS_PG", None)
+
+
+def _trial_facts(run: PlannedRun) -> dict:
+    """What a trial of `run` is told: its RunSpec, and a branch its trunk and branch point."""
+    facts = {"spec": run.spec.model_dump(mode="json")}
+    if run.trunk_id:
+        facts.update(
+            trunk_id=run.trunk_id, branch_step=run.branch_step, trunk_flops=run.trunk_flops
+        )
+    return facts
 
 
 def tokenize_once(data):
