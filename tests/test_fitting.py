@@ -461,3 +461,21 @@ def test_no_warning_leaks_from_a_clean_fit():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fit_isoflop(table, bootstrap=50)
+
+
+def test_a_refit_is_reused_only_for_the_same_runs_and_options():
+    """refit_on is kept for the process: asked again with the same runs and the same options
+    (a default given or left out alike) it answers at once; other runs, other options or
+    another fit's optimum are fitted afresh."""
+    table = synthetic_sweep(TRUE_LAW, HUNYUAN_LAW, BUDGETS, noise=0.003, seed=3)
+    fit = parametric.fit_parametric(table)
+    lower = table[table["budget_flops"] <= np.median(BUDGETS)]
+    first = parametric.refit_on(lower, fit)
+    assert parametric.refit_on(lower, fit, huber_delta=1e-3) is first
+    from_own = parametric.fit_parametric(lower, grid=parametric.grid_at(fit))
+    assert first.objective <= from_own.objective  # the lower of its two starts
+    moved = lower.assign(final_loss=lower["final_loss"] * 1.01)
+    assert parametric.refit_on(moved, fit).E != first.E
+    assert parametric.refit_on(lower, fit, huber_delta=1e-2) is not first
+    other = parametric.fit_parametric(table.iloc[:-3])
+    assert parametric.refit_on(lower, other) is not first

@@ -10,6 +10,8 @@ quasi-Newton (BFGS) method in numpy; the best is then polished by scipy's L-BFGS
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import itertools
 from dataclasses import dataclass, field
 
@@ -521,11 +523,38 @@ def fit_parametric(
 
 def refit_on(part: pd.DataFrame, fit: ParametricFit, **args) -> ParametricFit:
     """The law refitted on part of its runs (`fit_parametric`'s `args`), from REFIT_GRID and
-    from `fit`'s own optimum: whichever start ends lower."""
-    return min(
-        (fit_parametric(part, grid=g, **args) for g in (REFIT_GRID, grid_at(fit))),
-        key=lambda f: f.objective,
-    )
+    from `fit`'s own optimum: whichever start ends lower. Kept for the process by what it is
+    a function of: the extrapolation error and the lack-of-fit test of one fit ask for the
+    same lower half of the budgets (a seventh of a `moescale fit`)."""
+    key = _refit_key(part, fit, args)
+    if key not in _REFITS:
+        if len(_REFITS) >= 16:
+            _REFITS.pop(next(iter(_REFITS)))
+        _REFITS[key] = min(
+            (fit_parametric(part, grid=g, **args) for g in (REFIT_GRID, grid_at(fit))),
+            key=lambda f: f.objective,
+        )
+    return _REFITS[key]
+
+
+_REFITS: dict[str, ParametricFit] = {}  # refit_on's results (frozen), oldest first
+
+
+def _refit_key(part: pd.DataFrame, fit: ParametricFit, args: dict) -> str:
+    """A digest of everything `fit_parametric` reads from `part`, `fit`'s optimum and `args`."""
+    digest = hashlib.blake2b(digest_size=16)
+    for column in ("n_active", "tokens", "final_loss", "budget_flops", "status"):
+        values = part[column].to_numpy() if column in part else np.array([])
+        digest.update(column.encode() + repr(values.dtype).encode())
+        digest.update(values.astype(str).tobytes() if values.dtype == object else values.tobytes())
+    # an argument given at its default value asks for the same refit as one left out
+    options = {
+        name: args.get(name, p.default)
+        for name, p in inspect.signature(fit_parametric).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    digest.update(theta_of(fit).tobytes() + repr(sorted(options.items())).encode())
+    return digest.hexdigest()
 
 
 def extrapolation_scatter(
