@@ -1,5 +1,5 @@
-"""Sweeps: spec validation, isoFLOP planning, bracketing, and real runs on local Ray (a sweep
-across a two-node cluster: tests/test_reliability.py, where one of its nodes dies)."""
+"""Sweeps: spec validation, isoFLOP planning, bracketing, and real runs on local Ray
+(one node and a two-node cluster started here)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from cli_helpers import ROOT, assert_one_line_error, moescale
+from processes import local_ray_cluster
 
 from moescale.errors import UserError
 from moescale.models import count
@@ -236,6 +237,30 @@ def test_running_again_trains_nothing_and_a_deleted_run_is_redone(tiny_sweep):
     assert third.trained == [victim]
     after = load_runs(results).set_index("run_id")["wall_s"]
     assert (after.drop(victim) == before.drop(victim)).all()  # the others kept their records
+
+
+@pytest.mark.slow
+def test_a_sweep_across_a_two_node_cluster_uses_both_nodes(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps({**TINY, "name": "cluster", "resources": {"cpus": 1}}))
+    with local_ray_cluster(n_nodes=2) as cluster:
+        result = moescale(
+            "sweep",
+            str(config),
+            "--results",
+            str(tmp_path),
+            "--address",
+            cluster.address,
+            env=cluster.env,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    runs = load_runs(tmp_path / "cluster")
+    assert (runs["status"] == "completed").all()
+    nodes = {
+        json.loads((tmp_path / "cluster" / "runs" / r / "trial.json").read_text())["node_id"]
+        for r in runs["run_id"]
+    }
+    assert len(nodes) == 2
 
 
 def test_a_spec_with_several_problems_names_them_all_on_one_line(tmp_path):
