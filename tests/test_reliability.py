@@ -23,6 +23,7 @@ from processes import (
     pids_mentioning,
     wait_for,
 )
+from sweep_specs import FAMILY
 
 from moescale.results import atomic_write_parquet, load_runs, read_parquet
 from moescale.sweeps.runner import ray_temp_dir
@@ -31,7 +32,7 @@ from moescale.sweeps.store import finished_status
 # Runs of a few seconds each on one thread, checkpointed every 10 steps, so a fault lands
 # mid-run and after a checkpoint.
 SLOW = {
-    "family": {"n_layers": 2, "n_experts": 4, "cla_share": 1, "gqa_ratio": 1, "qk_norm": False},
+    "family": FAMILY,
     "sizes": {"n_active": [12000, 24000]},
     "recipe": {
         "base": "tiny-cpu",

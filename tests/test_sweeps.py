@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from cli_helpers import ROOT, assert_one_line_error, moescale
 from processes import local_ray_cluster
+from sweep_specs import FAMILY, RECIPE
 
 from moescale.errors import UserError
 from moescale.models import count
@@ -26,16 +27,9 @@ pytestmark = pytest.mark.xdist_group("sweeps")
 TINY = {
     "name": "tiny",
     "budgets": [2.0e10, 4.0e10],
-    "family": {"n_layers": 2, "n_experts": 4, "cla_share": 1, "gqa_ratio": 1, "qk_norm": False},
+    "family": FAMILY,
     "sizes": {"n_active": [12000, 24000]},
-    "recipe": {
-        "base": "tiny-cpu",
-        "seq_len": 64,
-        "batch_tokens": 1024,
-        "eval_every": 50,
-        "eval_tokens": 4096,
-        "log_every": 10,
-    },
+    "recipe": RECIPE,
     "min_steps": 20,
     "bracket": {"enabled": False},
 }

@@ -538,6 +538,11 @@ def refit_on(part: pd.DataFrame, fit: ParametricFit, **args) -> ParametricFit:
 
 
 _REFITS: dict[str, ParametricFit] = {}  # refit_on's results (frozen), oldest first
+_FIT_DEFAULTS = {
+    name: p.default
+    for name, p in inspect.signature(fit_parametric).parameters.items()
+    if p.default is not inspect.Parameter.empty
+}
 
 
 def _refit_key(part: pd.DataFrame, fit: ParametricFit, args: dict) -> str:
@@ -548,11 +553,7 @@ def _refit_key(part: pd.DataFrame, fit: ParametricFit, args: dict) -> str:
         digest.update(column.encode() + repr(values.dtype).encode())
         digest.update(values.astype(str).tobytes() if values.dtype == object else values.tobytes())
     # an argument given at its default value asks for the same refit as one left out
-    options = {
-        name: args.get(name, p.default)
-        for name, p in inspect.signature(fit_parametric).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
+    options = {**_FIT_DEFAULTS, **args}
     digest.update(theta_of(fit).tobytes() + repr(sorted(options.items())).encode())
     return digest.hexdigest()
 
