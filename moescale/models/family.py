@@ -7,6 +7,7 @@ returns the shape whose exact `n_active` is closest to the target.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -63,9 +64,15 @@ def _width_step(d_model: int) -> int:
 
 
 def _largest_divisor_at_most(n: int, limit: float) -> int:
-    return max(k for k in range(1, n + 1) if n % k == 0 and k <= max(1.0, limit))
+    """The largest divisor of n that is at most `limit` (1 where `limit` < 1): counted down
+    from the limit, which is small (a head count), not up from 1 to n."""
+    for k in range(min(n, max(1, math.floor(limit))), 1, -1):
+        if n % k == 0:
+            return k
+    return 1
 
 
+@functools.lru_cache(maxsize=2**16)  # a sweep's plan asks for the same shapes once per run
 def shape(d_model: int, n_layers: int, rules: ShapeRules, hidden_scale: float = 1.0) -> MoEConfig:
     """The family's config at one width and depth (expert hidden scaled by `hidden_scale`)."""
     n_heads = _largest_divisor_at_most(d_model, d_model / rules.head_dim)
@@ -98,6 +105,11 @@ def shape(d_model: int, n_layers: int, rules: ShapeRules, hidden_scale: float = 
         z_loss_coef=rules.z_loss_coef,
         tie_embeddings=rules.tie_embeddings,
     )
+
+
+@functools.lru_cache(maxsize=2**16)
+def _n_active(config: MoEConfig) -> int:
+    return count(config, 1).n_active
 
 
 def _depths(d_model: int, rules: ShapeRules) -> list[int]:
@@ -133,8 +145,8 @@ def family(
     d_model = rules.width_multiple or 2
     while True:
         depths = _depths(d_model, rules)
-        largest = count(shape(d_model, depths[-1], rules, HIDDEN_SCALES[-1]), 1).n_active
-        smallest = count(shape(d_model, depths[0], rules, HIDDEN_SCALES[0]), 1).n_active
+        largest = _n_active(shape(d_model, depths[-1], rules, HIDDEN_SCALES[-1]))
+        smallest = _n_active(shape(d_model, depths[0], rules, HIDDEN_SCALES[0]))
         if smallest > 1.5 * n_active_target:
             break
         if largest < n_active_target / 1.5:  # every shape at this width is far too small
@@ -147,7 +159,7 @@ def family(
                     config = variant(config)
                 except UserError:
                     continue  # e.g. an expert too narrow to cut G-fine at this width
-            n_active = count(config, 1).n_active
+            n_active = _n_active(config)
             miss = abs(math.log(n_active / n_active_target))
             skew = abs(math.log(d_model / n_layers / rules.aspect)) if rules.n_layers is None else 0
             score = miss + 0.05 * (skew + abs(math.log(hidden_scale)))
