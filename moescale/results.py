@@ -341,6 +341,11 @@ class SweepFolder:
         return read_json(self.validations_path) if self.validations_path.exists() else []
 
 
+def state_path(trunk_dir: Path, step: int) -> Path:
+    """Where a trunk keeps its state at `step`, the branch point of one or more branches."""
+    return Path(trunk_dir) / f"state-{step:09d}.pt"
+
+
 def load_runs(results_dir: str | os.PathLike) -> pd.DataFrame:
     """`runs.parquet` of a sweep folder, schema-checked."""
     return SweepFolder(results_dir).runs()

@@ -13,10 +13,9 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
-from moescale.results import FINISHED, SweepFolder
+from moescale.results import FINISHED, SweepFolder, state_path
 from moescale.sweeps.plan import PlannedRun, Trunk
 from moescale.sweeps.store import finished_status
-from moescale.training.trainer import state_path
 
 DONE = "FINISHED"  # ray.tune.search.Searcher.FINISHED, without importing ray here
 

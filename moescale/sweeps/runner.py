@@ -28,6 +28,7 @@ from moescale.results import (
     atomic_write_bytes,
     atomic_write_json,
     completed,
+    state_path,
 )
 from moescale.sweeps.lock import SweepLock
 from moescale.sweeps.plan import (
@@ -62,7 +63,7 @@ def _trial(config: dict, specs: dict, trunks: dict, results_dir: str) -> None:
 
     from moescale.sweeps.queue import TrialKind
     from moescale.training import RunSpec, train_run
-    from moescale.training.trainer import state_path, train_branch, train_trunk
+    from moescale.training.trainer import train_branch, train_trunk
 
     kind, name = TrialKind(config["kind"]), config["id"]
     if kind is TrialKind.TRUNK:

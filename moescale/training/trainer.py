@@ -33,6 +33,7 @@ from moescale.results import (
     atomic_write_json,
     atomic_write_parquet,
     read_json,
+    state_path,
 )
 from moescale.training.data import (
     eval_batches,
@@ -208,11 +209,6 @@ def train_trunk(
         raise RuntimeError(f"trunk {out_dir.name} {status}: {error}")
     _save_checkpoint(out_dir / CHECKPOINT, trainer.state_dict())  # where an extension resumes
     return trainer.step
-
-
-def state_path(trunk_dir: Path, step: int) -> Path:
-    """Where a trunk keeps its state at `step`, the branch point of one or more branches."""
-    return Path(trunk_dir) / f"state-{step:09d}.pt"
 
 
 def _saved_step(path: Path) -> int:
