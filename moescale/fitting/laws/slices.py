@@ -146,13 +146,19 @@ def budget_terms(theta: np.ndarray, runs: Stacked) -> tuple[np.ndarray, np.ndarr
     ok = (full[..., 1] >= 0) & (full[..., 2] >= 0)
     coef = np.where(ok[..., None], full, 0.0)
     best = np.where(ok, sse, np.inf)
+    # the one-term fits only for the pairs that need one (each pair's solve is its own)
+    some = np.flatnonzero(~ok.all(axis=(1, 2)))
     for keep, term in ((1, term_n), (2, term_d)):
-        part, part_sse = _solve(np.stack([ones, term], axis=3), y, w)
-        better = ~ok & (part[..., 1] >= 0) & (part_sse < best)
-        coef[..., 0] = np.where(better, part[..., 0], coef[..., 0])
-        coef[..., keep] = np.where(better, part[..., 1], coef[..., keep])
-        coef[..., 3 - keep] = np.where(better, 0.0, coef[..., 3 - keep])
-        best = np.where(better, part_sse, best)
+        if some.size == 0:
+            break
+        part, part_sse = _solve(np.stack([ones[some], term[some]], axis=3), y, w)
+        better = ~ok[some] & (part[..., 1] >= 0) & (part_sse < best[some])
+        c = coef[some]
+        c[..., 0] = np.where(better, part[..., 0], c[..., 0])
+        c[..., keep] = np.where(better, part[..., 1], c[..., keep])
+        c[..., 3 - keep] = np.where(better, 0.0, c[..., 3 - keep])
+        coef[some] = c
+        best[some] = np.where(better, part_sse, best[some])
     constant = ~np.isfinite(best)
     mean = np.einsum("bn,bns->bs", w, y) / w.sum(1)[:, None]
     coef[..., 0] = np.where(constant, mean[None], coef[..., 0])
