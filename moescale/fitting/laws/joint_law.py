@@ -195,9 +195,11 @@ def law_text(form: str, g_mode: str) -> str:
 def _objective(features: np.ndarray, log_loss: np.ndarray, active: np.ndarray):
     """fun(θ_active [S, P'], gradient) → (sum of Huber losses [S], gradient [S, P'])."""
     f = features[:, :, active]  # [K, n, P']
+    n_terms, n_runs, n_params = f.shape
+    flat = f.reshape(n_terms * n_runs, n_params)  # both contractions as one matrix product each
 
     def fun(theta: np.ndarray, gradient: bool = True):
-        t = np.einsum("knp,sp->skn", f, theta)
+        t = (theta @ flat.T).reshape(len(theta), n_terms, n_runs)
         top = t.max(1, keepdims=True)
         w = np.exp(t - top)
         total = w.sum(1)
@@ -209,7 +211,7 @@ def _objective(features: np.ndarray, log_loss: np.ndarray, active: np.ndarray):
         if not gradient:
             return huber.sum(1), None
         slope = np.clip(residual, -HUBER_DELTA, HUBER_DELTA) / total  # [S, n]
-        grad = np.einsum("skn,sn,knp->sp", w, slope, f)
+        grad = (w * slope[:, None, :]).reshape(len(theta), -1) @ flat
         return huber.sum(1), grad
 
     return fun
