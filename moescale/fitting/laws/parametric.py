@@ -324,12 +324,14 @@ def batched_bfgs(
             hs, ss, ys, sys_ = ha[update], s[update], y[update], sy[update]
             rho = 1.0 / sys_
             eye = np.eye(n_params)
-            left = eye - rho[:, None, None] * (ss[:, :, None] * ys[:, None, :])
-            # (I − ρ s yᵀ) H (I − ρ y sᵀ) + ρ s sᵀ, as batched matrix products (a three-operand
-            # einsum loops over all four indices: P⁴ a row, slow for the joint law's P ≈ 10)
-            ha[update] = left @ hs @ left.swapaxes(1, 2) + rho[:, None, None] * (
-                ss[:, :, None] * ss[:, None, :]
-            )
+            left = eye - rho[:, None, None] * np.einsum("si,sj->sij", ss, ys)
+            # (I − ρ s yᵀ) H (I − ρ y sᵀ) + ρ s sᵀ. Batched matrix products would be faster
+            # for the joint law's ~10 parameters, but they sum in another order, and that
+            # alone moves results/example's held-out lack-of-fit z-scores by up to 0.5%
+            # (measured): its bootstrap refits of the lower budgets are pinned that loosely
+            ha[update] = np.einsum("sij,sjk,slk->sil", left, hs, left) + rho[
+                :, None, None
+            ] * np.einsum("si,sj->sij", ss, ss)
         x[active], g[active], h_inv[active] = x_new, np.where(moved[:, None], g_new, ga), ha
         f_old = fa
         f[active] = np.where(moved, f_new, fa)
