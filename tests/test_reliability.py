@@ -86,7 +86,8 @@ def cleanup():
 
 @pytest.mark.slow
 def test_a_killed_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path, cleanup):
-    config = write_spec(tmp_path, "killed", [3e10], sizes={"n_active": [12000, 24000, 48000]})
+    # 58, 113 and 209 steps: every trial is checkpointed (every 10 steps) long before it ends
+    config = write_spec(tmp_path, "killed", [2e10], sizes={"n_active": [12000, 24000, 48000]})
     results = tmp_path / "results"
     cleanup(str(ray_temp_dir(results / "killed")))
     driver = start_sweep(config, results)
@@ -124,7 +125,9 @@ def test_a_killed_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path, cle
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_an_interrupted_driver_finishes_only_the_missing_runs(tmp_path, cleanup, sig):
-    config = write_spec(tmp_path, "interrupted", [2e10, 4e10])
+    # 56, 105, 112 and 209 steps on two slots: the first run ends while the others have
+    # hundreds of steps to go, so the signal lands with 1 to 3 runs finished
+    config = write_spec(tmp_path, "interrupted", [1e10, 2e10])
     results = tmp_path / "results"
     cleanup(str(ray_temp_dir(results / "interrupted")))
     driver = start_sweep(config, results)
