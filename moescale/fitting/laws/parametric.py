@@ -210,7 +210,9 @@ def optima_of(
     high = np.full(len(thetas), np.log(flops / law.a))
     inner_low, inner_high = high - GOLDEN * (high - low), low + GOLDEN * (high - low)
     f_low, f_high = loss(inner_low), loss(inner_high)
-    while np.max(high - low) > OPTIMUM_LOG_N_TOL:
+    # the bracket shrinks by GOLDEN a step: about 60 steps from ln(C/a) ≈ 60 to 1e-10
+    width = max(float(np.max(high)), OPTIMUM_LOG_N_TOL)
+    for _ in range(int(np.ceil(np.log(OPTIMUM_LOG_N_TOL / width) / np.log(GOLDEN))) + 1):
         left = f_low < f_high  # the minimum lies in [low, inner_high]
         high = np.where(left, inner_high, high)
         low = np.where(left, low, inner_low)
