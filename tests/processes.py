@@ -61,14 +61,28 @@ def kill_processes_mentioning(text: str, sig: int = signal.SIGKILL) -> int:
     return len(pids)
 
 
-def wait_for(predicate, timeout: float, what: str, every: float = 0.2):
+def wait_for(predicate, timeout: float, what: str, every: float = 0.2, process=None):
+    """The first true value of `predicate()`, polled every `every` s. With `process` (a
+    Popen with piped output, the one expected to bring it about): a process that exits first
+    or is still running at the deadline fails the wait with the end of its output, so that a
+    hung or crashed driver says why."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
+        if process is not None and process.poll() is not None:
+            out, err = process.communicate()
+            raise AssertionError(
+                f"exited ({process.returncode}) before {what}:\n{(out + err)[-3000:]}"
+            )
         time.sleep(every)
-    raise TimeoutError(f"waited {timeout:.0f} s for {what}")
+    detail = ""
+    if process is not None:
+        process.kill()
+        out, err = process.communicate()
+        detail = f"; its output:\n{(out + err)[-3000:]}"
+    raise TimeoutError(f"waited {timeout:.0f} s for {what}{detail}")
 
 
 @dataclass

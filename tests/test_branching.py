@@ -124,7 +124,9 @@ def test_a_killed_trunk_and_a_killed_branch_change_nothing(uninterrupted, tmp_pa
                     return trial
             return None
 
-        victim = wait_for(trunk_mid_plateau, 120, "a trunk with a checkpoint", every=0.05)
+        victim = wait_for(
+            trunk_mid_plateau, 120, "a trunk with a checkpoint", every=0.05, process=driver
+        )
         trunk_pid = json.loads(victim.read_text())["pid"]
         os.kill(trunk_pid, signal.SIGKILL)
 
@@ -135,7 +137,7 @@ def test_a_killed_trunk_and_a_killed_branch_change_nothing(uninterrupted, tmp_pa
                     return trial
             return None
 
-        branch = wait_for(branch_mid_cooldown, 120, "a branch training", every=0.05)
+        branch = wait_for(branch_mid_cooldown, 120, "a branch training", every=0.05, process=driver)
         branch_pid = json.loads(branch.read_text())["pid"]
         os.kill(branch_pid, signal.SIGKILL)
         out, err = driver.communicate(timeout=300)

@@ -101,7 +101,7 @@ def test_a_killed_trial_is_retried_and_resumes_from_its_checkpoint(tmp_path, cle
                 return trial.parent
         return None
 
-    victim = wait_for(checkpointed_trial, 120, "a trial with a checkpoint")
+    victim = wait_for(checkpointed_trial, 120, "a trial with a checkpoint", process=driver)
     first_pid = json.loads((victim / "trial.json").read_text())["pid"]
     os.kill(first_pid, signal.SIGKILL)
     out, err = driver.communicate(timeout=300)
@@ -132,7 +132,10 @@ def test_an_interrupted_driver_finishes_only_the_missing_runs(tmp_path, cleanup,
     cleanup(str(ray_temp_dir(results / "interrupted")))
     driver = start_sweep(config, results)
     wait_for(
-        lambda: "completed" in statuses(results / "interrupted").values(), 180, "a completed run"
+        lambda: "completed" in statuses(results / "interrupted").values(),
+        180,
+        "a completed run",
+        process=driver,
     )
     driver.send_signal(sig)
     driver.wait(timeout=60)
@@ -183,7 +186,7 @@ def test_a_dead_worker_nodes_trials_finish_on_the_head(tmp_path):
                     return trial.parent
             return None
 
-        wait_for(trial_on_worker, 120, "a trial on the worker node")
+        wait_for(trial_on_worker, 120, "a trial on the worker node", process=driver)
         assert kill_processes_mentioning(str(worker_dir)) > 0
         out, err = driver.communicate(timeout=400)
     assert driver.returncode == 0, out + err
