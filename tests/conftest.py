@@ -16,6 +16,8 @@ import pytest
 # (libgomp reads these once), and inherited by every process the tests start.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# a process the tests start that hangs can be asked where (SIGABRT: every thread's traceback)
+os.environ.setdefault("PYTHONFAULTHANDLER", "1")
 
 
 @pytest.fixture(scope="session")

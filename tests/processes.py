@@ -79,9 +79,15 @@ def wait_for(predicate, timeout: float, what: str, every: float = 0.2, process=N
         time.sleep(every)
     detail = ""
     if process is not None:
-        process.kill()
-        out, err = process.communicate()
-        detail = f"; its output:\n{(out + err)[-3000:]}"
+        # SIGABRT first: Python's faulthandler (on in every process the tests start, see
+        # conftest.py) prints where each of its threads is stuck
+        process.send_signal(signal.SIGABRT)
+        try:
+            out, err = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+        detail = f"; its output:\n{(out + err)[-6000:]}"
     raise TimeoutError(f"waited {timeout:.0f} s for {what}{detail}")
 
 
