@@ -108,7 +108,8 @@ def local_ray_cluster(n_nodes: int = 2, cpus_per_node: int = 1):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     dirs = [Path(tempfile.gettempdir()) / f"msc-{os.getpid()}-{port}-{i}" for i in range(n_nodes)]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    # workers at the sweep's own niceness, as a local sweep's are (sweeps.runner.start_ray)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_worker_niceness": "0"}
     common = [f"--num-cpus={cpus_per_node}", "--node-ip-address=127.0.0.1"]
     try:
         for i, folder in enumerate(dirs):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -213,6 +214,9 @@ def test_a_tiny_sweep_on_local_ray_writes_the_documented_tables(tiny_sweep):
     assert set(curves["run_id"]) == set(runs["run_id"])
     for run_id in runs["run_id"]:
         assert (results / "runs" / run_id / "run.json").exists()
+        # trials ran at the sweep's own priority, not Ray's nice 15 for workers
+        trial = json.loads((results / "runs" / run_id / "trial.json").read_text())
+        assert trial["niceness"] == os.nice(0)
     assert (results / "sweep.yaml").exists()
     assert (results / "ray").is_dir()  # Ray Tune's own experiment state
 
