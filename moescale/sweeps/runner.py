@@ -223,23 +223,25 @@ class _Consolidate:
 def tracking_callbacks(tracking) -> list:
     """Ray Tune's own logger callbacks for `tracking` (see sweeps/spec.py `Tracking`); a
     tracker whose package is missing is a one-line error before anything runs."""
+    import importlib.util
+
+    trackers = {
+        name: (arguments, package)
+        for name, arguments, package in (
+            ("wandb", tracking.wandb, "ray.air.integrations.wandb"),
+            ("mlflow", tracking.mlflow, "ray.air.integrations.mlflow"),
+        )
+        if arguments is not None
+    }
+    for name in trackers:  # found without importing it, or Ray, or torch (via tensorboardX)
+        if importlib.util.find_spec(name) is None:
+            raise UserError(f"tracking.{name} needs the {name} package: pip install {name}")
     from ray.tune.logger import JsonLoggerCallback, TBXLoggerCallback
 
     # params.json and result.json in each trial's folder: its config (N, D, C) and results
     callbacks = [JsonLoggerCallback()] + ([TBXLoggerCallback()] if tracking.tensorboard else [])
-    for name, arguments, package in (
-        ("wandb", tracking.wandb, "ray.air.integrations.wandb"),
-        ("mlflow", tracking.mlflow, "ray.air.integrations.mlflow"),
-    ):
-        if arguments is None:
-            continue
-        try:
-            __import__(name)
-            module = __import__(package, fromlist=["_"])
-        except ImportError:
-            raise UserError(
-                f"tracking.{name} needs the {name} package: pip install {name}"
-            ) from None
+    for name, (arguments, package) in trackers.items():
+        module = __import__(package, fromlist=["_"])
         kind = module.WandbLoggerCallback if name == "wandb" else module.MLflowLoggerCallback
         try:
             callbacks.append(kind(**arguments))
