@@ -4,7 +4,8 @@ benchmarks.synthetic (a known joint law in the per-E form, four variants — den
 variant's, Student-t noise plus a positive mistuning penalty), fit each seed's sweep as
 `moescale fit` does and score: how often the form is chosen right, each law parameter's
 bias and 95%-interval coverage, held-out variants' optimal loss against the truth, and the
-compute multiplier at 100× the largest budget against the truth.
+compute multiplier at 100× the largest budget against the truth — a recipe variant's too
+(e8-k1-bias: e8-k1's shape with 1.3× as effective parameters, measured against e8-k1).
 
     .venv/bin/python -m benchmarks.moe_design_coverage --seeds 20
 """
@@ -22,6 +23,7 @@ from benchmarks.synthetic import (
     SIMULATED_MOE_BUDGETS,
     SIMULATED_MOE_THETA,
     SIMULATED_MOE_VARIANTS,
+    SIMULATED_RECIPE_VARIANTS,
     moe_design_sweep,
 )
 from moescale.fitting.laws.compute_law import ComputeLaw
@@ -43,8 +45,9 @@ def _e_g(name: str) -> tuple[float, float]:
 def score_seed(seed: int, bootstrap: int) -> dict:
     """One seed's fit, scored against the truth."""
     runs = moe_design_sweep(
-        TRUTH, LAW_6ND, list(SIMULATED_MOE_BUDGETS), SIMULATED_MOE_VARIANTS, seed=seed, **GUESS
-    )
+        TRUTH, LAW_6ND, list(SIMULATED_MOE_BUDGETS), SIMULATED_MOE_VARIANTS, seed=seed,
+        recipes=SIMULATED_RECIPE_VARIANTS, **GUESS,
+    )  # fmt: skip
     target = FACTOR * max(SIMULATED_MOE_BUDGETS)
     started = time.perf_counter()
     with warnings.catch_warnings():
@@ -75,8 +78,11 @@ def score_seed(seed: int, bootstrap: int) -> dict:
     for m in design.multipliers:
         if m["where"] != "target":
             continue
-        e, g = _e_g(m["variant"])
-        true_m = float(compute_multiplier(TRUTH, target, e, g, LAW_6ND)[0])
+        if m["variant"] in SIMULATED_RECIPE_VARIANTS:
+            true_m = SIMULATED_RECIPE_VARIANTS[m["variant"]][1]  # at every budget
+        else:
+            e, g = _e_g(m["variant"])
+            true_m = float(compute_multiplier(TRUTH, target, e, g, LAW_6ND)[0])
         low, high = m["interval"] or (np.nan, np.nan)
         print(
             f"seed {seed} {design.selection['chosen']} {m['variant']}: {m['law']:.3f} vs {true_m:.3f} [{low:.3f}, {high:.3f}]"

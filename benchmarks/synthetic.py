@@ -161,6 +161,10 @@ SIMULATED_MOE_VARIANTS = {
     "e32-k1": (32, 1, 1),
     "e32-k4-g4": (32, 4, 4),
 }
+# name → (the variant of its shape, the truth's compute multiplier over it): a recipe variant
+# (sigmoid routing with bias balancing, say) whose parameters work `gain`× as well as its
+# shape's, L(gain·N, D): under C = 6ND it reaches the shape's optimal loss at C with C / gain
+SIMULATED_RECIPE_VARIANTS = {"e8-k1-bias": ("e8-k1", 1.3)}
 
 
 def moe_design_sweep(
@@ -170,24 +174,32 @@ def moe_design_sweep(
     variants: dict[str, tuple[int, int, int]],
     *,
     seed: int = 0,
+    recipes: dict[str, tuple[str, float]] | None = None,
     **design,
 ) -> pd.DataFrame:
     """`realistic_sweep` once per variant, each from the joint law at its E and G, with the
     columns a real sweep of variants records (variant, variant_index, n_experts, top_k,
-    granularity)."""
+    granularity, and the recipe); then once per recipe variant (after the others), at its
+    shape's E and G with `gain`× as effective parameters, recorded as sigmoid + bias."""
+    recipes = recipes or {}
+    shapes = {name: (*shape, 1.0, "softmax", "aux_loss") for name, shape in variants.items()}
+    for name, (shape, gain) in recipes.items():
+        shapes[name] = (*variants[shape], gain, "sigmoid", "bias")
     tables = []
-    for index, (name, (experts, top_k, g)) in enumerate(variants.items()):
+    for index, (name, (experts, top_k, g, gain, score_func, balance)) in enumerate(shapes.items()):
         e = experts / top_k if experts else 1.0
 
         class Variant:
             @staticmethod
-            def loss(n, d, e=e, g=g):
-                return float(law.loss(n, d, e, g)[0])
+            def loss(n, d, e=e, g=g, gain=gain):
+                return float(law.loss(gain * n, d, e, g)[0])
 
         table = realistic_sweep(Variant, compute_law, budgets, seed=seed * 100 + index, **design)
         table["run_id"] = name + "-" + table["run_id"]
         table["variant"], table["variant_index"] = name, index
         table["n_experts"], table["top_k"], table["granularity"] = experts, top_k, g
+        table["score_func"], table["route_norm"] = score_func, score_func == "sigmoid"
+        table["balance"], table["n_dense_layers"] = balance, 0
         tables.append(table)
     return pd.concat(tables, ignore_index=True)
 

@@ -103,6 +103,11 @@ RUNS_SWEEP_COLUMNS = (
     "routed_lr_scale",
     "untuned",
     "final_bpb",  # final_loss in bits per byte of the held-out text (NaN: text unknown, or older)
+    # the MoE recipe (models/config.py), so a recipe variant is told from its shape's reference
+    "score_func",
+    "route_norm",
+    "balance",
+    "n_dense_layers",
 )
 
 CURVES_SCHEMA: dict[str, str] = {

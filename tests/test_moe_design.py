@@ -19,12 +19,14 @@ from benchmarks.moe_design_coverage import LAW_6ND, TRUTH, score_seed, study
 from benchmarks.synthetic import (
     SIMULATED_MOE_BUDGETS,
     SIMULATED_MOE_VARIANTS,
+    SIMULATED_RECIPE_VARIANTS,
     moe_design_sweep,
 )
 from moescale.errors import UserError
 from moescale.fitting.laws.joint_law import fit_joint_law, g_mode_of
 from moescale.fitting.options import FitOptions
 from moescale.fitting.pipeline import fit_all, load_fit, runs_hash, write_fit_json
+from moescale.fitting.studies.moe_design import MoEDesignFit
 from moescale.sweeps.plan import Plan, PlannedRun, bracket_extensions, plan_sweep
 from moescale.sweeps.spec import SweepSpec
 from tests.cli_helpers import QUICK_FAMILY, as_runs_table, moescale
@@ -46,7 +48,7 @@ def fitted():
     """One simulated study as a runs table, fitted as `moescale fit` does (e8-k1 the headline)."""
     runs = moe_design_sweep(
         TRUTH, LAW_6ND, list(SIMULATED_MOE_BUDGETS), SIMULATED_MOE_VARIANTS, seed=2,
-        guess_coef=0.015, guess_exponent=0.5,
+        recipes=SIMULATED_RECIPE_VARIANTS, guess_coef=0.015, guess_exponent=0.5,
     )  # fmt: skip
     runs["flops_per_token"] = 6.0 * runs["n_active"]
     runs = as_runs_table(runs)
@@ -72,9 +74,11 @@ def test_a_held_out_variant_is_predicted_within_its_interval(simulated_study):
 
 
 def test_compute_multiplier_past_the_sweep_matches_the_truth(simulated_study):
-    # at 100× the largest budget: the truth is 7.3× (e8), 25.8× (e32), 12.3× (e32-k4-g4)
+    # at 100× the largest budget: the truth is 7.3× (e8), 25.8× (e32), 12.3× (e32-k4-g4) over
+    # dense, and 1.3× for the recipe variant e8-k1-bias over e8-k1 (from the two variants'
+    # optimal-loss laws, the joint law being of shapes alone)
     mult = simulated_study["multipliers"]
-    assert set(mult.index) == {"e8-k1", "e32-k1", "e32-k4-g4"}
+    assert set(mult.index) == {"e8-k1", "e32-k1", "e32-k4-g4", "e8-k1-bias"}
     assert (mult["bias"].abs() < 0.10).all(), mult
     assert (mult["coverage"] >= 0.75).all(), mult
 
@@ -106,15 +110,33 @@ def test_fit_json_keeps_the_design_answers_and_the_reference_headline(fitted, tm
     assert report.isoflop.points["run_id"].str.startswith("e8-k1-").all()
     assert report.runs_hash == runs_hash(runs)  # of every variant: the report reuses the fit
     assert report.cost["nominal_flops"] == pytest.approx(runs["flops"].sum())  # every variant
-    assert set(report.variants) == set(SIMULATED_MOE_VARIANTS)
+    assert set(report.variants) == set(SIMULATED_MOE_VARIANTS) | set(SIMULATED_RECIPE_VARIANTS)
+    # the joint law is fitted on the shapes alone: the recipe variant is a second loss at e8's
+    # (E, G), measured against e8-k1 instead
+    shapes = runs[runs["variant"] != "e8-k1-bias"]
+    assert report.moe.law.n_points == len(shapes)
     path = tmp_path / "fit.json"
     write_fit_json(report, path)
     back = load_fit(path)
     assert back.moe.law.params() == pytest.approx(report.moe.law.params())
     assert back.options.variant == "e8-k1"
-    targets = [m for m in back.moe.multipliers if m["where"] == "target"]
-    assert {m["variant"] for m in targets} == {"e8-k1", "e32-k1", "e32-k4-g4"}
-    assert all(m["interval"][0] <= m["law"] <= m["interval"][1] for m in targets)
+    targets = {m["variant"]: m for m in back.moe.multipliers if m["where"] == "target"}
+    assert set(targets) == {"e8-k1", "e32-k1", "e32-k4-g4", "e8-k1-bias"}
+    assert {m["over"] for m in targets.values()} == {"dense", "e8-k1"}
+    assert targets["e8-k1-bias"]["over"] == "e8-k1"
+    assert all(m["interval"][0] <= m["law"] <= m["interval"][1] for m in targets.values())
+    bias = next(v for v in back.moe.variants if v["variant"] == "e8-k1-bias")
+    assert bias["recipe_of"] == "e8-k1" and bias["recipe"] == "sigmoid + norm, bias"
+    # a fit.json from before recipe variants: every multiplier was over dense
+    old = report.moe.to_dict()
+    old["variants"] = [{k: v for k, v in d.items() if not k.startswith("recipe")}
+                       for d in old["variants"] if d["variant"] != "e8-k1-bias"]  # fmt: skip
+    old["multipliers"] = [
+        {k: v for k, v in m.items() if k != "over"}
+        for m in old["multipliers"]
+        if m["variant"] != "e8-k1-bias"
+    ]
+    assert {m["over"] for m in MoEDesignFit.from_dict(old).multipliers} == {"dense"}
     with pytest.raises(UserError, match="no variant 'e64'"):
         fit_all(runs, None, "sim", FitOptions(variant="e64"))
 
@@ -148,6 +170,35 @@ def test_every_point_is_planned_once_per_variant_at_equal_activated_size():
     assert all(r.spec.model.n_experts == 32 and r.spec.model.top_k == 4 for r in granular)
     with pytest.raises(ValueError, match="share a name"):
         SweepSpec.model_validate(SPEC | {"variants": [{"name": "a"}, {"name": "a", "dense": True}]})
+
+
+def test_a_recipe_variant_changes_the_recipe_alone():
+    from moescale.models.variants import Variant
+
+    recipe = {"name": "e8-bias", "score_func": "sigmoid", "route_norm": True, "balance": "bias"}
+    spec = SweepSpec.model_validate(SPEC | {"variants": [*SPEC["variants"], recipe]})
+    plan = plan_sweep(spec)
+    before = {r.run_id for r in plan_sweep(SweepSpec.model_validate(SPEC)).runs}
+    assert before < {r.run_id for r in plan.runs}  # the other variants keep their run ids
+    for r in plan.runs:
+        if r.variant == "e8-bias":
+            base = next(b for b in plan.runs if b.variant == "e8-k1" and b.point[:2] == r.point[:2])
+            model = r.spec.model
+            assert (model.score_func, model.route_norm, model.balance) == ("sigmoid", True, "bias")
+            assert model.replace(score_func="softmax", route_norm=False, balance="aux_loss") == (
+                base.spec.model
+            )
+            assert r.flops_per_token == base.flops_per_token
+    for bad, needle in (
+        ({"experts": 32, "balance": "bias"}, "changes the shape and the recipe"),
+        ({"dense": True, "score_func": "sigmoid"}, "dense variant has no router"),
+        ({"balance": "sinkhorn"}, "balance"),
+    ):
+        with pytest.raises(ValueError, match=needle):
+            Variant(name="x", **bad)
+    too_deep = SPEC | {"variants": [{"name": "e8-k1"}, {"name": "deep", "n_dense_layers": 99}]}
+    dropped = plan_sweep(SweepSpec.model_validate(too_deep)).dropped
+    assert dropped and all("n_dense_layers 99 leaves no MoE layer" in d for d in dropped)
 
 
 def test_bracketing_extends_each_variant_on_its_own():
@@ -227,7 +278,8 @@ def test_the_report_answers_the_design_questions(fitted, tmp_path):
         "multiplier",
         "design_optimum",
     ]
-    assert set(moe.table["variant"]) == {"e8-k1", "e32-k1", "e32-k4-g4"}
+    assert set(moe.table["variant"]) == {"e8-k1", "e32-k1", "e32-k4-g4", "e8-k1-bias"}
+    assert set(moe.table.loc[moe.table["variant"] == "e8-k1-bias", "over"]) == {"e8-k1"}
     assert any("Best E at" in p for p in moe.paragraphs)
     # the parametric section draws the reference variant's runs, the ones its law was fitted on
     page = write_html(tmp_path, sections, "sim").read_text()

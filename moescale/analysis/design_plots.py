@@ -113,6 +113,9 @@ def multiplier(moe: MoEDesignFit, compute_law: ComputeLaw | None = None) -> Figu
         if v["dense"]:
             continue
         name, colour = v["variant"], colours[v["variant"]]
+        if v["recipe_of"]:
+            _recipe_multiplier(ax, rows[rows["variant"] == name], colour, v)
+            continue
         values = np.array(
             [compute_multiplier(law, c, v["E"], v["G"], compute_law, curve) for c in grid]
         )
@@ -136,8 +139,23 @@ def multiplier(moe: MoEDesignFit, compute_law: ComputeLaw | None = None) -> Figu
     ax.set_xlabel(C_LABEL)
     ax.set_ylabel("compute multiplier over dense\n(dense FLOPs to the same loss ÷ FLOPs)")
     ax.set_title(f"joint law ({law.form}), 95% band; dots observed; shaded the sweep")
+    if (rows["over"] != rows["over"].iloc[0]).any():
+        ax.set_ylabel("compute multiplier over dense (dashed:\nover the variant of its shape)")
     legend_below(fig, ax, ncol=3)
     return fig
+
+
+def _recipe_multiplier(ax, rows: pd.DataFrame, colour, variant: dict) -> None:
+    """A recipe variant's multiplier over the variant of its shape: dashed through the values
+    its and its shape's optimal-loss laws give at the sweep's budgets and the target, with
+    their 95% intervals, and dots observed."""
+    low, high = np.array([m if m is not None else (np.nan, np.nan) for m in rows["interval"]]).T
+    ax.errorbar(rows["budget"], rows["law"], yerr=[rows["law"] - low, high - rows["law"]],
+                color=colour, ls="--", lw=1.1, capsize=2,
+                label=f"{variant['variant']} over {variant['recipe_of']} ({variant['recipe']})")  # fmt: skip
+    seen = rows[rows["observed"].notna()]
+    ax.scatter(seen["budget"], seen["observed"], color=colour, edgecolors="black",
+               linewidths=0.5, s=26, zorder=4)  # fmt: skip
 
 
 @styled
@@ -148,6 +166,7 @@ def design_optimum(
     granular variants' E): each variant's isoFLOP optimum, and the joint law's curve."""
     law = moe.law
     table = pd.DataFrame(moe.variants)
+    table = table[table["recipe_of"] == ""]  # the law knows shapes, not recipes
     with_g = law.g_mode != "none"
     fig, axes = figure(1, 2 if with_g else 1, width=4.4, height=3.5)
     budgets = sorted({float(b) for f in fits.values() for b in f.interior["budget"]})

@@ -219,7 +219,8 @@ def variants_frame(report: FitReport) -> pd.DataFrame:
         for b in v.get("budgets", []):
             rows.append(
                 {
-                    "variant": v["variant"], "E": v["E"], "G": v["G"], "budget": b["budget"],
+                    "variant": v["variant"], "E": v["E"], "G": v["G"], "recipe": v["recipe"],
+                    "budget": b["budget"],
                     "n_opt": b["n_opt"], "loss_opt": b["loss_opt"], "at_edge": b["at_edge"],
                     "n_exponent": v.get("n_exponent"),
                     "n_opt_target": p.get("n_opt"),
@@ -235,8 +236,9 @@ def multipliers_frame(report: FitReport) -> pd.DataFrame:
     for m in report.moe.multipliers:
         low, high = m.get("interval") or (None, None)
         rows.append(
-            {"variant": m["variant"], "budget": m["budget"], "where": m["where"],
-             "multiplier": m["law"], "low": low, "high": high, "observed": m.get("observed")}
+            {"variant": m["variant"], "over": m["over"], "budget": m["budget"],
+             "where": m["where"], "multiplier": m["law"], "low": low, "high": high,
+             "observed": m.get("observed")}
         )  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -290,16 +292,17 @@ def _variant_optima_table(report: FitReport) -> Table:
         title="MoE variants: isoFLOP optimum per budget (N = n_active) and N_opt at the target",
         title_justify="left",
     )
-    for column in ("variant", "E", "G", "budget C", "n_opt", "loss_opt", "N_opt ∝ C^a",
-                   f"N_opt at {report.target_flops:.3g}"):  # fmt: skip
-        optima.add_column(column, justify="left" if column == "variant" else "right")
+    for column in ("variant", "E", "G", "recipe", "budget C", "n_opt", "loss_opt",
+                   "N_opt ∝ C^a", f"N_opt at {report.target_flops:.3g}"):  # fmt: skip
+        optima.add_column(column, justify="left" if column in ("variant", "recipe") else "right")
     for v in moe.variants:
         p = v.get("prediction", {})
         for i, b in enumerate(v.get("budgets", [])):
             first = i == 0
             optima.add_row(
                 v["variant"] if first else "", f"{v['E']:g}" if first else "",
-                f"{v['G']:g}" if first else "", f"{b['budget']:.3g}", f"{b['n_opt']:.4g}",
+                f"{v['G']:g}" if first else "", v["recipe"] if first else "",
+                f"{b['budget']:.3g}", f"{b['n_opt']:.4g}",
                 f"{b['loss_opt']:.4f}" + (" (edge)" if b["at_edge"] else ""),
                 _with_interval(v.get("n_exponent"), v.get("n_exponent_interval")) if first else "",
                 _with_interval(p.get("n_opt"), p.get("n_opt_interval")) if first else "",
@@ -340,17 +343,19 @@ def _held_out_table(moe: MoEDesignFit) -> Table:
 
 
 def _multiplier_table(moe: MoEDesignFit) -> Table:
-    """The compute multiplier over dense of each variant, by the law and observed."""
+    """The compute multiplier of each variant over dense (a recipe variant's over the variant
+    of its shape), by the law and observed."""
     table = Table(
-        title="compute multiplier over dense: dense FLOPs reaching the variant's optimal loss ÷ its FLOPs",
+        title="compute multiplier: FLOPs of `over` reaching the variant's optimal loss ÷ its FLOPs",
         title_justify="left",
     )
-    for column in ("variant", "budget C", "", "joint law [95%]", "observed"):
-        table.add_column(column, justify="left" if column == "variant" else "right")
+    for column in ("variant", "over", "budget C", "", "law [95%]", "observed"):
+        table.add_column(column, justify="left" if column in ("variant", "over") else "right")
     last = None
     for m in moe.multipliers:
+        first = m["variant"] != last
         table.add_row(
-            m["variant"] if m["variant"] != last else "", f"{m['budget']:.3g}",
+            m["variant"] if first else "", m["over"] if first else "", f"{m['budget']:.3g}",
             "target" if m["where"] == "target" else "",
             _with_interval(m["law"], m.get("interval"), ".3f") + "×",
             "" if m.get("observed") is None else f"{m['observed']:.3f}×",
@@ -359,7 +364,9 @@ def _multiplier_table(moe: MoEDesignFit) -> Table:
         )  # fmt: skip
         last = m["variant"]
     table.caption = (
-        "observed: the variant's isoFLOP optimum against dense's own optimal-loss law in C"
+        "law: the joint law over (N, D, E, G) against dense; for a recipe variant (same shape, "
+        "another recipe), its own and its shape's optimal-loss laws in C. observed: the "
+        "variant's isoFLOP optimum against `over`'s optimal-loss law in C"
     )
     return table
 

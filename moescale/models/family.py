@@ -142,6 +142,7 @@ def family(
     if n_active_target <= 0:
         raise UserError(f"family: n_active target must be > 0, got {n_active_target}")
     best: tuple[float, MoEConfig, int] | None = None
+    refused = ""  # why the variant refused a shape, said when it refused every one
     d_model = rules.width_multiple or 2
     while True:
         depths = _depths(d_model, rules)
@@ -157,7 +158,8 @@ def family(
             if variant is not None:
                 try:
                     config = variant(config)
-                except UserError:
+                except UserError as err:
+                    refused = str(err)
                     continue  # e.g. an expert too narrow to cut G-fine at this width
             n_active = _n_active(config)
             miss = abs(math.log(n_active / n_active_target))
@@ -167,7 +169,10 @@ def family(
                 best = (score, config, n_active)
         d_model += rules.width_multiple or _width_step(d_model)
     if best is None:
-        raise UserError(f"family: no shape of this family has n_active near {n_active_target:.3g}")
+        raise UserError(
+            f"family: no shape of this family has n_active near {n_active_target:.3g}"
+            + (f" ({refused})" if refused else "")
+        )
     _, config, n_active = best
     if abs(n_active / n_active_target - 1) > TOLERANCE:
         raise UserError(

@@ -10,14 +10,24 @@ expert's width).
   router picks among G× more, finer experts.
 - `dense: true` — no routed experts; the shared FFN widens by top-k × expert width, the
   FLOPs the routed experts spent on each token.
+
+Or the recipe, at the same shape: `score_func`, `route_norm`, `balance` (sigmoid routing with
+auxiliary-loss-free balancing, DeepSeek-V3 §2.1.2) and `n_dense_layers` (dense first layers,
+DeepSeekMoE). A variant changes the shape or the recipe, never both, so each compute
+multiplier says what one change buys: a recipe variant is measured against the earlier
+variant of its shape (fitting/studies/moe_design.py).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from moescale.errors import UserError
-from moescale.models.config import MoEConfig
+from moescale.models.config import Balance, MoEConfig, ScoreFunc
+
+RECIPE_FIELDS = ("score_func", "route_norm", "balance", "n_dense_layers")
 
 
 class Variant(BaseModel):
@@ -30,18 +40,43 @@ class Variant(BaseModel):
     experts: int | None = Field(None, ge=1)
     top_k: int | None = Field(None, ge=1)
     granularity: int = Field(1, ge=1)
+    # the recipe (None: the family's own)
+    score_func: ScoreFunc | None = None
+    route_norm: bool | None = None
+    balance: Balance | None = None
+    n_dense_layers: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _one_meaning(self) -> Variant:
         if self.dense and (self.experts or self.top_k or self.granularity > 1):
             raise ValueError(f"variant '{self.name}': dense takes no experts, top_k or granularity")
+        recipe = ", ".join(self.recipe)
+        if recipe and self.dense:
+            raise ValueError(f"variant '{self.name}': a dense variant has no router for {recipe}")
+        if recipe and (self.experts or self.top_k or self.granularity > 1):
+            raise ValueError(
+                f"variant '{self.name}': changes the shape and the recipe ({recipe}) at once; "
+                "make them two variants, so each multiplier says what one change buys"
+            )
         return self
+
+    @property
+    def recipe(self) -> dict[str, Any]:
+        """The recipe fields this variant sets ({}: the family's recipe)."""
+        return {k: getattr(self, k) for k in RECIPE_FIELDS if getattr(self, k) is not None}
 
 
 def apply_variant(config: MoEConfig, variant: Variant) -> MoEConfig:
     """`config` with its feed-forward rewritten as `variant` says."""
     if not config.is_moe:
         raise UserError(f"variant '{variant.name}': the base shape has no routed experts to vary")
+    if variant.recipe:
+        if (variant.n_dense_layers or 0) >= config.n_layers:
+            raise UserError(
+                f"variant '{variant.name}': n_dense_layers {variant.n_dense_layers} leaves no "
+                f"MoE layer of {config.n_layers}"
+            )
+        return config.replace(**variant.recipe)
     if variant.dense:
         shared = config.n_shared_experts * config.shared_hidden
         return config.replace(

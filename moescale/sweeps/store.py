@@ -96,6 +96,10 @@ def _row(planned: PlannedRun, sweep: str, record: dict | None, running: bool) ->
         "routed_lr_scale": recipe.routed_lr_scale,
         "untuned": planned.untuned,
         "final_bpb": float(result.get("final_bpb", math.nan)),
+        "score_func": config.score_func,
+        "route_norm": config.route_norm,
+        "balance": config.balance,
+        "n_dense_layers": config.n_dense_layers,
     }
 
 

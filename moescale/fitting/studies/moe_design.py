@@ -10,6 +10,13 @@ less compute. Two estimates:
   bootstrap fits;
 - observed, at the sweep's budgets: the variant's isoFLOP optimum loss, against dense's own
   optimal-loss law in C (its isoFLOP fit's: saturating with 4+ budgets, else a power law).
+
+A recipe variant (sigmoid routing, bias balancing, dense first layers: models/variants.py)
+has the shape of an earlier variant and is measured against it, not dense: the joint law knows
+shapes, not recipes, so recipe variants stay out of it. Its multiplier at the sweep's budgets
+comes from the two variants' own optimal-loss laws, draw by draw of their bootstraps
+(interval), and observed as above against the earlier variant's law; at the target it is the
+sweep's geometric mean, with the trend across the sweep checked (`_recipe_multipliers`).
 """
 
 from __future__ import annotations
@@ -32,19 +39,39 @@ SIMPLER_BY = 1.2  # the shared form is chosen only when its held-out error is 20
 POOL_WITHIN = 1.25  # forms within 25% of the best held-out error pool their bootstrap fits
 
 
+def recipe_label(part: pd.DataFrame) -> str:
+    """The MoE recipe of a variant's runs in words ('' for dense, or a table without it)."""
+    if "score_func" not in part or (part["n_experts"] == 0).all():
+        return ""
+    first = part.iloc[0]
+    if pd.isna(first["score_func"]):
+        return ""
+    label = f"{first['score_func']}{' + norm' if first['route_norm'] else ''}, {first['balance']}"
+    dense_layers = int(first["n_dense_layers"])
+    return label + (
+        f", {dense_layers} dense layer{'s' * (dense_layers > 1)}" if dense_layers else ""
+    )
+
+
 def variant_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per variant, in the spec's order: name, E, G, dense, runs."""
-    rows = []
+    """One row per variant, in the spec's order: name, E, G, dense, runs, its recipe in words
+    and `recipe_of`: the earlier variant of the same shape it differs from by its recipe alone
+    ('' for a variant of a shape of its own)."""
+    rows: list[dict] = []
     order = "variant_index" if "variant_index" in runs else "variant"
     for name, part in runs.sort_values(order).groupby("variant", sort=False):
-        e, g = expansion(part), granularity(part)
+        e, g = float(np.median(expansion(part))), float(np.median(granularity(part)))
+        dense = bool((part["n_experts"] == 0).all())
+        same = [r["variant"] for r in rows if (r["E"], r["G"], r["dense"]) == (e, g, dense)]
         rows.append(
             {
                 "variant": name,
-                "E": float(np.median(e)),
-                "G": float(np.median(g)),
-                "dense": bool((part["n_experts"] == 0).all()),
+                "E": e,
+                "G": g,
+                "dense": dense,
                 "runs": len(part),
+                "recipe": recipe_label(part),
+                "recipe_of": same[0] if same else "",
             }
         )
     return pd.DataFrame(rows)
@@ -68,7 +95,9 @@ class MoEDesignFit:
     law: JointLaw | None
     selection: dict  # held-out error per form, the form chosen and why
     held_out: list[dict]  # per held-out variant: the law without it, predicting it
-    multipliers: list[dict]  # variant, budget, where (sweep | target), law ± interval, observed
+    multipliers: list[
+        dict
+    ]  # variant, over, budget, where (sweep | target), law ± interval, observed
     optimal_e: dict | None
     optimal_g: dict | None
     notes: list[str] = field(default_factory=list)
@@ -79,7 +108,7 @@ class MoEDesignFit:
             "conventions": {
                 "E": "expansion: routed experts per activated routed expert (n_experts / top_k), 1 for dense",
                 "G": "granularity: each expert's width ÷ G, top-k × G, experts × G (Krajewski et al. 2024)",
-                "compute_multiplier": "dense FLOPs that reach the variant's optimal loss ÷ the variant's FLOPs (> 1: the variant saves compute)",
+                "compute_multiplier": "FLOPs of `over` (dense; for a recipe variant, the earlier variant of its shape) that reach the variant's optimal loss ÷ the variant's FLOPs (> 1: the variant saves compute)",
                 "n": "n_active (activated parameters, input embedding excluded)",
             },
             "target_flops": self.target_flops,
@@ -95,12 +124,15 @@ class MoEDesignFit:
 
     @classmethod
     def from_dict(cls, data: dict) -> MoEDesignFit:
+        # fit.json before recipe variants: every multiplier was over the dense variant
+        variants = [{"recipe": "", "recipe_of": "", **v} for v in data["variants"]]
+        dense = next((v["variant"] for v in variants if v["dense"]), "")
         return cls(
-            variants=data["variants"],
+            variants=variants,
             law=None if data.get("law") is None else JointLaw.from_dict(data["law"]),
             selection=data.get("selection", {}),
             held_out=data.get("held_out", []),
-            multipliers=data.get("multipliers", []),
+            multipliers=[{"over": dense, **m} for m in data.get("multipliers", [])],
             optimal_e=data.get("optimal_e"),
             optimal_g=data.get("optimal_g"),
             notes=data.get("notes", []),
@@ -126,6 +158,17 @@ def dense_curve(
     return DenseCurve(grid, losses)
 
 
+def _invert(curve: np.ndarray, grid: np.ndarray, loss: float) -> float:
+    """The budget on `grid` where an optimal-loss `curve` over it reaches `loss` (interpolated
+    in log C; the optimal loss falls as compute grows), NaN where it does not on the grid."""
+    if not (
+        np.all(np.isfinite(curve)) and np.isfinite(loss) and curve.min() <= loss <= curve.max()
+    ):
+        return np.nan
+    order = np.argsort(curve)
+    return float(np.exp(np.interp(loss, curve[order], np.log(grid[order]))))
+
+
 def compute_multiplier(
     law: JointLaw,
     flops: float,
@@ -138,25 +181,35 @@ def compute_multiplier(
     ([1 + S]; NaN where dense's optimal loss does not reach the variant's on its grid)."""
     dense = dense or dense_curve(law, flops, flops, compute_law)
     target, _ = law.optimum(flops, e, g, law.all_thetas(), compute_law)  # [1 + S]
-    out = np.full(len(target), np.nan)
-    for i, curve in enumerate(dense.losses):
-        if not (np.all(np.isfinite(curve)) and curve.min() <= target[i] <= curve.max()):
-            continue
-        # the optimal loss falls as compute grows: interpolate log C' in the loss
-        order = np.argsort(curve)
-        out[i] = np.exp(np.interp(target[i], curve[order], np.log(dense.flops[order]))) / flops
-    return out
+    return (
+        np.array([_invert(c, dense.flops, t) for c, t in zip(dense.losses, target, strict=True)])
+        / flops
+    )
 
 
 def _inverse(loss_law, loss: float, flops: float) -> float | None:
-    """C' / `flops` where dense's fitted optimal-loss law (its isoFLOP fit's) reaches `loss`,
-    or None where it does not within ±C_SPAN."""
+    """C' / `flops` where a fitted optimal-loss law (an isoFLOP fit's) reaches `loss`, or None
+    where it does not within ±C_SPAN."""
     grid = flops * np.geomspace(1 / C_SPAN, C_SPAN, C_GRID)
-    curve = np.asarray(loss_law(grid), float)
-    if not (np.all(np.isfinite(curve)) and curve.min() <= loss <= curve.max()):
-        return None
-    order = np.argsort(curve)
-    return float(np.exp(np.interp(loss, curve[order], np.log(grid[order]))) / flops)
+    budget = _invert(np.asarray(loss_law(grid), float), grid, loss)
+    return None if np.isnan(budget) else budget / flops
+
+
+def loss_law_multiplier(reference: IsoflopFit, variant: IsoflopFit, flops: float) -> np.ndarray:
+    """The compute multiplier of `variant` over `reference` at `flops` from their own
+    optimal-loss laws: the fit's, then one per pair of bootstrap draws (the two fits' draws are
+    independent, so pairing them by index is a draw of the pair) — [1 + S], NaN where the
+    reference's law does not reach the variant's loss within ±C_SPAN."""
+    grid = flops * np.geomspace(1 / C_SPAN, C_SPAN, C_GRID)
+    point = _invert(
+        np.asarray(reference.loss_law(grid), float), grid, float(variant.loss_law(flops))
+    )
+    mine = variant.draws(flops).get("loss_opt", np.empty(0))
+    curves = [reference.draws(c).get("loss_opt", np.empty(0)) for c in grid]
+    draws = min(len(mine), len(curves[0]))
+    curves = np.stack([c[:draws] for c in curves], 1)  # [S, grid]
+    drawn = [_invert(curves[i], grid, mine[i]) for i in range(draws)]
+    return np.array([point, *drawn]) / flops
 
 
 def _best_design(law: JointLaw, flops: float, axis: str, fixed: float, compute_law) -> dict:
@@ -260,6 +313,8 @@ def _variant_entries(
             "G": row.G,
             "dense": row.dense,
             "runs": row.runs,
+            "recipe": row.recipe,
+            "recipe_of": row.recipe_of,
         }
         if row.variant in fits:
             fit = fits[row.variant]
@@ -364,6 +419,7 @@ def _multipliers(
                 values = compute_multiplier(law, flops, row.E, row.G, law_c, curve)
                 entry = {
                     "variant": row.variant,
+                    "over": dense_name,
                     "budget": float(flops),
                     "where": where,
                     "law": float(values[0]),
@@ -375,6 +431,67 @@ def _multipliers(
                     entry["observed"] = _inverse(dense_loss, float(mine[near[0]]), flops)
                 multipliers.append(entry)
     return multipliers
+
+
+def _recipe_multipliers(
+    table: pd.DataFrame,
+    fits: dict[str, IsoflopFit],
+    optima: dict[str, pd.DataFrame],
+    target_flops: float,
+    notes: list[str],
+) -> list[dict]:
+    """Each recipe variant's compute multiplier over the earlier variant of its shape: at the
+    sweep's budgets from the two optimal-loss laws (interval from their bootstraps) and
+    observed against the reference's law; at the target, the geometric mean of the sweep's
+    (a recipe taken to save a constant share of compute), draw by draw.
+
+    Why not the two laws at the target: two saturating laws extrapolated 100× and inverted
+    against each other put a true 1.3× anywhere from 0.1× to 1,000× (simulated, 6 seeds);
+    within the sweep they are within a few % with intervals that cover. Whether the share is
+    constant is checked: the slope of log multiplier in log C across the sweep, with its
+    interval, and a note when that interval leaves out 0."""
+    out = []
+    for row in table[table["recipe_of"] != ""].itertuples():
+        pair = (fits.get(row.recipe_of), fits.get(row.variant))
+        if any(f is None or f.loss_law is None for f in pair):
+            notes.append(
+                f"{row.variant}: no optimal-loss law for it or for {row.recipe_of}, the variant of "
+                "its shape: no recipe multiplier"
+            )
+            continue
+        reference, mine = pair
+        observed = optima[row.variant].set_index("budget")["loss_opt"]
+        budgets = np.array(sorted(reference.budgets["budget"]), float)
+        values = np.stack([loss_law_multiplier(reference, mine, b) for b in budgets])  # [B, 1 + S]
+        for flops, at in zip(budgets, values, strict=True):
+            near = [b for b in observed.index if abs(np.log(b / flops)) < 0.1]
+            seen = _inverse(reference.loss_law, float(observed[near[0]]), flops) if near else None
+            out.append(_recipe_entry(row, flops, "sweep", at, observed=seen))
+        logs = np.log(values[:, np.all(np.isfinite(values), axis=0)])  # whole draws only
+        if logs.shape[1] == 0:
+            continue
+        slopes = np.polyfit(np.log(budgets), logs, 1)[0] if len(budgets) > 1 else np.zeros(1)
+        trend = {"slope": float(slopes[0]), "interval": percentile_interval(slopes[1:])}
+        if trend["interval"] and not trend["interval"][0] <= 0 <= trend["interval"][1]:
+            notes.append(
+                f"{row.variant}: its multiplier over {row.recipe_of} moves with C across the "
+                f"sweep (∝ C^{trend['slope']:.3f}); the target's, taken as constant, is doubtful"
+            )
+        out.append(_recipe_entry(row, target_flops, "target", np.exp(logs.mean(0)), trend=trend))
+    return out
+
+
+def _recipe_entry(row, flops: float, where: str, values: np.ndarray, **extra) -> dict:
+    return {
+        "variant": row.variant,
+        "over": row.recipe_of,
+        "budget": float(flops),
+        "where": where,
+        "law": float(values[0]),
+        "interval": percentile_interval(values[1:]),
+        "observed": None,
+        **extra,
+    }
 
 
 def fit_moe_design(
@@ -390,13 +507,17 @@ def fit_moe_design(
     variants (every variant held out in turn; see `selection["how"]`); with fewer than three
     variants there is nothing to hold out and the shared form is used."""
     law_c = compute_law or DEFAULT_LAW
-    table = variant_table(runs)
+    every = variant_table(runs)
     notes: list[str] = []
     optima = _observed_optima(fits)
-    variants = _variant_entries(table, fits, target_flops, law_c)
+    variants = _variant_entries(every, fits, target_flops, law_c)
+    # the joint law is of shapes: a recipe variant would be a second value at the same (E, G)
+    table = every[every["recipe_of"] == ""]
+    runs = runs[runs["variant"].isin(table["variant"])]
     selection, held_out = _select_form(runs, table, optima, forms, bootstrap, law_c)
     law = _pooled_law(runs, selection, bootstrap)
     multipliers = _multipliers(law, table, fits, optima, target_flops, law_c, notes)
+    multipliers += _recipe_multipliers(every, fits, optima, target_flops, notes)
     optimal_e = (
         _best_design(law, target_flops, "E", 1.0, law_c)
         if law.e_range[1] > law.e_range[0]
