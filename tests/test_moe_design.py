@@ -223,12 +223,19 @@ def test_dry_run_shows_the_variants_side_by_side(tmp_path):
     import yaml
 
     path = tmp_path / "moe.yaml"
-    path.write_text(yaml.safe_dump(SPEC))
+    recipe = {"name": "bias", "score_func": "sigmoid", "route_norm": True, "balance": "bias"}
+    path.write_text(yaml.safe_dump(SPEC | {"variants": [*SPEC["variants"], recipe]}))
     result = moescale("sweep", str(path), "--dry-run", "--hardware", "h100")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "3 variants at equal activated size" in out
-    for needle in ("dense ×", "32 (4) × ", "8 (1) × ", "weights + optimizer"):
+    assert "4 variants at equal activated size" in out
+    for needle in (
+        "dense ×",
+        "32 (4) × ",
+        "8 (1) × ",
+        "sigmoid + norm + bias",
+        "weights + optimizer",
+    ):
         assert needle in out, needle
 
 
@@ -281,6 +288,10 @@ def test_the_report_answers_the_design_questions(fitted, tmp_path):
     assert set(moe.table["variant"]) == {"e8-k1", "e32-k1", "e32-k4-g4", "e8-k1-bias"}
     assert set(moe.table.loc[moe.table["variant"] == "e8-k1-bias", "over"]) == {"e8-k1"}
     assert any("Best E at" in p for p in moe.paragraphs)
+    # what the recipe buys, in words: over the variant of its shape, its trend across the sweep
+    bought = [p for p in moe.paragraphs if p.startswith("e8-k1-bias (sigmoid + norm, bias) over")]
+    assert len(bought) == 1 and "over e8-k1 (softmax, aux_loss)" in bought[0]
+    assert "across the sweep it moved as C^" in bought[0]
     # the parametric section draws the reference variant's runs, the ones its law was fitted on
     page = write_html(tmp_path, sections, "sim").read_text()
     assert "compute multiplier over dense" in page and "variant dense" in page

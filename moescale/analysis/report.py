@@ -25,6 +25,7 @@ from moescale.analysis.words import (
     parametric_text,
     per_budget_how,
     predictions_frame,
+    recipe_lines,
 )
 from moescale.errors import UserError
 from moescale.fitting.pipeline import FitReport, current_fit, fit_inputs, sweep_cost
@@ -212,6 +213,7 @@ def _moe_section(fit: FitReport, runs: pd.DataFrame, curves: pd.DataFrame | None
             f"Joint law ({law['form']}): L = {law['law']}; {params}. Form: {moe.selection.get('how')}. "
             f"Intervals: {law['interval_note']}."
         )
+    section.paragraphs.extend(f"{line}." for line in recipe_lines(moe))
     for best in (moe.optimal_e, moe.optimal_g):
         if best:
             interval = best["interval"]

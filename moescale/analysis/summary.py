@@ -12,6 +12,7 @@ from moescale.analysis.words import (
     parametric_text,
     per_budget_how,
     predictions_frame,
+    recipe_lines,
 )
 from moescale.fitting.laws.isoflop import IsoflopFit
 from moescale.fitting.pipeline import FitReport
@@ -397,6 +398,7 @@ def moe_summary(report: FitReport) -> list:
         out.append(_held_out_table(moe))
     if moe.multipliers:
         out.append(_multiplier_table(moe))
+    out.extend(recipe_lines(moe))
     for best in (moe.optimal_e, moe.optimal_g):
         if best:
             at = f" at E = {best['at_fixed']:g}" if best["at_fixed"] else " (G = 1)"

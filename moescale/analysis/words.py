@@ -10,6 +10,7 @@ from moescale.fitting.laws.parametric import ParametricFit
 from moescale.fitting.laws.powerlaw import PowerLaw, SaturatingLaw
 from moescale.fitting.pipeline import FitReport
 from moescale.fitting.prediction import Prediction
+from moescale.fitting.studies.moe_design import MoEDesignFit
 
 NAN = float("nan")
 
@@ -55,6 +56,35 @@ def excluded_lines(report: FitReport) -> list[str]:
     ]
     lines += [f"{name} skipped: {why}" for name, why in report.skipped.items()]
     return list(dict.fromkeys(lines))
+
+
+def recipe_lines(moe: MoEDesignFit) -> list[str]:
+    """What each recipe variant buys over the variant of its shape, at the target, in words."""
+    lines = []
+    recipes = {v["variant"]: v for v in moe.variants if v["recipe_of"]}
+    for m in moe.multipliers:
+        if m["where"] != "target" or m["variant"] not in recipes:
+            continue
+        v, over = recipes[m["variant"]], m["over"]
+        base = next(r["recipe"] for r in moe.variants if r["variant"] == over)
+        interval = f" [95% {m['interval'][0]:.3g}, {m['interval'][1]:.3g}]" if m["interval"] else ""
+        trend = m.get("trend") or {}
+        slope = (
+            f"; across the sweep it moved as C^{trend['slope']:.3f}"
+            + (
+                f" [{trend['interval'][0]:.3f}, {trend['interval'][1]:.3f}]"
+                if trend.get("interval")
+                else ""
+            )
+            if trend
+            else ""
+        )
+        lines.append(
+            f"{m['variant']} ({v['recipe']}) over {over} ({base}): {m['law']:.3g}×{interval} the "
+            f"compute at {m['budget']:.3g} FLOPs, taken as the sweep's geometric mean (a recipe "
+            f"saving a constant share of compute){slope}"
+        )
+    return lines
 
 
 def headline_reasons(prediction: Prediction) -> list[str]:

@@ -218,6 +218,15 @@ def plan_table(
     return table, frame
 
 
+def _recipe(config) -> str:
+    """The MoE recipe where it is not the family's default (softmax top-k, aux loss)."""
+    parts = [config.score_func] if config.score_func != "softmax" else []
+    parts += ["norm"] if config.route_norm else []
+    parts += [config.balance] if config.balance != "aux_loss" else []
+    parts += [f"{config.n_dense_layers} dense first"] if config.n_dense_layers else []
+    return f", {' + '.join(parts)}" if parts else ""
+
+
 def variant_table(spec: SweepSpec, plan: Plan) -> Table:
     """The sweep's MoE variants side by side at every planned size: what each activates,
     holds and costs per token, and the memory of its weights and optimizer states."""
@@ -239,7 +248,7 @@ def variant_table(spec: SweepSpec, plan: Plan) -> Table:
         shown.add(key)
         config = run.spec.model
         ffn = (
-            f"{config.n_experts} ({config.top_k}) × {config.expert_hidden}"
+            f"{config.n_experts} ({config.top_k}) × {config.expert_hidden}{_recipe(config)}"
             if config.is_moe
             else f"dense × {config.n_shared_experts * config.shared_hidden}"
         )
