@@ -198,7 +198,7 @@ def moe_design_sweep(
         table["run_id"] = name + "-" + table["run_id"]
         table["variant"], table["variant_index"] = name, index
         table["n_experts"], table["top_k"], table["granularity"] = experts, top_k, g
-        table["score_func"], table["route_norm"] = score_func, score_func == "sigmoid"
+        table["score_func"], table["route_norm"] = score_func, False
         table["balance"], table["n_dense_layers"] = balance, 0
         tables.append(table)
     return pd.concat(tables, ignore_index=True)

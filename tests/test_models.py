@@ -429,6 +429,7 @@ def test_old_configs_keep_their_run_ids():
         ({"seq_aux_loss_coef": -1.0}, "seq_aux_loss_coef must be >= 0"),
         ({"n_dense_layers": 5}, "n_dense_layers must be between 0 and n_layers (4)"),
         ({"n_experts": 0, "n_dense_layers": 1}, "n_dense_layers must be 0 for a dense model"),
+        ({"top_k": 1, "route_norm": True}, "route_norm with top_k 1 makes every gate weight 1"),
     ],
 )
 def test_bad_recipe_fields_are_named(change, message):

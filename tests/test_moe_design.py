@@ -126,7 +126,7 @@ def test_fit_json_keeps_the_design_answers_and_the_reference_headline(fitted, tm
     assert targets["e8-k1-bias"]["over"] == "e8-k1"
     assert all(m["interval"][0] <= m["law"] <= m["interval"][1] for m in targets.values())
     bias = next(v for v in back.moe.variants if v["variant"] == "e8-k1-bias")
-    assert bias["recipe_of"] == "e8-k1" and bias["recipe"] == "sigmoid + norm, bias"
+    assert bias["recipe_of"] == "e8-k1" and bias["recipe"] == "sigmoid, bias"
     # a fit.json from before recipe variants: every multiplier was over dense
     old = report.moe.to_dict()
     old["variants"] = [{k: v for k, v in d.items() if not k.startswith("recipe")}
@@ -175,7 +175,7 @@ def test_every_point_is_planned_once_per_variant_at_equal_activated_size():
 def test_a_recipe_variant_changes_the_recipe_alone():
     from moescale.models.variants import Variant
 
-    recipe = {"name": "e8-bias", "score_func": "sigmoid", "route_norm": True, "balance": "bias"}
+    recipe = {"name": "e8-bias", "score_func": "sigmoid", "balance": "bias"}
     spec = SweepSpec.model_validate(SPEC | {"variants": [*SPEC["variants"], recipe]})
     plan = plan_sweep(spec)
     before = {r.run_id for r in plan_sweep(SweepSpec.model_validate(SPEC)).runs}
@@ -184,10 +184,8 @@ def test_a_recipe_variant_changes_the_recipe_alone():
         if r.variant == "e8-bias":
             base = next(b for b in plan.runs if b.variant == "e8-k1" and b.point[:2] == r.point[:2])
             model = r.spec.model
-            assert (model.score_func, model.route_norm, model.balance) == ("sigmoid", True, "bias")
-            assert model.replace(score_func="softmax", route_norm=False, balance="aux_loss") == (
-                base.spec.model
-            )
+            assert (model.score_func, model.balance) == ("sigmoid", "bias")
+            assert model.replace(score_func="softmax", balance="aux_loss") == base.spec.model
             assert r.flops_per_token == base.flops_per_token
     for bad, needle in (
         ({"experts": 32, "balance": "bias"}, "changes the shape and the recipe"),
@@ -199,6 +197,10 @@ def test_a_recipe_variant_changes_the_recipe_alone():
     too_deep = SPEC | {"variants": [{"name": "e8-k1"}, {"name": "deep", "n_dense_layers": 99}]}
     dropped = plan_sweep(SweepSpec.model_validate(too_deep)).dropped
     assert dropped and all("n_dense_layers 99 leaves no MoE layer" in d for d in dropped)
+    # on e8-k1's top-1 a renormalised gate is always 1: refused, with the reason in the plan
+    normed = SPEC | {"variants": [{"name": "e8-k1"}, {"name": "n", "route_norm": True}]}
+    dropped = plan_sweep(SweepSpec.model_validate(normed)).dropped
+    assert dropped and all("route_norm with top_k 1" in d for d in dropped)
 
 
 def test_bracketing_extends_each_variant_on_its_own():
@@ -223,7 +225,7 @@ def test_dry_run_shows_the_variants_side_by_side(tmp_path):
     import yaml
 
     path = tmp_path / "moe.yaml"
-    recipe = {"name": "bias", "score_func": "sigmoid", "route_norm": True, "balance": "bias"}
+    recipe = {"name": "bias", "score_func": "sigmoid", "balance": "bias"}
     path.write_text(yaml.safe_dump(SPEC | {"variants": [*SPEC["variants"], recipe]}))
     result = moescale("sweep", str(path), "--dry-run", "--hardware", "h100")
     assert result.returncode == 0, result.stderr
@@ -233,7 +235,7 @@ def test_dry_run_shows_the_variants_side_by_side(tmp_path):
         "dense ×",
         "32 (4) × ",
         "8 (1) × ",
-        "sigmoid + norm + bias",
+        "sigmoid + bias",
         "weights + optimizer",
     ):
         assert needle in out, needle
@@ -289,7 +291,7 @@ def test_the_report_answers_the_design_questions(fitted, tmp_path):
     assert set(moe.table.loc[moe.table["variant"] == "e8-k1-bias", "over"]) == {"e8-k1"}
     assert any("Best E at" in p for p in moe.paragraphs)
     # what the recipe buys, in words: over the variant of its shape, its trend across the sweep
-    bought = [p for p in moe.paragraphs if p.startswith("e8-k1-bias (sigmoid + norm, bias) over")]
+    bought = [p for p in moe.paragraphs if p.startswith("e8-k1-bias (sigmoid, bias) over")]
     assert len(bought) == 1 and "over e8-k1 (softmax, aux_loss)" in bought[0]
     assert "across the sweep it moved as C^" in bought[0]
     # the parametric section draws the reference variant's runs, the ones its law was fitted on

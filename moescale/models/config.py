@@ -136,6 +136,14 @@ class MoEConfig:
         )
         _require(self.balance in BALANCES, "balance", f"must be one of {', '.join(BALANCES)}")
         _require(self.bias_update_rate > 0, "bias_update_rate", "must be > 0")
+        # one weight renormalised to sum to 1 is 1 whatever the score: the router would get no
+        # gradient from the loss (with sigmoid + bias balancing on quick-moe's e8-k1 the busiest
+        # expert took 6.5× its share and the variant needed 2× e8-k1's compute)
+        _require(
+            not (self.is_moe and self.route_norm and self.top_k == 1),
+            "route_norm",
+            "with top_k 1 makes every gate weight 1: the router learns nothing from the loss",
+        )
         _require(
             0 <= self.n_dense_layers <= (self.n_layers if self.is_moe else 0),
             "n_dense_layers",
