@@ -432,6 +432,38 @@ def test_every_part_imports_only_what_the_design_draws():
     assert not wrong, wrong
 
 
+def test_no_module_imports_one_that_imports_it_back():
+    """No import circle between modules either (every import, inside functions too): a
+    circle is two modules that each need the other, so neither can be read alone."""
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "moescale"
+    names = {
+        ".".join(p.relative_to(package.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in package.rglob("*.py")
+    }
+    imports = {name: set() for name in names}
+    for name, path in names.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module in names:
+                imports[name].add(node.module)
+            elif isinstance(node, ast.Import):
+                imports[name] |= {a.name for a in node.names if a.name in names}
+        imports[name].discard(name)
+
+    def reach(start: str) -> set[str]:
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in imports[todo.pop()] - seen:
+                seen.add(nxt)
+                todo.append(nxt)
+        return seen
+
+    circles = sorted(name for name in names if name in reach(name))
+    assert not circles, circles
+
+
 # inside fitting/: the laws stand alone; the studies are built on them; neither runs the
 # pipeline (fitting/pipeline.py, which runs them both)
 FITTING_MAY_IMPORT = {

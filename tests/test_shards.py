@@ -13,8 +13,9 @@ from cli_helpers import ROOT, assert_one_line_error, moescale
 from test_training import _word_tokenizer, tiny_spec
 
 from moescale.training import DataSpec, train_run
-from moescale.training.data import load_tokens, read_tokenizer
+from moescale.training.data import read_tokenizer
 from moescale.training.shards import MANIFEST, write_shards
+from moescale.training.sources import load_tokens
 
 WORDS = [f"word{i}" for i in range(300)] + ["moe", "scaling", "law", "<|endoftext|>"]
 SIZE = 70_000  # past uint16: shards of uint32

@@ -16,8 +16,8 @@ import torch
 from moescale.errors import UserError
 from moescale.results import state_path
 from moescale.training import DataSpec, RunSpec, train_run
-from moescale.training.data import load_tokens
 from moescale.training.schedules import lr_multiplier
+from moescale.training.sources import load_tokens
 from moescale.training.trainer import plan_steps, train_branch, train_trunk
 
 TINY_MODEL = dict(d_model=32, n_heads=2, n_layers=2, n_experts=4, expert_hidden=64, max_seq_len=64)

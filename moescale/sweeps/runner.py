@@ -339,7 +339,8 @@ def tokenize_once(data):
     cache every trial then memory-maps), with a progress bar while it encodes."""
     from rich.progress import Progress
 
-    from moescale.training.data import cache_root, load_tokens
+    from moescale.training.data import cache_root
+    from moescale.training.sources import load_tokens
 
     with Progress(transient=True) as bar:
         task = None

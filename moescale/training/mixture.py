@@ -5,12 +5,13 @@ source's share of `eval_tokens` from its own validation split."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from moescale.training.data import DataSpec, TokenData, held_out_tokens_per_byte, load_tokens
+from moescale.training.data import DataSpec, TokenData, eval_batches, held_out_tokens_per_byte
 
 
 @dataclass
@@ -55,9 +56,10 @@ def part_name(part: DataSpec, index: int) -> str:
     return f"{index}:{part.source}" + (f":{path}" if path else "")
 
 
-def load_mixture(spec: DataSpec) -> TokenData:
-    """Every part loaded as its own source would be (tokenized and cached once each)."""
-    parts = [load_tokens(part) for part in spec.mixture]
+def load_mixture(spec: DataSpec, load: Callable[[DataSpec], TokenData]) -> TokenData:
+    """Every part loaded by `load` as its own source would be (tokenized and cached once
+    each): sources.load_tokens, handed down so that a mixture need not import its loader."""
+    parts = [load(part) for part in spec.mixture]
     weights = np.array([p.weight for p in spec.mixture], dtype=float)
     weights /= weights.sum()
     names = [part_name(p, i) for i, p in enumerate(spec.mixture)]
@@ -76,8 +78,6 @@ def mixture_held_out(
 ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], float]:
     """The held-out batches, each part giving its weight's share of `n_tokens` (whole
     sequences, at least one), and their tokens per byte of text (NaN if any part's is unknown)."""
-    from moescale.training.data import eval_batches
-
     batches, tokens, text_bytes = [], 0, 0.0
     for part, weight in zip(data.parts, data.val.weights, strict=True):
         share = max(1, round(n_tokens * weight / seq_len)) * seq_len

@@ -35,12 +35,7 @@ from moescale.results import (
     read_json,
     state_path,
 )
-from moescale.training.data import (
-    eval_batches,
-    held_out_tokens_per_byte,
-    load_tokens,
-    train_batch,
-)
+from moescale.training.data import eval_batches, held_out_tokens_per_byte
 from moescale.training.distributed import (
     SHARDED_CHECKPOINT,
     full_model_state,
@@ -53,6 +48,7 @@ from moescale.training.distributed import (
 )
 from moescale.training.hardware import matmul_peak, pick_device
 from moescale.training.mixture import mixture_held_out
+from moescale.training.sources import load_tokens, train_batch
 from moescale.training.spec import RunSpec
 
 CHECKPOINT = "checkpoint.pt"
