@@ -129,6 +129,11 @@ class MoEConfig:
                 "capacity_factor",
                 f"must be > 0 with routing '{self.routing}'",
             )
+        self._check_recipe()
+        _require(self.rope_base > 0, "rope_base", "must be > 0")
+
+    def _check_recipe(self) -> None:
+        """The routing recipe's fields (balance, scores, dense first layers)."""
         for name in ("aux_loss_coef", "z_loss_coef", "seq_aux_loss_coef"):
             _require(getattr(self, name) >= 0, name, "must be >= 0")
         _require(
@@ -154,7 +159,6 @@ class MoEConfig:
         _require(
             self.dense_hidden is None or self.dense_hidden >= 1, "dense_hidden", "must be >= 1"
         )
-        _require(self.rope_base > 0, "rope_base", "must be > 0")
 
     @property
     def is_moe(self) -> bool:
