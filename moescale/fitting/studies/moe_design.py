@@ -95,9 +95,7 @@ class MoEDesignFit:
     law: JointLaw | None
     selection: dict  # held-out error per form, the form chosen and why
     held_out: list[dict]  # per held-out variant: the law without it, predicting it
-    multipliers: list[
-        dict
-    ]  # variant, over, budget, where (sweep | target), law ± interval, observed
+    multipliers: list[dict]  # variant, over, budget, where (sweep | target), law, interval, …
     optimal_e: dict | None
     optimal_g: dict | None
     notes: list[str] = field(default_factory=list)
