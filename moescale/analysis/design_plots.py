@@ -147,13 +147,24 @@ def multiplier(moe: MoEDesignFit, compute_law: ComputeLaw | None = None) -> Figu
 
 def _recipe_multiplier(ax, rows: pd.DataFrame, colour, variant: dict) -> None:
     """A recipe variant's multiplier over the variant of its shape: dashed through the values
-    its and its shape's optimal-loss laws give at the sweep's budgets and the target, with
-    their 95% intervals, and dots observed."""
-    low, high = np.array([m if m is not None else (np.nan, np.nan) for m in rows["interval"]]).T
-    ax.errorbar(rows["budget"], rows["law"], yerr=[rows["law"] - low, high - rows["law"]],
-                color=colour, ls="--", lw=1.1, capsize=2,
-                label=f"{variant['variant']} over {variant['recipe_of']} ({variant['recipe']})")  # fmt: skip
-    seen = rows[rows["observed"].notna()]
+    its and its shape's optimal-loss laws give at the sweep's budgets (95% intervals), dots
+    observed; at the target a diamond, the sweep's geometric mean, reached by a dotted level
+    line (a constant share of compute, not an extrapolated curve)."""
+
+    def bars(part: pd.DataFrame):
+        low, high = np.array([m or (np.nan, np.nan) for m in part["interval"]], float).T
+        return [part["law"] - low, high - part["law"]]
+
+    sweep, target = rows[rows["where"] == "sweep"], rows[rows["where"] == "target"]
+    ax.errorbar(sweep["budget"], sweep["law"], yerr=bars(sweep), color=colour, ls="--", lw=1.1,
+                capsize=2, label=f"{variant['variant']} over {variant['recipe_of']} ({variant['recipe']})")  # fmt: skip
+    if len(target) and len(sweep):
+        level = float(target["law"].iloc[0])
+        ax.plot([sweep["budget"].max(), float(target["budget"].iloc[0])], [level, level],
+                color=colour, ls=":", lw=1.0)  # fmt: skip
+        ax.errorbar(target["budget"], target["law"], yerr=bars(target), color=colour, marker="D",
+                    ms=5, ls="none", capsize=2)  # fmt: skip
+    seen = sweep[sweep["observed"].notna()]
     ax.scatter(seen["budget"], seen["observed"], color=colour, edgecolors="black",
                linewidths=0.5, s=26, zorder=4)  # fmt: skip
 

@@ -233,7 +233,9 @@ def _moe_section(fit: FitReport, runs: pd.DataFrame, curves: pd.DataFrame | None
         section.figures.append(
             ("multiplier", design_plots.multiplier(moe, fit.compute_law),
              "Dense FLOPs that reach each variant's optimal loss ÷ the variant's FLOPs, against "
-             "counted training FLOPs: the joint law with its 95% band, and observed at the sweep's budgets.")
+             "counted training FLOPs: the joint law with its 95% band, and observed at the sweep's budgets. "
+             "A recipe variant (dashed) is measured over the variant of its shape; its value at the "
+             "target (diamond) is the sweep's geometric mean.")
         )  # fmt: skip
     if moe.law is not None:
         section.figures.append(
