@@ -203,6 +203,23 @@ def test_a_recipe_variant_changes_the_recipe_alone():
     assert dropped and all("route_norm with top_k 1" in d for d in dropped)
 
 
+def test_one_shape_and_its_recipe_need_no_dense_variant():
+    """The smallest recipe study: e8-k1 and the same shape with another recipe, no dense."""
+    runs = moe_design_sweep(
+        TRUTH, LAW_6ND, list(SIMULATED_MOE_BUDGETS), {"e8-k1": (8, 1, 1)}, seed=1,
+        recipes=SIMULATED_RECIPE_VARIANTS, guess_coef=0.015, guess_exponent=0.5,
+    )  # fmt: skip
+    runs["flops_per_token"] = 6.0 * runs["n_active"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = fit_all(as_runs_table(runs), None, "sim", FitOptions(bootstrap=10))
+    moe = report.moe
+    assert "no dense variant: no compute multiplier over dense" in moe.notes
+    assert {(m["variant"], m["over"]) for m in moe.multipliers} == {("e8-k1-bias", "e8-k1")}
+    target = next(m for m in moe.multipliers if m["where"] == "target")
+    assert target["interval"][0] <= target["law"] <= target["interval"][1]
+
+
 def test_bracketing_extends_each_variant_on_its_own():
     spec = SweepSpec.model_validate(SPEC)
     plan = plan_sweep(spec)

@@ -401,7 +401,7 @@ def _multipliers(
     multipliers = []
     dense = table[table["dense"]]
     if dense.empty:
-        notes.append("no dense variant: no compute multiplier")
+        notes.append("no dense variant: no compute multiplier over dense")
     else:
         dense_name = str(dense["variant"].iloc[0])
         dense_loss = fits[dense_name].loss_law if dense_name in fits else None
