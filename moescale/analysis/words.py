@@ -68,17 +68,11 @@ def recipe_lines(moe: MoEDesignFit) -> list[str]:
         v, over = recipes[m["variant"]], m["over"]
         base = next(r["recipe"] for r in moe.variants if r["variant"] == over)
         interval = f" [95% {m['interval'][0]:.3g}, {m['interval'][1]:.3g}]" if m["interval"] else ""
-        trend = m.get("trend") or {}
-        slope = (
-            f"; across the sweep it moved as C^{trend['slope']:.3f}"
-            + (
-                f" [{trend['interval'][0]:.3f}, {trend['interval'][1]:.3f}]"
-                if trend.get("interval")
-                else ""
-            )
-            if trend
-            else ""
-        )
+        trend, slope = m.get("trend"), ""
+        if trend:
+            slope = f"; across the sweep it moved as C^{trend['slope']:.3f}"
+            if trend["interval"]:
+                slope += f" [{trend['interval'][0]:.3f}, {trend['interval'][1]:.3f}]"
         lines.append(
             f"{m['variant']} ({v['recipe']}) over {over} ({base}): {m['law']:.3g}×{interval} the "
             f"compute at {m['budget']:.3g} FLOPs, taken as the sweep's geometric mean (a recipe "
