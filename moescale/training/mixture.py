@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from moescale.training.data import DataSpec, TokenData, eval_batches, held_out_tokens_per_byte
+
+if TYPE_CHECKING:  # torch loads where batches are made: a driver that only loads tokens stays light
+    import torch
 
 
 @dataclass
@@ -34,6 +37,8 @@ class Mixture:
     def batch(
         self, batch_size: int, seq_len: int, seed: int, step: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
         rng = np.random.default_rng([seed, step])
         windows = []
         for part in self.sources(batch_size, seed, step):
