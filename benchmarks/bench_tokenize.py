@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from moescale.training.data import _train_bpe, stdlib_files
+from moescale.training.data import stdlib_files, train_bpe
 
 
 def corpus(megabytes: float) -> list[str]:
@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     texts = corpus(args.megabytes)
     with tempfile.TemporaryDirectory() as folder:
-        tokenizer = _train_bpe(texts[: len(texts) // 4], args.vocab, Path(folder) / "bpe.json")
+        tokenizer = train_bpe(texts[: len(texts) // 4], args.vocab, Path(folder) / "bpe.json")
         serial_s, parallel_s = [], []
         for _ in range(args.repeats):  # A B A B: the machine's noise hits both alike
             start = time.perf_counter()

@@ -50,10 +50,10 @@ def test_shards_hold_the_tokenizers_own_ids_and_a_run_trains_on_them(tmp_path, t
     tokenizer = read_tokenizer(tokenizer_path).tokenizer
     eos = tokenizer._bpe.token_to_id("<|endoftext|>")
     expected = {"train": [], "val": []}
-    from moescale.training.data import _held_out
+    from moescale.training.data import is_held_out
 
     for path in sorted(corpus.iterdir()):
-        split = "val" if _held_out(str(path), 30.0) else "train"
+        split = "val" if is_held_out(str(path), 30.0) else "train"
         expected[split].extend(tokenizer._bpe.encode(path.read_text()).ids + [eos])
     for split in ("train", "val"):
         files = [tmp_path / "shards" / s["file"] for s in manifest["shards"][split]]

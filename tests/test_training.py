@@ -346,7 +346,7 @@ def test_parallel_tokenization_equals_serial_token_for_token(tmp_path, monkeypat
         size += len(texts[-1])
         if size > 4e6:
             break
-    tokenizer = data._train_bpe(texts[:40], 320, tmp_path / "bpe.json")
+    tokenizer = data.train_bpe(texts[:40], 320, tmp_path / "bpe.json")
     monkeypatch.setattr(data, "SHARD_CHARS", 400_000)
     assert len(list(data._shards(texts, data.SHARD_CHARS))) >= 8
     seen = []

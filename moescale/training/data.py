@@ -98,7 +98,7 @@ def cache_root(spec: DataSpec) -> Path:
     return Path(root)
 
 
-def _held_out(name: str, val_percent: float) -> bool:
+def is_held_out(name: str, val_percent: float) -> bool:
     """A fixed, machine-independent split: the document's name hashed into [0, 100)."""
     digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") % 10_000 < val_percent * 100
@@ -248,7 +248,7 @@ def _shards(texts: list[str], size: int) -> Iterator[list[str]]:
         yield shard
 
 
-def _train_bpe(texts: Iterable[str], vocab_size: int, path: Path) -> Tokenizer:
+def train_bpe(texts: Iterable[str], vocab_size: int, path: Path) -> Tokenizer:
     from tokenizers import Tokenizer as HFTokenizer
     from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -276,7 +276,7 @@ class Pretrained:
     fingerprint: str  # a hash of the tokenizer file: part of the token cache's key
 
 
-def _pretrained_tokenizer(spec: DataSpec) -> Pretrained:
+def pretrained_tokenizer(spec: DataSpec) -> Pretrained:
     """The tokenizer.json of `data.tokenizer_path`, checked against `data.vocab_size`."""
     if spec.tokenizer_path is None:
         raise UserError("data.tokenizer: hf needs data.tokenizer_path (a local tokenizer.json)")

@@ -27,9 +27,9 @@ from moescale.training.data import (
     DataSpec,
     TokenData,
     Tokenizer,
-    _held_out,
-    _pretrained_tokenizer,
     documents,
+    is_held_out,
+    pretrained_tokenizer,
     token_dtype,
 )
 
@@ -113,7 +113,7 @@ def write_shards(
     elif spec.tokenizer == "bytes":
         tokenizer, fingerprint = Tokenizer("bytes", 256), "bytes"
     elif spec.tokenizer == "hf":
-        pretrained = _pretrained_tokenizer(spec)
+        pretrained = pretrained_tokenizer(spec)
         tokenizer, fingerprint = pretrained.tokenizer, pretrained.fingerprint
     else:
         raise UserError("--tokenizer: a tokenizer.json (or bytes); a BPE is trained per run")
@@ -135,7 +135,7 @@ def write_shards(
         for (index, name, text), ids in zip(batch, encoded, strict=True):
             if eos_id is not None:
                 ids = np.append(ids, eos_id)
-            split = "val" if _held_out(name, spec.val_percent) else "train"
+            split = "val" if is_held_out(name, spec.val_percent) else "train"
             if not buffers[split].fits(len(ids)):
                 _flush(out, manifest, buffers, pending)  # at a document boundary only
                 size = max(shard_tokens, len(ids))  # a document longer than a shard: alone

@@ -21,13 +21,13 @@ from moescale.training.data import (
     DataSpec,
     TokenData,
     Tokenizer,
-    _held_out,
-    _pretrained_tokenizer,
-    _train_bpe,
     cache_root,
     documents,
+    is_held_out,
+    pretrained_tokenizer,
     source_files,
     token_dtype,
+    train_bpe,
 )
 from moescale.training.mixture import Mixture, load_mixture
 from moescale.training.shards import cached_shards, read_shards
@@ -53,7 +53,7 @@ def load_tokens(spec: DataSpec, progress: Callable[[int, int], None] | None = No
         train = rng.integers(0, spec.vocab_size, SYNTHETIC_TOKENS, dtype=dtype)
         val = rng.integers(0, spec.vocab_size, SYNTHETIC_TOKENS // 16, dtype=dtype)
         return TokenData(train, val, spec.vocab_size, None, f"synthetic{spec.vocab_size}")
-    pretrained = _pretrained_tokenizer(spec) if spec.tokenizer == "hf" else None
+    pretrained = pretrained_tokenizer(spec) if spec.tokenizer == "hf" else None
     corpus, total_chars = _corpus_digest(spec)  # one streamed pass: nothing held in memory
     kind = spec.tokenizer if pretrained is None else f"hf{pretrained.fingerprint}"
     key = f"{corpus}-{kind}{spec.vocab_size}-val{spec.val_percent:g}"
@@ -63,8 +63,8 @@ def load_tokens(spec: DataSpec, progress: Callable[[int, int], None] | None = No
     elif pretrained is not None:
         tokenizer = pretrained.tokenizer
     else:
-        training_texts = (t for n, t in documents(spec) if not _held_out(n, spec.val_percent))
-        tokenizer = _train_bpe(training_texts, spec.vocab_size, folder / "tokenizer.json")
+        training_texts = (t for n, t in documents(spec) if not is_held_out(n, spec.val_percent))
+        tokenizer = train_bpe(training_texts, spec.vocab_size, folder / "tokenizer.json")
     train, val = cached_shards(
         spec,
         folder / "shards",
