@@ -150,9 +150,9 @@ class MoEConfig:
             "with top_k 1 makes every gate weight 1: the router learns nothing from the loss",
         )
         _require(
-            0 <= self.n_dense_layers <= (self.n_layers if self.is_moe else 0),
+            0 <= self.n_dense_layers < self.n_layers if self.is_moe else self.n_dense_layers == 0,
             "n_dense_layers",
-            f"must be between 0 and n_layers ({self.n_layers})"
+            f"must be from 0 to below n_layers ({self.n_layers}): an MoE model keeps an MoE layer"
             if self.is_moe
             else "must be 0 for a dense model (every layer is dense)",
         )

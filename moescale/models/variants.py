@@ -70,12 +70,7 @@ def apply_variant(config: MoEConfig, variant: Variant) -> MoEConfig:
     """`config` with its feed-forward rewritten as `variant` says."""
     if not config.is_moe:
         raise UserError(f"variant '{variant.name}': the base shape has no routed experts to vary")
-    if variant.recipe:
-        if (variant.n_dense_layers or 0) >= config.n_layers:
-            raise UserError(
-                f"variant '{variant.name}': n_dense_layers {variant.n_dense_layers} leaves no "
-                f"MoE layer of {config.n_layers}"
-            )
+    if variant.recipe:  # MoEConfig checks the recipe as it checks any config's
         return config.replace(**variant.recipe)
     if variant.dense:
         shared = config.n_shared_experts * config.shared_hidden

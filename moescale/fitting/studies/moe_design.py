@@ -445,9 +445,9 @@ def _recipe_multipliers(
 
     Why not the two laws at the target: two saturating laws extrapolated 100× and inverted
     against each other put a true 1.3× at 1.1× to 8.0×, with intervals from 0.13× to 1,300×
-    (simulated, 6 seeds); within the sweep they are within a few % with intervals that cover. Whether the share is
-    constant is checked: the slope of log multiplier in log C across the sweep, with its
-    interval, and a note when that interval leaves out 0."""
+    (simulated, 6 seeds); within the sweep they are within a few % with intervals that
+    cover. Whether the share is constant is checked: the slope of log multiplier in log C
+    across the sweep, with its interval, and a note when that interval leaves out 0."""
     out = []
     for row in table[table["recipe_of"] != ""].itertuples():
         pair = (fits.get(row.recipe_of), fits.get(row.variant))
