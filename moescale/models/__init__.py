@@ -1,6 +1,6 @@
 """The MoE transformer family of Hunyuan-Large and its exact accounting. The config, the
 family and the accounting import without torch (planning a sweep and checking a spec stay
-light); the module and the optimiser groups load torch on first use."""
+light); the module and the optimizer load torch on first use."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from moescale.models.config import MoEConfig
 from moescale.models.family import ShapeRules, family
 
 _TORCH_EXPORTS = {
+    "AdamW": "moescale.models.optim",
     "HUNYUAN_ROUTED_LR_SCALE": "moescale.models.optim",
     "optimal_lr_at_batch": "moescale.models.optim",
     "param_groups": "moescale.models.optim",
@@ -19,7 +20,7 @@ _TORCH_EXPORTS = {
 }
 __all__ = [  # the light names, then those that load torch
     "Accounting", "MoEConfig", "ShapeRules", "count", "family", "kv_cache_bytes",
-    "HUNYUAN_ROUTED_LR_SCALE", "ModelOutput", "MoETransformer", "optimal_lr_at_batch",
+    "AdamW", "HUNYUAN_ROUTED_LR_SCALE", "ModelOutput", "MoETransformer", "optimal_lr_at_batch",
     "param_groups",
 ]  # fmt: skip
 

@@ -1,10 +1,11 @@
-"""Optimizer parameter groups with Hunyuan-Large's expert-specific learning rate, and its
-batch-size rule for the optimal Adam learning rate."""
+"""The optimizer: AdamW in parameter groups with Hunyuan-Large's expert-specific learning
+rate, and its batch-size rule for the optimal Adam learning rate."""
 
 from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 from moescale.models.experts import RoutedExperts
@@ -39,6 +40,27 @@ def param_groups(
         )
         groups[name]["params"].append(param)
     return [{"name": name, **group} for name, group in groups.items() if group["params"]]
+
+
+def _undecorated(method):
+    """The function torch's decorator wrapped (itself where this torch does not wrap it)."""
+    return getattr(method, "__wrapped__", method)
+
+
+class AdamW(torch.optim.AdamW):
+    """torch's AdamW, minus its import of torch._dynamo (1.9 s wall, in every training process
+    here): torch wraps `step` to place a graph break for torch.compile, and add_param_group,
+    zero_grad and (load_)state_dict to keep compile from tracing them, each wrapper importing
+    torch._dynamo on its first call. Nothing compiles the optimizer (a recipe's `compile`
+    compiles the model's forward only), so these are torch's own methods unwrapped: the same
+    update and the same state dict (tests/test_training.py compares it bit for bit)."""
+
+    add_param_group = _undecorated(torch.optim.Optimizer.add_param_group)
+    zero_grad = _undecorated(torch.optim.Optimizer.zero_grad)
+    state_dict = _undecorated(torch.optim.Optimizer.state_dict)
+    load_state_dict = _undecorated(torch.optim.Optimizer.load_state_dict)
+    # the wrapper also switches autograd off for the update (off unless `differentiable`)
+    step = torch.no_grad()(_undecorated(torch.optim.AdamW.step))
 
 
 def optimal_lr_at_batch(batch: float, batch_noise: float, lr_max: float) -> float:

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from moescale.errors import UserError
-from moescale.models import MoETransformer, count, param_groups
+from moescale.models import AdamW, MoETransformer, count, param_groups
 from moescale.results import (
     CURVE_COLUMNS,
     CURVE_FILE,
@@ -331,8 +331,10 @@ class Trainer:
         )
         for group in groups:
             group["initial_lr"] = group["lr"]
-        self.optimizer = torch.optim.AdamW(
-            groups, betas=(recipe.beta1, recipe.beta2), eps=recipe.eps
+        # foreach: one call per group for each update op, not one per tensor (the same
+        # numbers; 7% of a tiny model's step on the CPU, where torch's default loops)
+        self.optimizer = AdamW(
+            groups, betas=(recipe.beta1, recipe.beta2), eps=recipe.eps, foreach=True
         )
         self.forward = torch.compile(self.model) if recipe.compile else self.model
         if self.data.parts:  # a mixture: each source's share of the held-out set
