@@ -59,7 +59,8 @@ class AdamW(torch.optim.AdamW):
     zero_grad = _undecorated(torch.optim.Optimizer.zero_grad)
     state_dict = _undecorated(torch.optim.Optimizer.state_dict)
     load_state_dict = _undecorated(torch.optim.Optimizer.load_state_dict)
-    # the wrapper also switches autograd off for the update (off unless `differentiable`)
+    # the wrapper also ran the update without autograd, as torch does for an optimizer that is
+    # not `differentiable` (moescale never makes one that is)
     step = torch.no_grad()(_undecorated(torch.optim.AdamW.step))
 
 
