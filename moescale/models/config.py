@@ -150,7 +150,7 @@ class MoEConfig:
             "with top_k 1 makes every gate weight 1: the router learns nothing from the loss",
         )
         _require(
-            0 <= self.n_dense_layers < self.n_layers if self.is_moe else self.n_dense_layers == 0,
+            (0 <= self.n_dense_layers < self.n_layers) if self.is_moe else self.n_dense_layers == 0,
             "n_dense_layers",
             f"must be from 0 to below n_layers ({self.n_layers}): an MoE model keeps an MoE layer"
             if self.is_moe
