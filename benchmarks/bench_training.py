@@ -1,6 +1,8 @@
 """Training throughput: tokens/s and achieved FLOP/s (exact counted FLOPs over training-step
 time) as a share of this machine's measured fp32 matmul peak, for three model sizes; and the
-overhead of logging and evaluation, from the same runs with them and without them (A B A B).
+overhead of logging and evaluation, from the same runs with them and without them (A B A B);
+and the cost of measuring the gradient noise scale (recipe.noise_scale: a step of one
+micro-batch trained as two halves, and one more gradient norm), on against off, interleaved.
 
     python -m benchmarks.bench_training [--steps 40] [--repeats 2]
 """
@@ -21,7 +23,9 @@ SIZES = (5e4, 5e5, 2e6)  # activated parameters
 FAMILY = dict(n_experts=8, top_k=1, vocab_size=256, max_seq_len=256, cla_share=1)
 
 
-def run(config, steps: int, batch_tokens: int, seq_len: int, logging: bool) -> tuple[float, float]:
+def run(
+    config, steps: int, batch_tokens: int, seq_len: int, logging: bool, noise: bool = True
+) -> tuple[float, float]:
     """(training tokens/s, wall seconds) of one run."""
     cadence = (
         dict(log_every=5, eval_every=10, eval_tokens=8 * seq_len * 8)
@@ -33,6 +37,7 @@ def run(config, steps: int, batch_tokens: int, seq_len: int, logging: bool) -> t
         seq_len=seq_len,
         batch_tokens=batch_tokens,
         checkpoint_every=10**9,
+        noise_scale=noise,
         **cadence,
     )
     spec = RunSpec(
@@ -60,27 +65,28 @@ def main() -> None:
         f"fp32 matmul peak {peak / 1e9:.0f} GFLOP/s, {torch.get_num_threads()} threads; seq_len {args.seq_len}, {args.batch_tokens} tokens/step"
     )
     print(
-        f"{'n_active':>9} {'d_model':>7} {'layers':>6} {'tokens/s':>9} {'GFLOP/s':>8} {'% peak':>7} {'log+eval overhead':>18}"
+        f"{'n_active':>9} {'d_model':>7} {'layers':>6} {'tokens/s':>9} {'GFLOP/s':>8} {'% peak':>7} {'log+eval overhead':>18} {'noise-scale cost':>17}"
     )
     for target in SIZES:
         config = family(target, **FAMILY)
         flops_per_token = count(config, args.seq_len).flops_per_token
-        plain_tps, plain_wall, logged_wall = [], [], []
+        plain_tps, plain_wall, logged_wall, quiet_tps = [], [], [], []
+        shape = (config, args.steps, args.batch_tokens, args.seq_len)
         for _ in range(args.repeats):
-            tps, wall = run(config, args.steps, args.batch_tokens, args.seq_len, logging=False)
+            tps, wall = run(*shape, logging=False)
             plain_tps.append(tps)
             plain_wall.append(wall)
-            logged_wall.append(
-                run(config, args.steps, args.batch_tokens, args.seq_len, logging=True)[1]
-            )
+            logged_wall.append(run(*shape, logging=True)[1])
+            quiet_tps.append(run(*shape, logging=False, noise=False)[0])
         tps = statistics.median(plain_tps)
         overhead = (
             statistics.median(w / p for w, p in zip(logged_wall, plain_wall, strict=True)) - 1
         )
+        noise_cost = statistics.median(q / p for q, p in zip(quiet_tps, plain_tps, strict=True)) - 1
         achieved = tps * flops_per_token
         n_active = count(config, args.seq_len).n_active
         print(
-            f"{n_active:>9,} {config.d_model:>7} {config.n_layers:>6} {tps:>9,.0f} {achieved / 1e9:>8.1f} {achieved / peak:>7.1%} {overhead:>17.1%}"
+            f"{n_active:>9,} {config.d_model:>7} {config.n_layers:>6} {tps:>9,.0f} {achieved / 1e9:>8.1f} {achieved / peak:>7.1%} {overhead:>17.1%} {noise_cost:>16.1%}"
         )
 
 

@@ -128,6 +128,8 @@ CURVES_SCHEMA: dict[str, str] = {
 CURVES_LATER_COLUMNS = (
     "bias_spread",  # balance: bias — the widest layer's max − min selection bias; else NaN
     "eval_bpb",  # eval_loss in bits per byte of the held-out text (NaN: its text unknown)
+    # B_noise = tr Σ / |G|², tokens (training/noise_scale.py; NaN: not yet measurable)
+    "grad_noise_scale",
 )
 CURVE_COLUMNS = [*list(CURVES_SCHEMA)[1:], *CURVES_LATER_COLUMNS]  # a run's own, less run_id
 

@@ -43,6 +43,13 @@ def test_two_fsdp_processes_train_the_curve_of_one(tmp_path):
             a[column], b[column], check_exact=False, atol=TOLERANCE, rtol=0
         )
     assert two.final_loss == pytest.approx(one.final_loss, abs=TOLERANCE)
+    # the noise scale's small batch is the batch's even-indexed sequences on any number of
+    # ranks: the same estimate, up to the order of the sums (a difference of two squared
+    # norms, so the last-bit differences above grow to ~1e-3 of it, ~0.3 tokens in 400)
+    pd.testing.assert_series_equal(
+        a["grad_noise_scale"], b["grad_noise_scale"], check_exact=False, rtol=5e-3, atol=1.0
+    )
+    assert a["grad_noise_scale"].iloc[-1] > 0
     assert (a["train_loss"] != b["train_loss"]).any()  # really two processes, not one reused
     assert (tmp_path / "two" / "checkpoint.pt").exists()  # the final weights, gathered
 

@@ -193,6 +193,16 @@ def test_a_tiny_model_learns_the_default_corpus(tmp_path):
     assert result.final_loss < 3.0  # held-out, in nats per byte
     assert 0 < result.train_s < result.wall_s
     assert result.peak_flops > 1e9
+    # the gradient noise scale (McCandlish et al. 2018): positive once its EMA has warmed
+    # up, and growing as the loss falls, as the paper finds (here ~50 → ~5,000 tokens)
+    warm = curve[curve["step"] >= 60]
+    assert (warm["grad_noise_scale"] > 0).all()
+    third = len(warm) // 3
+    early, late = warm.iloc[:third], warm.iloc[-third:]
+    assert late["train_loss"].mean() < early["train_loss"].mean()
+    assert late["grad_noise_scale"].median() > 2 * early["grad_noise_scale"].median()
+    assert warm["grad_noise_scale"].corr(warm["train_loss"], method="spearman") < -0.5
+    assert result.grad_noise_scale == curve["grad_noise_scale"].iloc[-1]
 
 
 def test_an_absurd_learning_rate_diverges_with_its_curve_saved(tmp_path):

@@ -10,7 +10,16 @@ from moescale.training.schedules import CooldownShape, ScheduleKind, lr_multipli
 
 # Fields added after run ids were first defined: hashed only when set away from their
 # default, so that every run planned before they existed keeps its id (and is not retrained).
-LATER_FIELDS = ("warmup_steps", "warmup_tokens", "cooldown_tokens", "cooldown_shape", "lr_law")
+LATER_FIELDS = (
+    "warmup_steps",
+    "warmup_tokens",
+    "cooldown_tokens",
+    "cooldown_shape",
+    "lr_law",
+    "noise_scale",
+    "batch_rule",
+    "batch_law",
+)
 
 
 class Recipe(BaseModel):
@@ -46,6 +55,10 @@ class Recipe(BaseModel):
     seq_len: int = Field(256, ge=2)
     batch_tokens: int = Field(4096, ge=2)  # tokens per optimizer step
     micro_batch_tokens: int | None = None  # gradient accumulation: tokens per forward/backward
+    # critical: each run's batch B_crit(L) at its expected loss, from a fit.json (`batch_law`)
+    # with a critical-batch and a parametric law; a sweep resolves it to a fixed batch per run
+    batch_rule: Literal["fixed", "critical"] = "fixed"
+    batch_law: str | None = None
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False
     eval_every: int = Field(100, ge=1)  # steps
@@ -54,6 +67,9 @@ class Recipe(BaseModel):
     checkpoint_every: int = Field(500, ge=1)  # steps (also every `checkpoint_minutes`)
     checkpoint_minutes: float = Field(10.0, gt=0)
     diverge_factor: float = Field(1.5, gt=1)  # a train loss above factor × its first value diverges
+    # measure the gradient noise scale (training/noise_scale.py): each rank's sequences are
+    # taken even-indexed first, and a step of one micro-batch becomes two half-size ones
+    noise_scale: bool = True
 
     @model_validator(mode="after")
     def _whole_sequences(self) -> Recipe:
@@ -65,6 +81,10 @@ class Recipe(BaseModel):
             raise ValueError("give warmup_steps or warmup_tokens, not both")
         if (self.lr_rule == "law") != (self.lr_law is not None):
             raise ValueError("lr_rule: law and lr_law (a fit.json with an LR law) go together")
+        if (self.batch_rule == "critical") != (self.batch_law is not None):
+            raise ValueError(
+                "batch_rule: critical and batch_law (a fit.json with a critical batch) go together"
+            )
         micro = self.micro_batch_tokens or self.batch_tokens
         if micro % self.seq_len or self.batch_tokens % micro:
             raise ValueError(

@@ -48,6 +48,7 @@ from moescale.training.distributed import (
 )
 from moescale.training.hardware import matmul_peak, pick_device
 from moescale.training.mixture import mixture_held_out
+from moescale.training.noise_scale import NoiseScale
 from moescale.training.sources import load_tokens, train_batch
 from moescale.training.spec import RunSpec
 
@@ -78,6 +79,7 @@ class RunResult:
     epochs: float = (
         math.nan
     )  # tokens ÷ unique_tokens: passes over the data (windows drawn at random)
+    grad_noise_scale: float = math.nan  # B_noise at the end, tokens (training/noise_scale.py)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -303,6 +305,11 @@ class Trainer:
             raise UserError(
                 f"model.vocab_size {config.vocab_size} differs from the data's vocab_size {self.data.vocab_size}"
             )
+        if recipe.batch_rule != "fixed":
+            raise UserError(
+                "recipe.batch_rule: critical sets each run's batch when a sweep plans it; "
+                "a single run takes a fixed batch_tokens"
+            )
         if recipe.seq_len > config.max_seq_len:
             raise UserError(
                 f"recipe.seq_len {recipe.seq_len} exceeds model.max_seq_len {config.max_seq_len}"
@@ -352,6 +359,7 @@ class Trainer:
         self.rows: list[dict] = []
         self.routing_rows: list[tuple[int, int, int, float]] = []  # (step, layer, expert, share)
         self.final_train_loss = math.nan
+        self.noise = NoiseScale()
         self._interval_tokens, self._interval_time = 0, 0.0
 
     def autocast(self):
@@ -381,6 +389,7 @@ class Trainer:
             # rows resumed from a checkpoint older than a column hold no value for it
             "curve": [[row.get(c, math.nan) for c in columns] for row in self.rows],
             "routing": [list(row) for row in self.routing_rows],
+            "noise_scale": self.noise.state(),
         }
 
     def checkpoint(self, out_dir: Path) -> None:
@@ -411,6 +420,7 @@ class Trainer:
         torch.set_rng_state(state["rng"])
         self.step, self.tokens = state["step"], state["tokens"]
         self.train_s, self.first_loss = state["train_s"], state["first_loss"]
+        self.noise = NoiseScale.from_state(state.get("noise_scale"))
         if keep_curve:
             self.rows = [dict(zip(state["curve_columns"], r, strict=True)) for r in state["curve"]]
             self.routing_rows = [tuple(row) for row in state["routing"]]
@@ -437,20 +447,33 @@ class Trainer:
         targets = targets[self.rank * local : (self.rank + 1) * local]
         started = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
-        ce_total, routing = 0.0, []
-        for chunk in range(0, local, recipe.micro_batch_size):
-            x = inputs[chunk : chunk + recipe.micro_batch_size].to(self.device)
-            y = targets[chunk : chunk + recipe.micro_batch_size].to(self.device)
-            with self.autocast():
-                out = self.forward(x, y)
-            (out.loss * (len(x) / local)).backward()  # FSDP averages over the ranks
-            ce_total += float(out.ce_loss.detach()) * len(x) / local
-            routing = out.routing
+        ce_total, routing, half_norm = 0.0, [], None
+        # the even-indexed sequences first, then the odd ones (a batch of one micro-batch
+        # becomes two): the gradient after the even ones is that of a known half of the
+        # batch, the small batch of the noise scale (the same half on any number of ranks)
+        halves = (slice(0, None, 2), slice(1, None, 2)) if recipe.noise_scale else (slice(None),)
+        for half in halves:
+            part_inputs, part_targets = inputs[half], targets[half]
+            for chunk in range(0, len(part_inputs), recipe.micro_batch_size):
+                x = part_inputs[chunk : chunk + recipe.micro_batch_size].to(self.device)
+                y = part_targets[chunk : chunk + recipe.micro_batch_size].to(self.device)
+                with self.autocast():
+                    out = self.forward(x, y)
+                (out.loss * (len(x) / local)).backward()  # FSDP averages over the ranks
+                ce_total += float(out.ce_loss.detach()) * len(x) / local
+                routing = out.routing
+            if half_norm is None and len(halves) == 2:  # a tensor: no host sync here
+                half_norm = _grad_norm(self.model)
         clip = recipe.grad_clip if recipe.grad_clip > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-        grad_norm = float(
-            grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
-        )
+        grad_norm = _full(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        if half_norm is not None:
+            evens = self.world * ((local + 1) // 2)  # the small batch's sequences, all ranks'
+            self.noise.update(
+                (_full(half_norm) * n_seq / evens) ** 2,
+                grad_norm**2,
+                evens * recipe.seq_len,
+                n_seq * recipe.seq_len,
+            )
         if self.world > 1:
             ce_total = mean_over_ranks(ce_total)
         self.optimizer.step()
@@ -507,6 +530,7 @@ class Trainer:
                 "recycled_frac": recycled,
                 "bias_spread": self.model.bias_spread(),
                 "eval_bpb": eval_loss / math.log(2) * self.tokens_per_byte,
+                "grad_noise_scale": self.noise.value,
             }
         )
         self._interval_tokens, self._interval_time = 0, 0.0
@@ -604,6 +628,7 @@ class Trainer:
             epochs=self.tokens / len(self.data.train),
             final_bpb=self.rows[-1]["eval_bpb"] if status == RunStatus.COMPLETED else math.nan,
             mixture=self._mixture_record(),
+            grad_noise_scale=self.noise.value,
         )
         weights = full_model_state(self.model) if self.world > 1 else self.model.state_dict()
         if self.rank == 0:
@@ -613,6 +638,18 @@ class Trainer:
                 out_dir / CHECKPOINT, {"model": weights, "step": self.step, "final": True}
             )
         return result
+
+
+def _full(value: torch.Tensor) -> float:
+    """A norm as a number (a sharded DTensor's reduced over the ranks first)."""
+    return float(value.full_tensor() if hasattr(value, "full_tensor") else value)
+
+
+def _grad_norm(model: torch.nn.Module) -> torch.Tensor:
+    """The norm of the gradient accumulated so far, as a tensor (no host sync)."""
+    return torch.nn.utils.get_total_norm(
+        [p.grad for p in model.parameters() if p.grad is not None], foreach=True
+    )
 
 
 def _write_curve(out_dir: Path, run_id: str, rows: list[dict], routing_rows: list[tuple]) -> None:
