@@ -200,6 +200,11 @@ def fit(
         help="Fit on loss (nats per token) or bpb (bits per byte of the held-out text, "
         "comparable across tokenizers; written to fit.bpb.json unless --out).",
     ),
+    batch_adjusted: bool = typer.Option(
+        False,
+        help="Fit every law on C_min = C/(1 + B/B_crit(L)), B_crit fitted to the runs' "
+        "gradient noise scales (written to fit.cmin.json unless --out).",
+    ),
 ) -> None:
     """Refit every law from saved results or a published table; write fit.json and print a
     summary that ends with the headline prediction."""
@@ -219,6 +224,7 @@ def fit(
         n_nearest=n_nearest,
         variant=variant,
         metric=metric,
+        batch_adjusted=batch_adjusted,
     )
     loaded = load_source(source, columns)
     console = _console()
@@ -226,10 +232,7 @@ def fit(
         report = fit_all(
             loaded.runs, loaded.curves, str(source), options, compute_law=loaded.compute_law
         )
-    # fit.json is the nats fit the report, compare and validate read; bpb has its own file
-    path = out or (
-        loaded.fit_path if metric == "loss" else loaded.fit_path.with_suffix(".bpb.json")
-    )
+    path = out or loaded.fit_path.with_name(options.file_name)
     write_fit_json(report, path)
     if format != "rich":  # plain tables for a paper or a spreadsheet, on stdout
         for name, table in fit_tables(report).items():
@@ -535,7 +538,7 @@ def report(
     with console.status("drawing…"):
         path, fit = build_report(results_dir, target_flops, bootstrap, hunyuan_reference)
     console.print(f"wrote {path} and {path.with_name('report.md')}")
-    console.print(headline_line(fit.prediction, fit.loss_unit))
+    console.print(headline_line(fit.prediction, fit.loss_unit, fit.budget_name))
 
 
 @app.command()

@@ -198,6 +198,10 @@ def test_train_bad_input_is_one_line(tmp_path, content, expected):
             ["fit", "results/example", "--n-nearest", "2", "--out", "OUT"],
             "--n-nearest must be at least 3",
         ),
+        (
+            ["fit", "results/example", "--batch-adjusted", "--out", "OUT"],
+            "a batch-adjusted fit needs the critical batch: no curves with the gradient noise",
+        ),
         (["compare", "results/example", "--out", "OUT"], "give at least two results folders"),
         (
             ["compare", "results/example", "results/example", "--out", "results/example/cmp"],

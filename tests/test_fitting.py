@@ -22,7 +22,6 @@ from moescale.fitting import (
     IsoflopFit,
     ParametricFit,
     PowerLaw,
-    batch_adjusted_budget,
     extrapolation_check,
     fit_compute_law,
     fit_envelope,
@@ -202,18 +201,6 @@ def test_too_few_interior_budgets_is_an_error():
         UserError, match="2 budget\\(s\\) with an interior optimum; needs at least 3"
     ):
         fit_isoflop(table)
-
-
-def test_batch_adjusted_budget_shifts_every_budget():
-    assert batch_adjusted_budget(np.array([2e20]), np.array([1e6]), 1e6)[0] == pytest.approx(1e20)
-    table = synthetic_sweep(TRUE_LAW, HUNYUAN_LAW, BUDGETS, noise=0.0)
-    table["batch_tokens"] = 4e6
-    plain = fit_isoflop(table)
-    adjusted = fit_isoflop(table, batch_col="batch_tokens", b_crit=4e6)
-    assert adjusted.budgets["budget"].to_numpy() == pytest.approx(
-        plain.budgets["budget"].to_numpy() / 2
-    )
-    assert adjusted.n_exponent == pytest.approx(plain.n_exponent)
 
 
 def test_extrapolation_check_holds_out_the_largest_one_two_and_three_budgets():

@@ -31,6 +31,7 @@ from moescale.analysis.style import (
     styled,
 )
 from moescale.fitting.laws.compute_law import DEFAULT_LAW, ComputeLaw
+from moescale.fitting.laws.critical_batch import CriticalBatchFit, noise_points
 from moescale.fitting.laws.envelope import EnvelopeFit
 from moescale.fitting.laws.isoflop import IsoflopFit
 from moescale.fitting.laws.parametric import ParametricFit
@@ -254,6 +255,37 @@ def loss_curves(
     ax.set_xlabel("compute spent so far (FLOPs)")
     ax.set_ylabel(f"{'held-out' if loss == 'eval_loss' else 'training'} loss (nats/token)")
     ax.set_title("loss curves (dotted: run not completed)")
+    return fig
+
+
+@styled
+def critical_batch(curves: pd.DataFrame, runs: pd.DataFrame, law: CriticalBatchFit) -> Figure:
+    """Every run's gradient noise scale against its training loss as it trained, coloured by
+    N, with the fitted B_crit(L) and its 95% band, and each run's batch as a tick."""
+    fig, (ax,) = figure(width=6.2, height=4.0)
+    points = noise_points(curves).merge(runs[["run_id", "n_active"]], on="run_id")
+    norm = log_norm(runs["n_active"])
+    for _, run in points.groupby("run_id"):
+        ax.plot(run["loss"], run["grad_noise_scale"], color=SIZE_CMAP(norm(run["n_active"].iloc[0])),
+                lw=0.8, alpha=0.8)  # fmt: skip
+    grid = np.geomspace(points["loss"].min(), points["loss"].max(), 100)
+    _band(
+        ax,
+        law.law,
+        grid,
+        "black",
+        rf"$B_{{crit}}(L) = ${sci(law.b_star)}$\,L^{{-1/{law.alpha_b:.3f}}}$",
+    )
+    if "batch_tokens" in runs:
+        for batch in sorted(runs["batch_tokens"].dropna().unique()):
+            ax.axhline(batch, color="grey", lw=0.8, ls="--")
+        ax.plot([], [], color="grey", lw=0.8, ls="--", label="the runs' batch (tokens)")
+    colour_bar(fig, ax, SIZE_CMAP, norm, N_LABEL)
+    _log_axes(ax, x=True, y=True)
+    ax.set_xlabel("training loss (nats/token)")
+    ax.set_ylabel("gradient noise scale (tokens)")
+    ax.set_title("the critical batch: noise scale against loss (McCandlish et al. 2018)")
+    ax.legend(loc="upper right")
     return fig
 
 

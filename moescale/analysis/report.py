@@ -19,6 +19,7 @@ from moescale.analysis import design_plots, plots
 from moescale.analysis.style import inline_svg, save_figure
 from moescale.analysis.summary import multipliers_frame
 from moescale.analysis.words import (
+    critical_batch_text,
     excluded_lines,
     headline_reasons,
     loss_law_text,
@@ -80,7 +81,7 @@ def _headline_section(fit: FitReport, fit_note: str) -> Section:
     every method's prediction side by side."""
     section = Section(f"Headline: the optimum at C = {fit.target_flops:.3g} FLOPs")
     p = fit.prediction
-    section.paragraphs.append(headline_line(p, fit.loss_unit))
+    section.paragraphs.append(headline_line(p, fit.loss_unit, fit.budget_name))
     if p is not None:
         section.paragraphs.extend(headline_reasons(p))
         section.warnings.extend(p.warnings)
@@ -418,6 +419,18 @@ def _curves_section(inputs: ReportInputs, routing: tuple[str, pd.DataFrame] | No
             f"layer spread over {spread[0]:.3g}–{spread[1]:.3g} at the runs' last logged step "
             "(max − min; `bias_spread` in curves.parquet) — the push the balancing needs."
         )
+    if fit.critical_batch is not None:
+        section.figures.append(
+            (
+                "critical_batch",
+                plots.critical_batch(curves, runs, fit.critical_batch),
+                "The gradient noise scale B_noise = tr(Σ)/|G|² of every run as its loss fell "
+                "(training loss, averaged over 3 logged points; points past step 60), and "
+                "B_crit(L) fitted to them with its 95% band (runs resampled). A run whose "
+                "batch (dashed) lies above the curve spends compute a smaller batch would not.",
+            )
+        )
+        section.paragraphs.append(critical_batch_text(fit.critical_batch) + ".")
     if routing is not None:
         section.figures.append(
             (

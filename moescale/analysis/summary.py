@@ -6,6 +6,7 @@ import pandas as pd
 from rich.table import Table
 
 from moescale.analysis.words import (
+    critical_batch_text,
     excluded_lines,
     headline_reasons,
     loss_law_text,
@@ -174,6 +175,8 @@ def fit_summary(report: FitReport) -> list:
     if report.parametric is not None:
         f = report.parametric
         out.append(f"parametric law: {parametric_text(f)}; intervals: {f.interval_note}")
+    if report.critical_batch is not None:
+        out.append(critical_batch_text(report.critical_batch))
     if report.repetition:
         r = report.repetition
         out.append(
@@ -418,7 +421,7 @@ def headline_lines(report: FitReport) -> list[str]:
     if p is not None:
         lines.extend(headline_reasons(p))
         lines.extend(f"[yellow]warning:[/yellow] {w}" for w in p.warnings)
-    lines.append(f"[bold]{headline_line(p, report.loss_unit)}[/bold]")
+    lines.append(f"[bold]{headline_line(p, report.loss_unit, report.budget_name)}[/bold]")
     return lines
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from moescale.fitting.laws.critical_batch import CriticalBatchFit
 from moescale.fitting.laws.isoflop import IsoflopFit
 from moescale.fitting.laws.parametric import ParametricFit
 from moescale.fitting.laws.powerlaw import PowerLaw, SaturatingLaw
@@ -101,3 +102,16 @@ def predictions_frame(report: FitReport) -> pd.DataFrame:
             row |= {key: NAN if value is None else value, f"{key}_low": low, f"{key}_high": high}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def critical_batch_text(law: CriticalBatchFit) -> str:
+    """The critical-batch law in a line, with B_crit at both ends of the losses it saw."""
+    alpha = law.alpha_b_interval
+    low, high = law.loss_range
+    return (
+        f"critical batch (gradient noise scale, {law.n_runs} runs): B_crit(L) = "
+        f"{law.b_star:.3g}·L^(−1/{law.alpha_b:.3g}) tokens"
+        + (f", α_B in [{alpha[0]:.3g}, {alpha[1]:.3g}]" if alpha else "")
+        + f"; {law(high):,.0f} tokens at L = {high:.3g}, {law(low):,.0f} at {low:.3g} nats/token"
+        + " (Kaplan et al. 2020: α_B ≈ 0.21, B* ≈ 2e8 on their data)"
+    )

@@ -8,7 +8,9 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "batch_adjusted_budget": "moescale.fitting.laws.budgets",
+    "CriticalBatchFit": "moescale.fitting.laws.critical_batch",
+    "fit_critical_batch": "moescale.fitting.laws.critical_batch",
+    "on_minimal_compute": "moescale.fitting.laws.critical_batch",
     "group_budgets": "moescale.fitting.laws.budgets",
     "ComputeLaw": "moescale.fitting.laws.compute_law",
     "fit_compute_law": "moescale.fitting.laws.compute_law",

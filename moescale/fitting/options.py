@@ -41,6 +41,9 @@ class FitOptions:
     # budgets; it only words the headline's reach, so a study that scores the predictions
     # alone may leave it out (about a third of a fit's time)
     holdout_check: bool = True
+    # every law on the batch-adjusted budget C_min = C/(1 + B/B_crit(L)) (Kaplan et al. 2020
+    # eq. 5.4, as the Hunyuan-Large report fitted), B_crit(L) fitted to the runs' noise scales
+    batch_adjusted: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -66,11 +69,21 @@ class FitOptions:
         object.__setattr__(self, "target_flops", None if target is None else float(target))
         object.__setattr__(self, "bootstrap", int(self.bootstrap))
 
+    @property
+    def file_name(self) -> str:
+        """Where `moescale fit` writes in a results folder: fit.json is the nats fit on the
+        counted budget that the report, compare and validate read; the others their own."""
+        metric = "" if self.metric == "loss" else f".{self.metric}"
+        return f"fit{metric}{'.cmin' if self.batch_adjusted else ''}.json"
+
     def to_dict(self) -> dict:
-        """Every choice, less `holdout_check` while it is on (fit.json before it had none)."""
+        """Every choice, less `holdout_check` while on and `batch_adjusted` while off (so a
+        fit.json written before they existed reads as made with the same options)."""
         data = asdict(self)
         if self.holdout_check:
             del data["holdout_check"]
+        if not self.batch_adjusted:
+            del data["batch_adjusted"]
         return data
 
     @classmethod

@@ -16,6 +16,11 @@ import pandas as pd
 from moescale import __version__
 from moescale.errors import OptionError, UserError
 from moescale.fitting.laws.compute_law import DEFAULT_LAW, ComputeLaw, fit_compute_law
+from moescale.fitting.laws.critical_batch import (
+    CriticalBatchFit,
+    fit_critical_batch,
+    on_minimal_compute,
+)
 from moescale.fitting.laws.data_constrained import (
     REPEAT_THRESHOLD,
     DataConstrainedFit,
@@ -57,6 +62,13 @@ from moescale.results import (
 N_CONVENTION = (
     "n_active: activated parameters — attention, router, shared experts, the top-k routed "
     "experts, norms and the output head; not the input embedding table (a lookup)"
+)
+BATCH_ADJUSTED_CONVENTION = (
+    "C_min = C / (1 + B/B_crit(L)): the counted training FLOPs of each run (3 × forward, "
+    "exact per architecture) divided by its batch penalty, B its batch in tokens and "
+    "B_crit(L) the critical batch fitted to the runs' gradient noise scales at its final "
+    "loss (Kaplan et al. 2020 eq. 5.4); tokens likewise E_min; each budget at its runs' "
+    "geometric mean penalty"
 )
 FLOPS_CONVENTION = (
     "training FLOPs counted exactly per architecture at its sequence length (3 × forward, "
@@ -110,6 +122,7 @@ class FitReport:
     moe: MoEDesignFit | None = None  # the design answers across variants
     tuning: TuningFit | None = None  # tuned points, LR and batch laws, untuned vs tuned
     lack_of_fit: LackOfFit | None = None  # Approach 3 against the isoFLOP curves
+    critical_batch: CriticalBatchFit | None = None  # B_crit(L) from the runs' noise scales
 
     def to_dict(self) -> dict:
         def part(obj):
@@ -140,6 +153,7 @@ class FitReport:
             "moe": part(self.moe),
             "tuning": part(self.tuning),
             "lack_of_fit": part(self.lack_of_fit),
+            "critical_batch": part(self.critical_batch),
         }
 
     @classmethod
@@ -174,6 +188,7 @@ class FitReport:
             moe=part(MoEDesignFit, "moe"),
             tuning=part(TuningFit, "tuning"),
             lack_of_fit=part(LackOfFit, "lack_of_fit"),
+            critical_batch=part(CriticalBatchFit, "critical_batch"),
         )
 
     @property
@@ -185,6 +200,11 @@ class FitReport:
     def lead_method(self) -> str | None:
         """The headline's method (None when no law could predict)."""
         return None if self.prediction is None else self.prediction.method
+
+    @property
+    def budget_name(self) -> str:
+        """What the fit's FLOPs are: the counted C, or C_min (`options.batch_adjusted`)."""
+        return "C_min (batch-adjusted)" if self.options.batch_adjusted else "C"
 
     @property
     def law(self) -> ComputeLaw:
@@ -290,10 +310,14 @@ def fit_all(
     answers across them (moe_design.py). `compute_law` is used as given instead of fitted:
     a published table whose D or C it derived (`load_source`)."""
     validations = len(runs) - len(fit_inputs(runs))
-    runs = _on_metric(fit_inputs(runs), options.metric, source)
-    _check_runs(runs, options, source)
+    runs = fit_inputs(runs)
     # of every variant's runs: what current_fit compares, and what the sweep cost
     inputs_hash, cost = runs_hash(runs), sweep_cost(runs)
+    critical_batch, why_not = _fit_critical_batch(runs, curves, options)
+    if options.batch_adjusted:  # on the runs' nats loss, before a metric replaces it
+        runs = on_minimal_compute(runs, critical_batch)
+    runs = _on_metric(runs, options.metric, source)
+    _check_runs(runs, options, source)
     every_variant, variant = None, options.variant
     if has_variants(runs):
         every_variant, variant = runs, variant or reference_variant(runs)
@@ -318,7 +342,12 @@ def fit_all(
         run_counts={k: int(v) for k, v in statuses.items()}
         | ({"validation (not fitted)": validations} if validations else {}),
         cost=cost,
+        critical_batch=critical_batch,
     )
+    if why_not:
+        report.skipped["critical_batch"] = why_not
+    if options.batch_adjusted:
+        report.conventions["flops"] = BATCH_ADJUSTED_CONVENTION
     if compute_law is not None:
         report.compute_law = compute_law
     elif "flops_per_token" in done and done["n_active"].nunique() >= 2:
@@ -351,6 +380,25 @@ def fit_all(
         )
     _choose_headline(report, budget_max)
     return report
+
+
+def _fit_critical_batch(
+    runs: pd.DataFrame, curves: pd.DataFrame | None, options: FitOptions
+) -> tuple[CriticalBatchFit | None, str]:
+    """B_crit(L) from the completed fitted runs' logged noise scales, or None and why not (an
+    error when the fit is asked to be batch-adjusted, which needs it)."""
+    done = completed(runs)
+    if curves is None or "grad_noise_scale" not in curves or "run_id" not in done:
+        why = "no curves with the gradient noise scale (runs trained before moescale logged it)"
+    else:
+        try:
+            own = curves[curves["run_id"].isin(done["run_id"])]
+            return fit_critical_batch(own, bootstrap=min(options.bootstrap, 200)), ""
+        except UserError as err:
+            why = str(err)
+    if options.batch_adjusted:
+        raise UserError(f"a batch-adjusted fit needs the critical batch: {why}")
+    return None, why
 
 
 def _check_runs(runs: pd.DataFrame, options: FitOptions, source: str) -> None:
@@ -643,6 +691,7 @@ def current_fit(
         elif (
             options.method != "all"
             or options.metric != "loss"  # what reads fit.json (report, compare) shows nats
+            or options.batch_adjusted  # ... on the counted budget
             or (target_flops is not None and options.target_flops != float(target_flops))
             or (bootstrap is not None and options.bootstrap != bootstrap)
         ):
@@ -658,6 +707,7 @@ def current_fit(
         kept,
         method="all",
         metric="loss",
+        batch_adjusted=False,
         target_flops=target_flops,
         bootstrap=kept.bootstrap if bootstrap is None else bootstrap,
     )

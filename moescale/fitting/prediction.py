@@ -390,8 +390,11 @@ def headline(
     )
 
 
-def headline_line(prediction: Prediction | None, loss_unit: str = "nats/token") -> str:
-    """The headline in one line of words: the CLI's last line and the report's first."""
+def headline_line(
+    prediction: Prediction | None, loss_unit: str = "nats/token", budget: str = "C"
+) -> str:
+    """The headline in one line of words: the CLI's last line and the report's first;
+    `budget` names what its FLOPs are (C, or the batch-adjusted C_min)."""
     if prediction is None:
         return "no prediction: neither the parametric nor the isoFLOP law could be fitted"
     p = prediction
@@ -406,7 +409,7 @@ def headline_line(prediction: Prediction | None, loss_unit: str = "nats/token") 
             value, interval = p.tuned[f"{name}_opt"], p.tuned.get(f"{name}_opt_interval")
             text += f", {words} ≈ {value:.3g} ({_interval_text(interval)})"
     text += (
-        f" at C = {p.flops:.3g} FLOPs — {p.method} ({p.label}); "
+        f" at {budget} = {p.flops:.3g} FLOPs — {p.method} ({p.label}); "
         f"{p.reach.factor:.3g}× past the largest budget"
     )
     if p.reach.checked_factor:

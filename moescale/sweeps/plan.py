@@ -196,6 +196,24 @@ def lr_from_law(path: str, budget: float) -> float:
     return float(law["coef"] * budget ** law["exponent"])
 
 
+def batch_from_law(path: str, n_active: int, tokens: float, seq_len: int) -> int:
+    """The batch in tokens of a run of `n_active` and `tokens` (`recipe.batch_rule: critical`):
+    B_crit(L) = b_star·L^(−1/alpha_b) of a fit.json's critical batch at the run's expected loss
+    L = E + A/N^α + B/D^β (its parametric law, nats/token), as a power-of-two number of
+    sequences (at least one). Read from the JSON, as `lr_from_law` reads the LR law."""
+    fit = read_json(path)
+    critical, law = fit.get("critical_batch"), fit.get("parametric")
+    if not critical or not law:
+        missing = "critical batch" if not critical else "parametric law"
+        raise UserError(
+            f"recipe.batch_law: {path} has no {missing} (fit a sweep whose runs logged "
+            "the gradient noise scale)"
+        )
+    loss = law["E"] + law["A"] / n_active ** law["alpha"] + law["B"] / tokens ** law["beta"]
+    batch = critical["b_star"] * loss ** (-1.0 / critical["alpha_b"])
+    return seq_len * 2 ** max(0, round(math.log2(batch / seq_len)))
+
+
 def tune_grid(spec: SweepSpec) -> list[Setting]:
     """Every combination of the spec's tuned values (one empty setting without `tune`)."""
     if spec.tune is None:
@@ -256,8 +274,16 @@ def plan_run(
     except UserError as err:
         return Dropped(f"budget {budget:.3g}, size {target:.3g}: {err}")
     recipe = _recipe_at(spec, budget, batch_tokens, tune)
-    batch_tokens = recipe.batch_tokens
     accounting = count(config, recipe.seq_len)
+    if recipe.batch_rule == "critical":  # the tokens do not depend on the batch: C / (C/D)
+        batch = batch_from_law(
+            recipe.batch_law, accounting.n_active, budget / accounting.flops_per_token,
+            recipe.seq_len,
+        )  # fmt: skip
+        recipe = _recipe_at(spec, budget, batch, tune).model_copy(
+            update={"batch_rule": "fixed", "batch_law": None}
+        )
+    batch_tokens = recipe.batch_tokens
     steps = round(budget / accounting.flops_per_token / batch_tokens)
     tokens = steps * batch_tokens
     where = f"budget {budget:.3g}, n_active {accounting.n_active:,}"

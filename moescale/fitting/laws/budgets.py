@@ -1,5 +1,5 @@
-"""Budgets: grouping runs by isoFLOP budget without float equality, and the report's
-batch-size adjustment of a budget."""
+"""Budgets: grouping runs by isoFLOP budget without float equality (the batch-adjusted
+budget is critical_batch.py's)."""
 
 from __future__ import annotations
 
@@ -20,9 +20,3 @@ def group_budgets(values: np.ndarray, rel_tol: float = 0.1) -> tuple[np.ndarray,
         group[i] = current
     centres = np.array([np.exp(np.log(values[group == g]).mean()) for g in range(current + 1)])
     return group, centres
-
-
-def batch_adjusted_budget(flops: np.ndarray, batch: np.ndarray, b_crit: float) -> np.ndarray:
-    """C_min = C / (1 + B/B_crit): the compute a run would need at a batch far below the
-    critical batch size (Hunyuan-Large report §2.3.1, after Kaplan et al. 2020 eq. 5.4)."""
-    return np.asarray(flops, float) / (1.0 + np.asarray(batch, float) / b_crit)

@@ -27,7 +27,7 @@ import pandas as pd
 from scipy.interpolate import Akima1DInterpolator
 
 from moescale.errors import UserError
-from moescale.fitting.laws.budgets import batch_adjusted_budget, group_budgets
+from moescale.fitting.laws.budgets import group_budgets
 from moescale.fitting.laws.compute_law import ComputeLaw
 from moescale.fitting.laws.powerlaw import (
     PowerLaw,
@@ -356,8 +356,6 @@ def _per_budget(
     method: str,
     n_nearest: int | None,
     window: float,
-    batch_col: str | None,
-    b_crit: float | None,
     excluded: list[str],
 ) -> tuple[list[dict], list[SliceData], list[pd.DataFrame]]:
     """Each budget's row (its sizes and runs; why it cannot be fitted, if so), the sizes its
@@ -373,14 +371,6 @@ def _per_budget(
         x = np.log(per_size.index.to_numpy(float))
         y = per_size["loss"].to_numpy(float)
         log_d = np.log(per_size["d"].to_numpy(float))
-        if batch_col and b_crit:
-            budget = float(
-                np.exp(
-                    np.log(
-                        batch_adjusted_budget(runs["budget_flops"], runs[batch_col], b_crit)
-                    ).mean()
-                )
-            )
         keep = nearest_sizes(y, n_nearest) if len(x) >= 3 else np.arange(len(x))
         if method in WINDOWED and len(keep) > 4:
             keep = keep[within_window(x[keep], y[keep], window)]
@@ -497,17 +487,14 @@ def fit_isoflop(
     bootstrap: int = 0,
     n_nearest: int | None = None,
     min_budgets: int = 3,
-    batch_col: str | None = None,
-    b_crit: float | None = None,
     seed: int = 0,
     loss_floor: LossFloor | None = None,
     window: float = WINDOW,
 ) -> IsoflopFit:
     """Fit the isoFLOP optima of a table of runs and their power laws in the budget.
 
-    `n_nearest` keeps only that many sizes nearest each budget's lowest loss; `batch_col` with
-    `b_crit` regresses on the batch-adjusted budget C_min = C/(1 + B/B_crit) (report §2.3.1);
-    `loss_floor` is the irreducible loss the optimal-loss law levels off at (with its
+    `n_nearest` keeps only that many sizes nearest each budget's lowest loss (a table on the
+    batch-adjusted budget C_min is critical_batch.on_minimal_compute's); `loss_floor` is the irreducible loss the optimal-loss law levels off at (with its
     bootstrap draws), from the parametric fit. Weighted least squares: each budget weighs as
     many as its runs.
     """
@@ -517,13 +504,10 @@ def fit_isoflop(
         )
     if n_nearest is not None and n_nearest < 3:
         raise UserError(f"isoFLOP fit: n_nearest must be at least 3, got {n_nearest}")
-    columns = ["n_active", "budget_flops", "final_loss", "tokens"] + (
-        [batch_col] if batch_col else []
-    )
-    table, excluded = _clean(table, columns)
+    table, excluded = _clean(table, ["n_active", "budget_flops", "final_loss", "tokens"])
     if table.empty:
         raise UserError("isoFLOP fit: no completed runs to fit")
-    rows, data, points = _per_budget(table, method, n_nearest, window, batch_col, b_crit, excluded)
+    rows, data, points = _per_budget(table, method, n_nearest, window, excluded)
     slices = fit_slices(data) if data else None
     shape, scores = (method, {}) if method != "auto" else choose_shape(data, slices)
     optima = _optima(data, shape, slices)
