@@ -424,6 +424,56 @@ def _dry_run(spec, target, mfu: float, max_devices: int, plan_csv: Path | None) 
 
 
 @app.command()
+def recommend(
+    results_dir: Path = typer.Argument(..., help="A sweep's results folder with its fit.json."),
+    budget: float = typer.Option(..., help="The target budget C in training FLOPs."),
+    hardware: str | None = typer.Option(
+        None, help="Plan the run on this device (a100-80gb, h100, h200, ...; cpu: this machine)."
+    ),
+    inference_tokens: float | None = typer.Option(
+        None,
+        help="Lifetime inference tokens: the model that reaches the same loss for the "
+        "least training + inference FLOPs (Sardana et al. 2024).",
+    ),
+    out: Path | None = typer.Option(None, help="Write the run as a run YAML (moescale train)."),
+    figure: Path | None = typer.Option(
+        None, help="With --inference-tokens: a folder for the figure of N and FLOPs against T."
+    ),
+) -> None:
+    """The run to train at a target budget, from a sweep's fit: the family's model at N_opt,
+    its tokens, LR and batch, the cost of the interval's ends, and inference-aware sizing."""
+    import yaml
+
+    from moescale.recommend import describe, load_inputs, recommend, run_config
+    from moescale.results import atomic_write_bytes
+    from moescale.training.hardware import resolve_hardware
+
+    if out is not None and not out.parent.is_dir():
+        raise UserError(f"--out {out}: no folder {out.parent} to write into")
+    if figure is not None and inference_tokens is None:
+        raise UserError("--figure draws the inference-aware choice: give --inference-tokens")
+    rec = recommend(results_dir, budget, resolve_hardware(hardware), inference_tokens)
+    console = _console()
+    for part in describe(rec):
+        console.print(part)
+    if out is not None:
+        config = run_config(rec, load_inputs(results_dir)[1])
+        atomic_write_bytes(out, yaml.safe_dump(config, sort_keys=False).encode())
+        console.print(f"wrote {out}")
+    if figure is not None:
+        import pandas as pd
+
+        from moescale.analysis.plots import inference_sizing
+        from moescale.analysis.style import save_figure
+        from moescale.recommend import inference_curve
+
+        curve = pd.DataFrame(inference_curve(rec, results_dir))
+        figure.mkdir(parents=True, exist_ok=True)
+        save_figure(inference_sizing(curve, rec.model.n_active, budget), figure, "inference_sizing")
+        console.print(f"wrote {figure}/inference_sizing.(png|svg|pdf)")
+
+
+@app.command()
 def sweep(
     config: Path = typer.Argument(
         ..., help="Sweep YAML (budgets, family, sizes, recipe, data, resources)."

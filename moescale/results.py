@@ -46,6 +46,7 @@ STATUSES = tuple(status.value for status in RunStatus)
 RUNS_FILE = "runs.parquet"
 CURVES_FILE = "curves.parquet"
 FIT_FILE = "fit.json"
+SPEC_FILE = "sweep.yaml"
 VALIDATIONS = "validations.json"  # what `moescale validate` planned, predicted and scored
 RUN_RECORD = "run.json"  # a run's own record, in runs/<run_id>/ beside its curve
 CURVE_FILE = "curve.parquet"
@@ -311,6 +312,10 @@ class SweepFolder:
     @property
     def fit_path(self) -> Path:
         return self.root / FIT_FILE
+
+    @property
+    def spec_path(self) -> Path:
+        return self.root / SPEC_FILE
 
     @property
     def validations_path(self) -> Path:

@@ -195,11 +195,11 @@ def run_validation(
     from moescale.sweeps.runner import train_planned
 
     results_dir = Path(results_dir).resolve()
-    if not (results_dir / "sweep.yaml").is_file():
+    if not SweepFolder(results_dir).spec_path.is_file():
         raise UserError(f"{results_dir}: not a sweep's results folder (no sweep.yaml)")
     if not (math.isfinite(budget) and budget > 0):
         raise OptionError(f"{{budget}} must be a positive number of FLOPs, got {budget}")
-    spec = load_sweep_spec(results_dir / "sweep.yaml")
+    spec = load_sweep_spec(SweepFolder(results_dir).spec_path)
     fit, runs = sweep_fit(results_dir)
     if fit.prediction is None:
         raise UserError(f"{results_dir}: the fit has no prediction to validate")

@@ -113,3 +113,27 @@ def test_a_sweep_takes_each_runs_batch_from_the_critical_batch_at_its_expected_l
     path.write_text(json.dumps({"parametric": law}))
     with pytest.raises(UserError, match="has no critical batch"):
         plan_sweep(SweepSpec.model_validate(BASE | {"recipe": recipe, "tune": None}))
+
+
+def test_the_report_figure_draws_every_runs_noise_scale_and_the_law_with_its_band():
+    from moescale.analysis import plots
+    from moescale.analysis.words import critical_batch_text
+    from moescale.fitting.laws.critical_batch import noise_points
+
+    curves = noise_curves(1)
+    law = fit_critical_batch(curves, bootstrap=50)
+    runs = pd.DataFrame(
+        {"run_id": [f"r{i}" for i in range(12)], "n_active": np.geomspace(1e4, 1e6, 12)}
+    ).assign(batch_tokens=2048)
+    fig = plots.critical_batch(curves, runs, law)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    lines = [line for line in ax.get_lines() if len(line.get_xdata()) > 1]
+    points = noise_points(curves)
+    assert len(lines) == 12 + 1 + 1  # every run, the law, the runs' batch
+    law_line = next(line for line in lines if "B_{crit}" in line.get_label())
+    assert np.allclose(law_line.get_ydata(), law(law_line.get_xdata()))
+    assert law_line.get_xdata().min() == pytest.approx(points["loss"].min())
+    assert len(ax.collections) >= 1  # the 95% band
+    text = critical_batch_text(law)
+    assert f"{law.alpha_b:.3g}" in text and "12 runs" in text

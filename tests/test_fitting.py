@@ -387,7 +387,17 @@ MAY_IMPORT = {
     "analysis": {"fitting"},
     "validate": {"sweeps", "training", "models", "fitting", "analysis"},
     "quickstart": {"sweeps", "training", "models", "fitting", "analysis"},
-    "cli": {"sweeps", "training", "models", "fitting", "analysis", "validate", "quickstart"},
+    "recommend": {"sweeps", "training", "models", "fitting"},
+    "cli": {
+        "sweeps",
+        "training",
+        "models",
+        "fitting",
+        "analysis",
+        "validate",
+        "quickstart",
+        "recommend",
+    },
 }
 
 

@@ -290,6 +290,33 @@ def critical_batch(curves: pd.DataFrame, runs: pd.DataFrame, law: CriticalBatchF
 
 
 @styled
+def inference_sizing(curve: pd.DataFrame, n_opt: float, budget_flops: float) -> Figure:
+    """The inference-aware model (Sardana et al. 2024) against the lifetime inference tokens:
+    its N (left) and training + inference FLOPs beside the compute-optimal model's (right),
+    both at the compute-optimal model's loss."""
+    fig, (left, right) = figure(ncols=2, width=8.4, height=3.4)
+    shown = curve[curve["inference_tokens"] > 0]
+    left.plot(shown["inference_tokens"], shown["n_active"], "o-", color="C0", ms=3,
+              label="least training + inference FLOPs")  # fmt: skip
+    left.axhline(
+        n_opt, color="black", lw=1, ls="--", label=f"compute-optimal at C = {sci(budget_flops)}"
+    )
+    left.set_ylabel(N_LABEL)
+    right.plot(shown["inference_tokens"], shown["total_flops"], "o-", color="C0", ms=3,
+               label="inference-aware model")  # fmt: skip
+    right.plot(shown["inference_tokens"], shown["optimal_total_flops"], color="black", lw=1,
+               ls="--", label="compute-optimal model")  # fmt: skip
+    right.set_ylabel("training + inference FLOPs")
+    for ax in (left, right):
+        _log_axes(ax, x=True, y=True)
+        ax.set_xlabel("lifetime inference tokens")
+        ax.legend(loc="best")
+    left.set_title("the model to train")
+    right.set_title("what it costs, at equal loss")
+    return fig
+
+
+@styled
 def compute_law(runs: pd.DataFrame, law: ComputeLaw, law_time: ComputeLaw | None = None) -> Figure:
     """Training FLOPs per token (C/D) against N: the exact count per run, the fitted line(s),
     and the 6·N and Hunyuan-Large references, the axes kept to the data."""

@@ -450,7 +450,7 @@ def run_sweep(
     with SweepLock(results_dir), ray_session(results_dir, address, dashboard) as ensure_ray:
         plan.runs.extend(planned_validations(spec, results_dir))  # kept, and resumed if cut
         atomic_write_bytes(
-            results_dir / "sweep.yaml",
+            SweepFolder(results_dir).spec_path,
             yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False).encode(),
         )
         progress = SweepProgress(results_dir, plan, enabled=show_progress)
