@@ -65,7 +65,11 @@ def score_law(seed: int, bootstrap: int = 200) -> dict:
     """One seed's fitted α_B and B_crit at LOSSES_AT, and whether each interval covers."""
     fit = fit_critical_batch(noise_curves(seed), bootstrap=bootstrap, seed=seed)
     low, high = fit.alpha_b_interval
-    out = {"alpha_b": fit.alpha_b, "alpha_covered": low <= ALPHA_B <= high}
+    out = {
+        "alpha_b": fit.alpha_b,
+        "alpha_covered": low <= ALPHA_B <= high,
+        "alpha_width": (high - low) / ALPHA_B,
+    }
     for loss in LOSSES_AT:
         b_low, b_high = fit.interval(loss)
         out[f"b_crit_{loss}"] = fit(loss) / TRUE_CRITICAL(loss)
@@ -136,7 +140,8 @@ def main() -> None:
     print(f"B_crit(L) over {args.seeds} seeds (truth B* = {B_STAR:.3g}, α_B = {ALPHA_B}):")
     print(
         f"  α_B median {law['alpha_b'].median():.4f} (bias {law['alpha_b'].median() / ALPHA_B - 1:+.1%}), "
-        f"95% interval covers {law['alpha_covered'].mean():.0%}"
+        f"95% interval covers {law['alpha_covered'].mean():.0%}, median width "
+        f"{law['alpha_width'].median():.0%} of α_B"
     )
     for loss in LOSSES_AT:
         ratio = law[f"b_crit_{loss}"]
