@@ -77,6 +77,20 @@ def test_too_few_runs_with_a_noise_scale_is_one_line_and_fit_json_keeps_the_law(
     with pytest.raises(UserError, match="at least 3 runs past step 60; the curves have 2"):
         fit_critical_batch(curves[curves["run_id"].isin(["r0", "r1"])])
     law = fit_critical_batch(curves, bootstrap=20)
+    # a sweep's fit takes its completed runs' curves and, for WSD branches, their trunks'
+    from moescale.fitting.options import FitOptions
+    from moescale.fitting.pipeline import _fit_critical_batch
+
+    runs = pd.DataFrame(
+        {
+            "run_id": [f"b{i}" for i in range(12)],
+            "trunk_id": [f"r{i}" for i in range(6)] + [""] * 6,
+            "status": ["completed"] * 11 + ["failed"],
+        }
+    )
+    curves_of = curves.replace({"run_id": {f"r{i}": f"b{i}" for i in range(6, 12)}})
+    fitted, why = _fit_critical_batch(runs, curves_of, FitOptions(bootstrap=10))
+    assert why == "" and fitted.n_runs == 11  # six trunks, five branches; the failed run out
     report = FitReport(source="sim", target_flops=1e20, critical_batch=law)
     again = FitReport.from_dict(report.to_dict()).critical_batch
     assert again.alpha_b == law.alpha_b and again.interval(3.0) == law.interval(3.0)

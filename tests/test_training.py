@@ -160,7 +160,8 @@ def test_a_finished_run_is_not_trained_again(tmp_path):
     first = train_run(spec, tmp_path)
     calls = []
     again = train_run(spec, tmp_path, progress=calls.append)
-    assert again == first and calls == []
+    # as JSON, where NaN (a 4-step run's noise scale, not yet measurable) equals itself
+    assert json.dumps(again.to_dict()) == json.dumps(first.to_dict()) and calls == []
 
 
 def test_the_default_corpus_is_the_standard_librarys_files_in_path_order():

@@ -386,13 +386,19 @@ def _fit_critical_batch(
     runs: pd.DataFrame, curves: pd.DataFrame | None, options: FitOptions
 ) -> tuple[CriticalBatchFit | None, str]:
     """B_crit(L) from the completed fitted runs' logged noise scales, or None and why not (an
-    error when the fit is asked to be batch-adjusted, which needs it)."""
+    error when the fit is asked to be batch-adjusted, which needs it). Curves without the
+    noise scale (a published table, runs trained before moescale logged it) are no reason
+    to note: there was nothing to fit."""
     done = completed(runs)
     if curves is None or "grad_noise_scale" not in curves or "run_id" not in done:
         why = "no curves with the gradient noise scale (runs trained before moescale logged it)"
+        if not options.batch_adjusted:
+            return None, ""
     else:
         try:
-            own = curves[curves["run_id"].isin(done["run_id"])]
+            # the runs' own curves and, for WSD branches, their trunks' (the plateau)
+            ids = set(done["run_id"]) | set(done.get("trunk_id", pd.Series(dtype=str)).dropna())
+            own = curves[curves["run_id"].isin(ids)]
             return fit_critical_batch(own, bootstrap=min(options.bootstrap, 200)), ""
         except UserError as err:
             why = str(err)
