@@ -142,12 +142,18 @@ def test_the_report_figure_draws_every_runs_noise_scale_and_the_law_with_its_ban
     fig = plots.critical_batch(curves, runs, law)
     ax = fig.axes[0]
     assert ax.get_xscale() == ax.get_yscale() == "log"
-    lines = [line for line in ax.get_lines() if len(line.get_xdata()) > 1]
     points = noise_points(curves)
-    assert len(lines) == 12 + 1 + 1  # every run, the law, the runs' batch
-    law_line = next(line for line in lines if "B_{crit}" in line.get_label())
+    from matplotlib.collections import PathCollection
+
+    drawn = np.concatenate(
+        [c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)]
+    )
+    assert len(drawn) == len(points)  # every point of every run
+    assert sorted(drawn[:, 1]) == pytest.approx(sorted(points["grad_noise_scale"]))
+    law_line = next(line for line in ax.get_lines() if "B_{crit}" in line.get_label())
     assert np.allclose(law_line.get_ydata(), law(law_line.get_xdata()))
     assert law_line.get_xdata().min() == pytest.approx(points["loss"].min())
-    assert len(ax.collections) >= 1  # the 95% band
+    assert any(line.get_ydata()[0] == 2048 for line in ax.get_lines())  # the runs' batch
+    assert any("95%" in text.get_text() for text in ax.get_legend().get_texts())
     text = critical_batch_text(law)
     assert f"{law.alpha_b:.3g}" in text and "12 runs" in text

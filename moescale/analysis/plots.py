@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter
 
 from moescale.analysis.style import (
     BUDGET_CMAP,
@@ -260,14 +261,19 @@ def loss_curves(
 
 @styled
 def critical_batch(curves: pd.DataFrame, runs: pd.DataFrame, law: CriticalBatchFit) -> Figure:
-    """Every run's gradient noise scale against its training loss as it trained, coloured by
-    N, with the fitted B_crit(L) and its 95% band, and each run's batch as a tick."""
+    """Every logged point of every run's gradient noise scale against its training loss,
+    coloured by N, with the fitted B_crit(L), its 95% band and the runs' batch."""
     fig, (ax,) = figure(width=6.2, height=4.0)
-    points = noise_points(curves).merge(runs[["run_id", "n_active"]], on="run_id")
+    owners = runs[["run_id", "n_active"]]
+    if "trunk_id" in runs:  # a WSD trunk's points are its size's
+        trunks = runs[runs["trunk_id"].fillna("").astype(bool)].drop_duplicates("trunk_id")
+        owners = pd.concat(
+            [owners, trunks[["trunk_id", "n_active"]].rename(columns={"trunk_id": "run_id"})]
+        )
+    points = noise_points(curves).merge(owners, on="run_id")
     norm = log_norm(runs["n_active"])
-    for _, run in points.groupby("run_id"):
-        ax.plot(run["loss"], run["grad_noise_scale"], color=SIZE_CMAP(norm(run["n_active"].iloc[0])),
-                lw=0.8, alpha=0.8)  # fmt: skip
+    ax.scatter(points["loss"], points["grad_noise_scale"], c=SIZE_CMAP(norm(points["n_active"])),
+               s=5, alpha=0.6, lw=0)  # fmt: skip
     grid = np.geomspace(points["loss"].min(), points["loss"].max(), 100)
     _band(
         ax,
@@ -282,6 +288,11 @@ def critical_batch(curves: pd.DataFrame, runs: pd.DataFrame, law: CriticalBatchF
         ax.plot([], [], color="grey", lw=0.8, ls="--", label="the runs' batch (tokens)")
     colour_bar(fig, ax, SIZE_CMAP, norm, N_LABEL)
     _log_axes(ax, x=True, y=True)
+    # a loss spans under a decade: label round values, not the log axis's few decades
+    low, high = points["loss"].min(), points["loss"].max()
+    ticks = [v for v in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10) if low <= v <= high]
+    ax.set_xticks(ticks, labels=[f"{v:g}" for v in ticks])
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("training loss (nats/token)")
     ax.set_ylabel("gradient noise scale (tokens)")
     ax.set_title("the critical batch: noise scale against loss (McCandlish et al. 2018)")
