@@ -24,6 +24,7 @@ from moescale.fitting.pipeline import FitReport, load_fit
 from moescale.models import MoEConfig, count, family
 from moescale.models.accounting import kv_cache_bytes
 from moescale.results import SweepFolder
+from moescale.sweeps.plan import power_of_two_batch
 from moescale.sweeps.spec import SweepSpec, load_sweep_spec
 from moescale.training.hardware import Hardware
 from moescale.training.memory import fit_to_device
@@ -145,8 +146,7 @@ def _regret(fit: FitReport, flops: float, n_choice: float, beyond: np.ndarray) -
 
 def critical_batch_at(fit: FitReport, loss: float, seq_len: int) -> int:
     """B_crit at `loss` as a power-of-two number of sequences (the sweep planner's rounding)."""
-    batch = float(fit.critical_batch(loss))
-    return seq_len * 2 ** max(0, round(math.log2(batch / seq_len)))
+    return power_of_two_batch(float(fit.critical_batch(loss)), seq_len)
 
 
 def recommend(

@@ -210,8 +210,12 @@ def batch_from_law(path: str, n_active: int, tokens: float, seq_len: int) -> int
             "the gradient noise scale)"
         )
     loss = law["E"] + law["A"] / n_active ** law["alpha"] + law["B"] / tokens ** law["beta"]
-    batch = critical["b_star"] * loss ** (-1.0 / critical["alpha_b"])
-    return seq_len * 2 ** max(0, round(math.log2(batch / seq_len)))
+    return power_of_two_batch(critical["b_star"] * loss ** (-1.0 / critical["alpha_b"]), seq_len)
+
+
+def power_of_two_batch(batch_tokens: float, seq_len: int) -> int:
+    """A batch as the nearest power-of-two number of sequences (in log), at least one."""
+    return seq_len * 2 ** max(0, round(math.log2(batch_tokens / seq_len)))
 
 
 def tune_grid(spec: SweepSpec) -> list[Setting]:
