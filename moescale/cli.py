@@ -430,6 +430,12 @@ def recommend(
     hardware: str | None = typer.Option(
         None, help="Plan the run on this device (a100-80gb, h100, h200, ...; cpu: this machine)."
     ),
+    peak_flops: float | None = typer.Option(
+        None, help="With --hardware (or instead): the device's dense bf16 peak FLOP/s."
+    ),
+    device_memory: float | None = typer.Option(
+        None, help="With --hardware (or instead): memory per device in GB (1e9 bytes)."
+    ),
     inference_tokens: float | None = typer.Option(
         None,
         help="Lifetime inference tokens: the model that reaches the same loss for the "
@@ -452,7 +458,10 @@ def recommend(
         raise UserError(f"--out {out}: no folder {out.parent} to write into")
     if figure is not None and inference_tokens is None:
         raise UserError("--figure draws the inference-aware choice: give --inference-tokens")
-    rec = recommend(results_dir, budget, resolve_hardware(hardware), inference_tokens)
+    target = resolve_hardware(
+        hardware, peak_flops, None if device_memory is None else device_memory * 1e9
+    )
+    rec = recommend(results_dir, budget, target, inference_tokens)
     console = _console()
     for part in describe(rec):
         console.print(part)

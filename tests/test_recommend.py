@@ -82,6 +82,7 @@ def test_inference_aware_sizing_matches_a_hand_computation_on_the_fits_law(recom
         (["--budget", "1e10"], "is below the sweep's smallest budget"),
         (["--budget", "3e14", "--inference-tokens", "-1"], "--inference-tokens must be at least 0"),
         (["--budget", "-3"], "--budget must be a positive number"),
+        (["--budget", "3e14", "--peak-flops", "1e15"], "a custom --hardware needs both"),
     ],
 )
 def test_recommend_bad_input_is_one_line(args, expected):
