@@ -461,12 +461,13 @@ def recommend(
     target = resolve_hardware(
         hardware, peak_flops, None if device_memory is None else device_memory * 1e9
     )
-    rec = recommend(results_dir, budget, target, inference_tokens)
+    fit, spec = load_inputs(results_dir)
+    rec = recommend(fit, spec, budget, target, inference_tokens)
     console = _console()
     for part in describe(rec):
         console.print(part)
     if out is not None:
-        config = run_config(rec, load_inputs(results_dir)[1])
+        config = run_config(rec, spec)
         atomic_write_bytes(out, yaml.safe_dump(config, sort_keys=False).encode())
         console.print(f"wrote {out}")
     if figure is not None:
@@ -476,7 +477,7 @@ def recommend(
         from moescale.analysis.style import save_figure
         from moescale.recommend import inference_curve
 
-        curve = pd.DataFrame(inference_curve(rec, results_dir))
+        curve = pd.DataFrame(inference_curve(rec, fit, spec))
         figure.mkdir(parents=True, exist_ok=True)
         save_figure(inference_sizing(curve, rec.model.n_active, budget), figure, "inference_sizing")
         console.print(f"wrote {figure}/inference_sizing.(png|svg|pdf)")

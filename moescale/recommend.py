@@ -6,8 +6,8 @@ plus inference FLOPs (Sardana et al. 2024, "Beyond Chinchilla-Optimal").
 
 Conventions: N is n_active (the laws' N); training FLOPs are counted exactly per architecture
 (3 × forward, models/accounting.py); inference FLOPs per token are one forward pass at the
-served context (the activated path: 2 FLOPs per activated weight plus attention), exact from
-the same accounting; losses are the fit's parametric law (nats/token, held out).
+recipe's sequence length (the activated path: 2 FLOPs per activated weight plus attention),
+exact from the same accounting; losses are the fit's parametric law (nats/token, held out).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from moescale.fitting.pipeline import FitReport, load_fit
 from moescale.models import MoEConfig, count, family
 from moescale.models.accounting import kv_cache_bytes
 from moescale.results import SweepFolder
-from moescale.sweeps.plan import power_of_two_batch
+from moescale.sweeps.plan import lr_from_law, power_of_two_batch
 from moescale.sweeps.spec import SweepSpec, load_sweep_spec
 from moescale.training.hardware import Hardware
 from moescale.training.memory import fit_to_device
@@ -42,7 +42,7 @@ class Model:
     tokens: int
     flops: float  # training: flops_per_token × tokens
     flops_per_token: float
-    inference_flops_per_token: float  # one forward pass at the served context
+    inference_flops_per_token: float  # one forward pass, served at the recipe's seq_len
     kv_bytes_per_token: float  # bf16 K and V cached per token of context
     loss: float  # the parametric law's at (n_active, tokens), nats/token
 
@@ -75,7 +75,6 @@ class Recommendation:
     lr_source: str
     batch_tokens: int
     batch_source: str
-    seq_len: int
     devices: int | None = None  # on the hardware asked for (None: none asked, or no fit)
     memory_per_device: float | None = None
     days: float | None = None  # at the hardware's dense peak × `mfu`
@@ -104,7 +103,6 @@ def model_at(
     *,
     tokens: float | None = None,
     batch_tokens: int | None = None,
-    context: int | None = None,
 ) -> Model:
     """The family's model nearest `n_active`, trained on whole batches that spend `flops`
     (or on `tokens`), with its accounting and its loss under the parametric law."""
@@ -114,7 +112,6 @@ def model_at(
     batch = batch_tokens or spec.recipe.batch_tokens
     wanted = tokens if tokens is not None else flops / accounting.flops_per_token
     steps = max(1, round(wanted / batch))
-    served = count(config, context or seq_len)
     return Model(
         config=config,
         n_active=accounting.n_active,
@@ -122,7 +119,7 @@ def model_at(
         tokens=steps * batch,
         flops=steps * batch * accounting.flops_per_token,
         flops_per_token=accounting.flops_per_token,
-        inference_flops_per_token=served.forward_flops_per_token,
+        inference_flops_per_token=accounting.forward_flops_per_token,
         kv_bytes_per_token=kv_cache_bytes(config, 1),
         loss=float(fit.parametric.loss(accounting.n_active, steps * batch)),
     )
@@ -150,18 +147,18 @@ def critical_batch_at(fit: FitReport, loss: float, seq_len: int) -> int:
 
 
 def recommend(
-    results_dir: Path,
+    fit: FitReport,
+    spec: SweepSpec,
     budget_flops: float,
     hardware: Hardware | None = None,
     inference_tokens: float | None = None,
     mfu: float = 0.4,
 ) -> Recommendation:
-    """The run to train at `budget_flops`, from the folder's fit.json and sweep.yaml."""
+    """The run to train at `budget_flops`, from a sweep's fit and spec (`load_inputs`)."""
     if not (math.isfinite(budget_flops) and budget_flops > 0):
         raise UserError(f"--budget must be a positive number of FLOPs, got {budget_flops}")
     if inference_tokens is not None and not inference_tokens >= 0:
         raise UserError(f"--inference-tokens must be at least 0, got {inference_tokens}")
-    fit, spec = load_inputs(results_dir)
     smallest = min(spec.budgets)
     if budget_flops < smallest:
         raise UserError(
@@ -195,7 +192,8 @@ def recommend(
     if "lr" in laws:
         lr, lr_source = float(laws["lr"](budget_flops)), "the fitted LR law (tuned sweep)"
     elif spec.recipe.lr_rule == "law":
-        raise UserError("recipe.lr_rule: law: give the recommended run the LR law's value")
+        lr = lr_from_law(spec.recipe.lr_law, budget_flops)
+        lr_source = f"the recipe's LR law ({spec.recipe.lr_law})"
     else:
         lr = spec.recipe.peak_lr(model.config.d_model)
         lr_source = f"the recipe's rule ({spec.recipe.lr_rule}; no LR law fitted)"
@@ -245,7 +243,6 @@ def recommend(
         lr_source=lr_source,
         batch_tokens=batch,
         batch_source=batch_source,
-        seq_len=seq_len,
         inference=inference,
         **plan,
     )
@@ -365,12 +362,11 @@ def describe(rec: Recommendation) -> list:
 
 
 def inference_curve(
-    rec: Recommendation, results_dir: Path, tokens: np.ndarray | None = None
+    rec: Recommendation, fit: FitReport, spec: SweepSpec, tokens: np.ndarray | None = None
 ) -> list[dict]:
     """The inference-aware choice across lifetimes of inference tokens (0 to 1000× the
     recommended run's training tokens): N, D and total FLOPs, beside the compute-optimal
     model's total, for the figure."""
-    fit, spec = load_inputs(results_dir)
     if tokens is None:
         tokens = np.concatenate([[0.0], np.geomspace(0.01, 1000, 13) * rec.model.tokens])
     rows = []

@@ -20,7 +20,7 @@ BUDGET = 3e14
 
 @pytest.fixture(scope="module")
 def recommended():
-    return recommend(EXAMPLE, BUDGET, inference_tokens=1e12)
+    return recommend(*load_inputs(EXAMPLE), BUDGET, inference_tokens=1e12)
 
 
 def test_the_recommended_run_is_the_headline_model_and_spends_the_budget(recommended, tmp_path):
@@ -47,7 +47,7 @@ def test_the_recommended_run_is_the_headline_model_and_spends_the_budget(recomme
     from moescale.training.hardware import HARDWARE
 
     h100 = HARDWARE["h100"]
-    placed = recommend(EXAMPLE, BUDGET, hardware=h100)
+    placed = recommend(*load_inputs(EXAMPLE), BUDGET, hardware=h100)
     assert placed.devices == 1 and 0 < placed.memory_per_device < h100.memory
     assert placed.days == pytest.approx(placed.model.flops / (h100.peak_bf16 * 0.4) / 86400)
 
@@ -69,7 +69,7 @@ def test_inference_aware_sizing_matches_a_hand_computation_on_the_fits_law(recom
     assert inference.total_flops == pytest.approx(total)
     # no inference: the compute-optimal model; more inference: smaller models
     sizes = [
-        recommend(EXAMPLE, BUDGET, inference_tokens=t).inference.model.n_active
+        recommend(*load_inputs(EXAMPLE), BUDGET, inference_tokens=t).inference.model.n_active
         for t in (0.0, 1e9, 1e11)
     ]
     assert sizes[0] == optimal.n_active
