@@ -117,7 +117,7 @@ def _sweep_accounting(config: Path) -> None:
     """`flops` on a sweep YAML: each planned size as asked and as built, with its shape,
     exact FLOPs per token and the memory of its weights and AdamW states."""
     from moescale.sweeps import load_sweep_spec, plan_sweep
-    from moescale.sweeps.plan import size_grid
+    from moescale.sweeps.plan import planned_sizes
 
     spec = load_sweep_spec(config)
     plan = plan_sweep(spec)
@@ -140,7 +140,7 @@ def _sweep_accounting(config: Path) -> None:
         table.add_column(column, justify="right")
     seen = set()
     for index in range(len(spec.budgets)):
-        for asked in size_grid(spec, index):
+        for asked in planned_sizes(spec, index):
             for run in plan.runs:
                 key = (run.n_active, run.variant)
                 if run.budget_index != index or run.asked != asked or key in seen:
@@ -484,6 +484,51 @@ def recommend(
 
 
 @app.command()
+def suggest(
+    results_dir: Path = typer.Argument(..., help="A sweep's results folder with its fit.json."),
+    runs: int = typer.Option(..., help="How many runs to add (K)."),
+    budget_cap: float | None = typer.Option(
+        None,
+        help="FLOPs the K runs may spend together (default: what K runs at the regular grid's "
+        "next budget would).",
+    ),
+    simulations: int = typer.Option(
+        8, help="Simulated outcomes each proposed design is refitted on (more: slower, steadier)."
+    ),
+    out: Path | None = typer.Option(
+        None, help="Write the sweep with the runs added (moescale sweep OUT --results ROOT)."
+    ),
+) -> None:
+    """The K next runs that most narrow the headline's interval: proposed by reweighting the
+    fit's bootstrap draws on simulated outcomes, decided by refitting on them."""
+    import yaml
+    from rich.progress import Progress
+
+    from moescale.results import atomic_write_bytes
+    from moescale.suggest import describe, suggest, suggested_spec
+
+    if out is not None and not out.parent.is_dir():
+        raise UserError(f"--out {out}: no folder {out.parent} to write into")
+    console = _console()
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("refitting on simulated outcomes", total=None)
+        result, spec, planner = suggest(
+            results_dir, runs, budget_cap, simulations, lambda: progress.advance(task)
+        )
+    for part in describe(result, planner, spec):
+        console.print(part)
+    if out is not None:
+        extended = suggested_spec(spec, result.chosen.points, planner)
+        atomic_write_bytes(
+            out, yaml.safe_dump(extended.model_dump(mode="json"), sort_keys=False).encode()
+        )
+        console.print(
+            f"wrote {out}: `moescale sweep {out} --results {results_dir.resolve().parent}` "
+            f"trains the {runs} runs into {results_dir} (the rest is already trained)"
+        )
+
+
+@app.command()
 def sweep(
     config: Path = typer.Argument(
         ..., help="Sweep YAML (budgets, family, sizes, recipe, data, resources)."
@@ -593,10 +638,14 @@ def report(
     only when fit.json does not match the runs."""
     from moescale.analysis.report import build_report
     from moescale.fitting.prediction import headline_line
+    from moescale.recommend import report_target_run
 
     console = _console()
     with console.status("drawing…"):
-        path, fit = build_report(results_dir, target_flops, bootstrap, hunyuan_reference)
+        path, fit = build_report(
+            results_dir, target_flops, bootstrap, hunyuan_reference,
+            report_target_run(results_dir),
+        )  # fmt: skip
     console.print(f"wrote {path} and {path.with_name('report.md')}")
     console.print(headline_line(fit.prediction, fit.loss_unit, fit.budget_name))
 

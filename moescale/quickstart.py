@@ -21,6 +21,7 @@ def quick_spec_path() -> Path:
 def quickstart(out: Path = Path("results"), target_flops: float | None = None) -> Path:
     from moescale.analysis.report import build_report
     from moescale.analysis.summary import headline_lines
+    from moescale.recommend import report_target_run
     from moescale.sweeps import load_sweep_spec
     from moescale.sweeps.runner import run_sweep
 
@@ -32,7 +33,10 @@ def quickstart(out: Path = Path("results"), target_flops: float | None = None) -
         console.print(f"[yellow]note:[/yellow] {line}")
     console.rule("2/3  fit and report")
     with console.status("fitting and drawing…"):
-        report, fit = build_report(outcome.results_dir, target_flops)  # fits once, into fit.json
+        # fits once, into fit.json
+        report, fit = build_report(
+            outcome.results_dir, target_flops, target_run=report_target_run(outcome.results_dir)
+        )
     console.rule("3/3  result")
     for line in headline_lines(fit):
         console.print(line)

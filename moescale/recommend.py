@@ -13,6 +13,7 @@ exact from the same accounting; losses are the fit's parametric law (nats/token,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 from moescale.errors import UserError
 from moescale.fitting.laws.parametric import optima_of
 from moescale.fitting.pipeline import FitReport, load_fit
+from moescale.fitting.studies.next_runs import TargetRun
 from moescale.models import MoEConfig, count, family
 from moescale.models.accounting import kv_cache_bytes
 from moescale.results import SweepFolder
@@ -80,6 +82,33 @@ class Recommendation:
     days: float | None = None  # at the hardware's dense peak × `mfu`
     hardware_note: str = ""
     inference: Inference | None = None
+
+
+def target_run(rec: Recommendation) -> TargetRun:
+    """The recommendation in numbers, for the report's next steps."""
+    m = rec.model
+    return TargetRun(
+        budget_flops=rec.budget_flops, n_active=m.n_active, n_total=m.n_total, tokens=m.tokens,
+        flops=m.flops, loss=m.loss, lr=rec.lr, lr_source=rec.lr_source,
+        batch_tokens=rec.batch_tokens, batch_source=rec.batch_source,
+        n_opt_interval=rec.n_opt_interval, regret_low=rec.regret_low, regret_high=rec.regret_high,
+    )  # fmt: skip
+
+
+def report_target_run(results_dir: Path) -> Callable[[FitReport], TargetRun | None]:
+    """For `moescale report`: the run to train at a fit's target, from the folder's sweep
+    (None where the folder has no sweep.yaml or the fit no parametric law to size it by)."""
+
+    def make(fit: FitReport) -> TargetRun | None:
+        spec_path = SweepFolder(results_dir).spec_path
+        if fit.prediction is None or fit.parametric is None or not spec_path.is_file():
+            return None
+        try:
+            return target_run(recommend(fit, load_sweep_spec(spec_path), fit.target_flops))
+        except UserError:
+            return None
+
+    return make
 
 
 def load_inputs(results_dir: Path) -> tuple[FitReport, SweepSpec]:

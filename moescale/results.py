@@ -48,6 +48,7 @@ CURVES_FILE = "curves.parquet"
 FIT_FILE = "fit.json"
 SPEC_FILE = "sweep.yaml"
 VALIDATIONS = "validations.json"  # what `moescale validate` planned, predicted and scored
+NEXT_RUNS = "next_runs.json"  # what `moescale suggest` chose, and the interval it expects
 RUN_RECORD = "run.json"  # a run's own record, in runs/<run_id>/ beside its curve
 CURVE_FILE = "curve.parquet"
 
@@ -320,6 +321,10 @@ class SweepFolder:
     @property
     def validations_path(self) -> Path:
         return self.root / VALIDATIONS
+
+    @property
+    def next_runs_path(self) -> Path:
+        return self.root / NEXT_RUNS
 
     def run_dir(self, run_id: str) -> Path:
         """runs/<run_id>/: the run's record (RUN_RECORD), curve, checkpoint and trial.json."""

@@ -17,9 +17,11 @@ from PIL import Image
 
 from moescale.analysis.report import build_report, step_limited_warning
 from moescale.fitting.options import FitOptions
-from moescale.fitting.pipeline import fit_all
+from moescale.fitting.pipeline import fit_all, runs_hash
 from moescale.fitting.prediction import headline_line
-from moescale.results import atomic_write_parquet, load_runs
+from moescale.fitting.studies.next_runs import Design, NextRuns, Point
+from moescale.recommend import report_target_run
+from moescale.results import SweepFolder, atomic_write_json, atomic_write_parquet, load_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "results" / "example"
@@ -31,6 +33,7 @@ SECTIONS = (
     "The hold-out check",
     "The parametric fit",
     "Loss curves",
+    "Next steps",
     "Diagnostics",
 )
 
@@ -49,8 +52,26 @@ def first_report(tmp_path_factory) -> tuple[Path, Path, object]:
     tests that only read it: (folder, index.html, the fit)."""
     folder = tmp_path_factory.mktemp("report") / "example"
     shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("report", "fit.json"))
-    index, fit = build_report(folder, target_flops=1e15, bootstrap=100)
+    atomic_write_json(SweepFolder(folder).next_runs_path, SUGGESTED.to_dict())
+    index, fit = build_report(
+        folder, target_flops=1e15, bootstrap=100, target_run=report_target_run(folder)
+    )
     return folder, index, fit
+
+
+def _suggested() -> NextRuns:
+    """What `moescale suggest` might have written for the example (made by hand: the report
+    only draws it)."""
+    points = (Point(4.75e12, 46_470, 1.466e7, 4.75e12), Point(4.75e12, 101_596, 7.03e6, 4.75e12))
+    designs = tuple(
+        Design(name, points[:k], 2.1, width, (3.2e5, 6.9e5), 8)
+        for name, k, width in (("screened", 1, 2.4), ("regular grid's next budget", 2, 2.2))
+    )
+    return NextRuns(designs[1], designs, 1e15, 9.5e12, (3.0e5, 9.0e5), 8, 200,
+                    runs_hash=runs_hash(load_runs(EXAMPLE)))  # fmt: skip
+
+
+SUGGESTED = _suggested()
 
 
 # the tests that read `first_report` run on one worker of `make test`, which builds it once
@@ -94,6 +115,13 @@ def test_report_fits_first_and_writes_a_self_contained_page(first_report):
         assert pdf.startswith(b"%PDF") and b"/FontFile2" in pdf and b"/Type3" not in pdf
         assert f"({stem}.png)" in markdown
     assert "1e+15" in page  # the prediction at the requested target
+    # next steps: the run `moescale recommend` makes at the target, the suggested runs
+    steps = markdown[markdown.index("## Next steps") :]
+    target = report_target_run(example)(fit)
+    assert target.budget_flops == 1e15
+    assert f"n_active {target.n_active:,}" in steps and f"{target.tokens:.4g} tokens" in steps
+    assert "×3.00 wide now" in steps and "×2.20 expected" in steps
+    assert "regular grid's next budget (chosen)" in steps and "4.75e+12: 46,470, 101,596" in steps
 
 
 def test_report_on_a_partly_finished_sweep_says_what_is_missing(example):

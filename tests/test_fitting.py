@@ -386,8 +386,9 @@ MAY_IMPORT = {
     "fitting": set(),
     "analysis": {"fitting"},
     "validate": {"sweeps", "training", "models", "fitting", "analysis"},
-    "quickstart": {"sweeps", "training", "models", "fitting", "analysis"},
+    "quickstart": {"sweeps", "training", "models", "fitting", "analysis", "recommend"},
     "recommend": {"sweeps", "training", "models", "fitting"},
+    "suggest": {"sweeps", "training", "models", "fitting", "recommend"},
     "cli": {
         "sweeps",
         "training",
@@ -397,6 +398,7 @@ MAY_IMPORT = {
         "validate",
         "quickstart",
         "recommend",
+        "suggest",
     },
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from moescale.analysis.words import (
 from moescale.errors import UserError
 from moescale.fitting.pipeline import FitReport, current_fit, fit_inputs, sweep_cost
 from moescale.fitting.prediction import headline_line
+from moescale.fitting.studies.next_runs import NextRuns, TargetRun, runs_text
 from moescale.results import (
     ENDED,
     RunStatus,
@@ -39,6 +41,7 @@ from moescale.results import (
     completed,
     load_runs,
     one_output,
+    read_json,
     read_parquet,
 )
 
@@ -271,6 +274,7 @@ def build_sections(
     hunyuan_reference: bool,
     fit_note: str = "",
     validations: list[dict] | None = None,
+    next_steps: tuple[TargetRun | None, NextRuns | None, Path] | None = None,
 ) -> list[Section]:
     """The report's sections in order, each from its own function."""
     swept = fit_inputs(runs)  # validation runs are shown, never fitted or drawn as the sweep
@@ -297,6 +301,8 @@ def build_sections(
     scored = [r for r in (validations or []) if r.get("scores")]
     if scored:
         sections.append(_validation_section(scored, runs))
+    if next_steps is not None:
+        sections.append(_next_steps_section(fit, *next_steps))
     sections.append(_diagnostics_section(runs, fit))
     return sections
 
@@ -514,6 +520,65 @@ def _diagnostics_section(runs: pd.DataFrame, fit: FitReport) -> Section:
     return diagnostics
 
 
+def _next_steps_section(
+    fit: FitReport, target: TargetRun | None, next_runs: NextRuns | None, results_dir: Path
+) -> Section:
+    """The decisions the fit leads to: the run to train at the target (`moescale recommend`)
+    and the runs that would narrow its interval most (`moescale suggest`, when it has run on
+    these runs)."""
+    section = Section("Next steps")
+    if target is not None:
+        interval = target.n_opt_interval
+        section.paragraphs.append(
+            f"The run to train at C = {target.budget_flops:.3g} FLOPs (`moescale recommend "
+            f"{results_dir} --budget {target.budget_flops:.3g} --out run.yaml` writes it): "
+            f"n_active {target.n_active:,} ({target.n_total:,} in total), "
+            f"{target.tokens:.4g} tokens ({target.flops:.4g} FLOPs); peak LR {target.lr:.3g}, "
+            f"from {target.lr_source}; batch {target.batch_tokens:,} tokens, from "
+            f"{target.batch_source}; the law expects a loss of {target.loss:.4f} nats/token."
+            + (
+                ""
+                if interval is None or target.regret_low != target.regret_low
+                else f" Training the interval's low end ({interval[0]:.3g}) gives up "
+                f"{target.regret_low:.4f} nats if the optimum is at its high end, the high end "
+                f"({interval[1]:.3g}) {target.regret_high:.4f} nats if it is at the low end."
+            )
+        )
+    if next_runs is None:
+        section.paragraphs.append(
+            f"`moescale suggest {results_dir} --runs K` finds the K runs that would narrow "
+            "the headline's interval most, within a FLOPs cap, and writes them as a sweep."
+        )
+        return section
+    if next_runs.runs_hash != fit.runs_hash:
+        section.warnings.append(
+            "next_runs.json was suggested from other runs than this fit's (runs were added "
+            "since): run `moescale suggest` again"
+        )
+        return section
+    chosen = next_runs.chosen
+    section.paragraphs.append(
+        f"The {len(chosen.points)} runs that most narrow the interval of N_opt at "
+        f"{next_runs.target_flops:.3g} FLOPs (`moescale suggest`, {chosen.flops:.3g} FLOPs "
+        f"of a {next_runs.cap_flops:.3g} cap): ×{next_runs.width_now:.2f} wide now (hi/lo), "
+        f"×{chosen.width:.2f} expected after them ({chosen.interval[0]:.3g}–"
+        f"{chosen.interval[1]:.3g}). Each design below was refitted with the whole pipeline on "
+        f"{next_runs.simulations} outcomes simulated from the parametric law's bootstrap draws."
+    )
+    section.table = pd.DataFrame(
+        {
+            "design": [d.name + (" (chosen)" if d is chosen else "") for d in next_runs.designs],
+            "runs (budget: n_active)": [runs_text(d.points) for d in next_runs.designs],
+            "FLOPs": [d.flops for d in next_runs.designs],
+            "expected ×": [d.width for d in next_runs.designs],
+            "expected interval": [
+                f"{d.interval[0]:.3g} – {d.interval[1]:.3g}" for d in next_runs.designs
+            ],
+        }
+    )
+    return section
+
+
 def _cell(value, markdown: bool = False) -> str:
     """One table cell as text: floats to 4 significant digits, integers with separators."""
     if isinstance(value, bool | np.bool_):
@@ -621,16 +686,24 @@ def build_report(
     target_flops: float | None = None,
     bootstrap: int | None = None,
     hunyuan_reference: bool = True,
+    target_run: Callable[[FitReport], TargetRun | None] = lambda fit: None,
 ) -> tuple[Path, FitReport]:
     """Write the report of a results folder from its fit.json (refitted only when it does
-    not match the runs); returns report/index.html and the fit it shows."""
+    not match the runs); returns report/index.html and the fit it shows. `target_run` makes
+    the run to train at the fit's target (the report knows no model family)."""
     results_dir = Path(results_dir)
     runs = load_runs(results_dir)
     if not (runs["status"] == RunStatus.COMPLETED).any():
         raise UserError(f"{results_dir}: no completed runs yet; nothing to report")
     curves = SweepFolder(results_dir).curves()
     fit, fit_note = current_fit(results_dir, runs, curves, target_flops, bootstrap)
-    validations = SweepFolder(results_dir).validations()
+    folder = SweepFolder(results_dir)
+    validations = folder.validations()
+    next_runs = (
+        NextRuns.from_dict(read_json(folder.next_runs_path))
+        if folder.next_runs_path.exists()
+        else None
+    )
     sections = build_sections(
         runs,
         curves,
@@ -639,6 +712,7 @@ def build_report(
         hunyuan_reference,
         fit_note,
         validations,
+        (target_run(fit), next_runs, results_dir),
     )
     name = str(runs["sweep"].iloc[0]) if "sweep" in runs and len(runs) else results_dir.name
     return write_html(results_dir, sections, f"moescale report: {name}"), fit

@@ -181,6 +181,12 @@ def size_grid(spec: SweepSpec, budget_index: int) -> list[float]:
     return list(guess * np.exp(np.linspace(-half, half, sizes.count)))
 
 
+def planned_sizes(spec: SweepSpec, budget_index: int) -> list[float]:
+    """Every size one budget trains: its grid, then the sizes added after it."""
+    added = spec.sizes.added[budget_index] if spec.sizes.added is not None else []
+    return size_grid(spec, budget_index) + sorted(added)
+
+
 def size_step(grid: list[float]) -> float:
     """The grid's geometric step, for sizes added beyond its edges."""
     if len(grid) < 2:
@@ -342,7 +348,7 @@ def plan_sweep(spec: SweepSpec) -> Plan:
     for index, budget in enumerate(spec.budgets):
         planned = 0
         for target, variant, tune, seed in itertools.product(
-            size_grid(spec, index), variants_of(spec), tune_grid(spec), spec.seeds
+            planned_sizes(spec, index), variants_of(spec), tune_grid(spec), spec.seeds
         ):
             run = plan_run(spec, index, target, seed, variant=variant, tune=tune)
             if isinstance(run, Dropped):

@@ -37,7 +37,9 @@ def _in_range(values: list[float], what: str, top: float) -> None:
 class Sizes(BaseModel):
     """Which activated sizes each budget trains: an explicit list (the same for every budget),
     a list per budget, or a rule — `count` sizes log-spaced over a factor `spread` (largest /
-    smallest) around a guessed optimum N_guess = guess_coef · C^guess_exponent."""
+    smallest) around a guessed optimum N_guess = guess_coef · C^guess_exponent. `added`: sizes
+    added to a budget after its grid (`moescale suggest` writes them), one list per budget;
+    planned like the grid's, but not part of it, so the grid's step (bracketing's) holds."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -47,6 +49,7 @@ class Sizes(BaseModel):
     spread: float = Field(8.0, gt=1)
     guess_coef: float | None = Field(None, gt=0)
     guess_exponent: float = Field(0.5, gt=0, lt=1)
+    added: list[list[float]] | None = None
 
     @model_validator(mode="after")
     def _one_way(self) -> Sizes:
@@ -57,7 +60,7 @@ class Sizes(BaseModel):
         ]
         if sum(given) != 1:
             raise ValueError("give exactly one of n_active, per_budget or guess_coef")
-        for sizes in [self.n_active or []] + list(self.per_budget or []):
+        for sizes in [self.n_active or []] + list(self.per_budget or []) + list(self.added or []):
             _in_range(sizes, "sizes (n_active)", MAX_N_ACTIVE)
         if self.guess_coef is not None and not math.isfinite(self.guess_coef):
             raise ValueError(f"guess_coef must be finite, got {self.guess_coef}")
@@ -203,6 +206,10 @@ class SweepSpec(BaseModel):
         if self.sizes.per_budget is not None and len(self.sizes.per_budget) != len(self.budgets):
             raise ValueError(
                 f"sizes.per_budget has {len(self.sizes.per_budget)} lists for {len(self.budgets)} budgets"
+            )
+        if self.sizes.added is not None and len(self.sizes.added) != len(self.budgets):
+            raise ValueError(
+                f"sizes.added has {len(self.sizes.added)} lists for {len(self.budgets)} budgets"
             )
         if self.batch_tokens_per_budget is not None:
             if len(self.batch_tokens_per_budget) != len(self.budgets):

@@ -1,0 +1,429 @@
+"""The next runs that most narrow the headline's interval: an adaptive design of experiments on
+the fit's own uncertainty (`moescale suggest`).
+
+The parametric law's bootstrap draws stand for what the truth may be. A set of runs is judged
+in two stages:
+1. Screening (cheap, every candidate). Each draw in turn is taken as the truth, the runs'
+   losses are simulated from it with the runs' own noise, and the ensemble is updated by
+   weighting every draw by its likelihood of that outcome (importance weighting: the draws'
+   posterior given the new runs). The 95% interval of N_opt at the target under those weights
+   is the interval the runs would leave; its expected width scores the set. A greedy search
+   on that score proposes a few designs.
+2. Deciding (the real thing, a few designs). Each proposed design and the regular grid's next
+   budget are scored by refitting the whole pipeline on simulated outcomes (the same simulated
+   truths and noise for every design) and taking the headline's own interval: the screen sees
+   only the parametric law, while the headline may be Approach 2 or the two combined, and a
+   run far from the optimum can cost the headline its lead method. The narrowest expected
+   headline wins, so a suggestion is never expected to do worse than the regular grid.
+
+Candidates. At a budget already in the sweep: one run of any size near the ensemble's optimum
+there. At a new budget past the largest: three sizes a grid step apart at once — a budget
+enters the isoFLOP fit (Approach 2) and the hold-out check only with three sizes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from moescale.errors import UserError
+from moescale.fitting.laws.compute_law import ComputeLaw
+from moescale.fitting.laws.parametric import ParametricFit, optima_of
+
+INTERVAL = (2.5, 97.5)
+NEW_BUDGET_RUNS = 3  # a new budget's runs: what a per-budget (isoFLOP) fit needs
+NEW_BUDGET_STEP = math.sqrt(2.0)  # new budgets at C_max·√2^j: finer than a factor-2 grid
+# candidate sizes: the optimum × grid step^offset, no further. A run far from the optimum
+# pins the law's exponents hardest on paper, and the screen and the refits both favour it;
+# but its residual is shrunk by its own leverage, so the bootstrap reads it as surer than it
+# is, and a mistuned run there (worse than its law, as real runs are) bends the fit: on the
+# simulated designs (benchmarks/next_runs_study.py) sizes two steps off the optima narrowed
+# the interval and missed the truth in 2 of 3 seeds, where the regular grid covered it.
+SIZE_OFFSETS = (-1, 0, 1)
+MIN_NOISE_LOG_SD = 0.002  # a floor on the likelihood's scale (a fit that happens to be exact)
+SCREEN_TRUTHS = 200  # simulated truths per screened set
+MIN_DRAWS = 20
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run as the planner would train it: its budget, activated size (the laws' N), tokens
+    and the FLOPs it costs (its budget, spent on whole batches)."""
+
+    budget_flops: float
+    n_active: float
+    tokens: float
+    flops: float
+
+
+# (budget, wanted n_active) -> the run the planner would make there, or None where it cannot
+PointAt = Callable[[float, float], "Point | None"]
+# (runs to add, their losses [P]) -> the refitted headline's 95% N_opt interval, or None
+Refit = Callable[[tuple[Point, ...], np.ndarray], "tuple[float, float] | None"]
+
+
+@dataclass(frozen=True)
+class Design:
+    """One proposed set of next runs, as screened and as decided by real refits."""
+
+    name: str
+    points: tuple[Point, ...]
+    screened_width: float  # expected hi/lo of the parametric draws' reweighted interval
+    width: float  # expected hi/lo of the refitted headline (geometric mean over outcomes)
+    interval: tuple[float, float]  # the median over outcomes of each end
+    refits: int  # outcomes the pipeline could refit (of `simulations`)
+
+    @property
+    def flops(self) -> float:
+        return float(sum(p.flops for p in self.points))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Design:
+        return cls(
+            **(
+                data
+                | {
+                    "points": tuple(Point(**p) for p in data["points"]),
+                    "interval": tuple(data["interval"]),
+                }
+            )  # fmt: skip
+        )
+
+
+@dataclass(frozen=True)
+class NextRuns:
+    """The chosen design, every design decided between, and the headline interval now (N_opt
+    at the target, 95%)."""
+
+    chosen: Design
+    designs: tuple[Design, ...]
+    target_flops: float
+    cap_flops: float
+    interval_now: tuple[float, float]
+    simulations: int
+    draws: int  # the parametric bootstrap draws the truths were taken from
+
+    runs_hash: str = ""  # of the runs the fit was made from (pipeline.runs_hash)
+
+    @property
+    def width_now(self) -> float:
+        return self.interval_now[1] / self.interval_now[0]
+
+    def to_dict(self) -> dict:
+        """next_runs.json's form: the chosen design by its index among `designs`."""
+        data = asdict(self)
+        data["chosen"] = self.designs.index(self.chosen)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> NextRuns:
+        designs = tuple(Design.from_dict(d) for d in data["designs"])
+        return cls(
+            **(
+                data
+                | {
+                    "designs": designs,
+                    "chosen": designs[data["chosen"]],
+                    "interval_now": tuple(data["interval_now"]),
+                }
+            )  # fmt: skip
+        )
+
+
+@dataclass(frozen=True)
+class TargetRun:
+    """The run `moescale recommend` makes at the target budget, in numbers (for the report,
+    which draws it without the model family): N is n_active, the loss the parametric law's."""
+
+    budget_flops: float
+    n_active: int
+    n_total: int
+    tokens: int
+    flops: float
+    loss: float
+    lr: float
+    lr_source: str
+    batch_tokens: int
+    batch_source: str
+    n_opt_interval: tuple[float, float] | None
+    regret_low: float  # the loss given up by the interval's low end if the truth is high
+    regret_high: float
+
+
+def runs_text(points: tuple[Point, ...]) -> str:
+    """Runs as people read them: 'budget: size, size; budget: size'."""
+    by_budget: dict[float, list[float]] = {}
+    for p in points:
+        by_budget.setdefault(p.budget_flops, []).append(p.n_active)
+    return "; ".join(
+        f"{b:.3g}: " + ", ".join(f"{n:,.0f}" for n in sorted(sizes))
+        for b, sizes in sorted(by_budget.items())
+    )
+
+
+def _weighted_interval(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of `weights` [S, B]: the 2.5% and 97.5% weighted quantiles of `values` [B] (the
+    first value whose cumulative weight reaches each level)."""
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[:, order], axis=1)
+    cumulative /= cumulative[:, -1:]
+    ends = [np.argmax(cumulative >= level / 100, axis=1) for level in INTERVAL]
+    return values[order][ends[0]], values[order][ends[1]]
+
+
+@dataclass(frozen=True)
+class Ensemble:
+    """The parametric law's bootstrap draws as possible truths: each draw's log N_opt at the
+    target and its log loss at any run; `noise` the runs' log-loss scatter about the law."""
+
+    samples: np.ndarray  # [B, 5] (log A, log B, log E, alpha, beta)
+    log_n_opt: np.ndarray  # [B]
+    noise: float
+    compute_law: ComputeLaw
+    _optima: dict = field(default_factory=dict, repr=False, compare=False)  # budget -> median
+
+    @classmethod
+    def of(cls, parametric: ParametricFit, law: ComputeLaw, target_flops: float) -> Ensemble:
+        if parametric.samples is None or len(parametric.samples) < MIN_DRAWS:
+            raise UserError(
+                f"suggest needs the parametric law's bootstrap draws (a fit with --bootstrap "
+                f"≥ {MIN_DRAWS})"
+            )
+        log_n_opt = np.log(optima_of(parametric.samples, target_flops, law)["n_opt"])
+        keep = np.isfinite(log_n_opt)
+        noise = max(parametric.noise_log_sd, MIN_NOISE_LOG_SD)
+        return cls(parametric.samples[keep], log_n_opt[keep], noise, law)
+
+    def log_loss(self, points: tuple[Point, ...]) -> np.ndarray:
+        """[B, P]: each draw's log loss at each point (inf where a draw overflows)."""
+        log_n = np.log([p.n_active for p in points])[None, :]
+        log_d = np.log([p.tokens for p in points])[None, :]
+        log_a, log_b, log_e, alpha, beta = (self.samples[:, i : i + 1] for i in range(5))
+        with np.errstate(over="ignore"):
+            value = np.exp(log_e) + np.exp(log_a - alpha * log_n) + np.exp(log_b - beta * log_d)
+        return np.log(value)
+
+    def optimum(self, budget: float) -> float:
+        """The ensemble's median N_opt at `budget`."""
+        if budget not in self._optima:
+            optima = optima_of(self.samples, budget, self.compute_law)["n_opt"]
+            self._optima[budget] = float(np.median(optima))
+        return self._optima[budget]
+
+    def outcomes(self, points: tuple[Point, ...], count: int, seed: int) -> np.ndarray:
+        """[count, P] simulated log losses: truths drawn from the ensemble (the same ones for
+        every set of points of one seed), each run's noise added."""
+        rng = np.random.default_rng(seed)
+        truths = rng.choice(len(self.samples), size=min(count, len(self.samples)), replace=False)
+        noise = rng.standard_normal((len(truths), len(points)))
+        return self.log_loss(points)[truths] + self.noise * noise
+
+    def screened_width(self, points: tuple[Point, ...], seed: int = 0) -> float:
+        """The expected 95% width (hi/lo, geometric mean over simulated truths) of N_opt at the
+        target once `points` are added, by reweighting the draws (module docstring, 1)."""
+        predicted = self.log_loss(points)
+        outcome = self.outcomes(points, SCREEN_TRUTHS, seed)
+        misfit = ((outcome[:, None, :] - predicted[None, :, :]) ** 2).sum(axis=2)
+        log_weight = np.where(np.isfinite(misfit), -misfit / (2 * self.noise**2), -np.inf)
+        weights = np.exp(log_weight - log_weight.max(axis=1, keepdims=True))
+        low, high = _weighted_interval(self.log_n_opt, weights)
+        return float(np.exp(np.mean(high - low)))
+
+
+def round_budget(flops: float) -> float:
+    """A new budget as a person would write it: three significant figures."""
+    return float(f"{flops:.3g}")
+
+
+@dataclass(frozen=True)
+class _Space:
+    """What the greedy search may choose from: the sweep's budgets, the planner, the grid's
+    size step, the cap and the number of runs."""
+
+    budgets: tuple[float, ...]
+    point_at: PointAt
+    size_step: float
+    cap: float
+    k: int
+
+    @property
+    def cheapest(self) -> float:
+        return min(self.budgets)
+
+    def new_budgets(self, room: float) -> list[float]:
+        """Budgets past the largest whose block of runs fits in `room` FLOPs."""
+        largest, out, j = max(self.budgets), [], 1
+        while NEW_BUDGET_RUNS * (budget := round_budget(largest * NEW_BUDGET_STEP**j)) <= room:
+            out.append(budget)
+            j += 1
+        return out
+
+    def moves(self, ensemble: Ensemble, chosen: tuple[Point, ...]) -> list[tuple]:
+        """Every next move: one run at a budget of the sweep (or one already chosen), or a
+        block of runs at a new budget, each affordable with the runs still to choose."""
+        spent, left = sum(p.flops for p in chosen), self.k - len(chosen)
+        taken = {(p.budget_flops, p.n_active) for p in chosen}
+        budgets = sorted(set(self.budgets) | {p.budget_flops for p in chosen})
+        moves: list[tuple[Point, ...]] = []
+        for budget in budgets:
+            centre = ensemble.optimum(budget)
+            for offset in SIZE_OFFSETS:
+                point = self.point_at(budget, centre * self.size_step**offset)
+                if point is not None and (point.budget_flops, point.n_active) not in taken:
+                    moves.append((point,))
+        if left >= NEW_BUDGET_RUNS:
+            room = self.cap - spent - (left - NEW_BUDGET_RUNS) * self.cheapest
+            for budget in self.new_budgets(room):
+                moves += [m for m in [self.block(ensemble, budget, s) for s in (-1, 0, 1)] if m]
+        return [
+            m
+            for m in moves
+            if spent + sum(p.flops for p in m) + (left - len(m)) * self.cheapest <= self.cap
+        ]
+
+    def block(self, ensemble: Ensemble, budget: float, shift: int) -> tuple[Point, ...] | None:
+        """NEW_BUDGET_RUNS sizes a step apart at a new budget, centred `shift` steps off its
+        optimum (None where the planner cannot make all of them)."""
+        centre = ensemble.optimum(budget) * self.size_step**shift
+        half = (NEW_BUDGET_RUNS - 1) / 2
+        block = tuple(
+            self.point_at(budget, centre * self.size_step ** (i - half))
+            for i in range(NEW_BUDGET_RUNS)
+        )
+        if any(p is None for p in block) or len({p.n_active for p in block}) < NEW_BUDGET_RUNS:
+            return None
+        return block
+
+    def greedy(self, ensemble: Ensemble, first: tuple = (), seed: int = 0) -> tuple:
+        """Runs added one move at a time, each the move whose set screens narrowest."""
+        chosen = tuple(first)
+        while len(chosen) < self.k:
+            scored = [
+                (ensemble.screened_width(chosen + m, seed), m) for m in self.moves(ensemble, chosen)
+            ]
+            if not scored:
+                break
+            chosen += min(scored, key=lambda pair: pair[0])[1]
+        return chosen
+
+
+def regular_next_budget(
+    parametric: ParametricFit,
+    law: ComputeLaw,
+    budgets: list[float],
+    k: int,
+    point_at: PointAt,
+    size_step: float = 2.0,
+) -> tuple[Point, ...]:
+    """What extending a regular grid adds instead: `k` sizes a grid step apart at the sweep's
+    next budget (the largest × the grid's geometric budget ratio), centred on the fitted
+    optimum there."""
+    ordered = sorted(budgets)
+    ratio = float(np.exp(np.mean(np.diff(np.log(ordered))))) if len(ordered) > 1 else 2.0
+    budget = round_budget(ordered[-1] * ratio)
+    centre = float(parametric.optimal(budget, law)["n_opt"])
+    offsets = np.arange(k) - (k - 1) / 2
+    points = [point_at(budget, centre * size_step**o) for o in offsets]
+    return tuple(p for p in points if p is not None)
+
+
+def _decide(
+    name: str,
+    points: tuple[Point, ...],
+    ensemble: Ensemble,
+    refit: Refit,
+    simulations: int,
+    seed: int,
+) -> Design:
+    """One design scored by refitting the pipeline on `simulations` simulated outcomes."""
+    intervals = []
+    for outcome in ensemble.outcomes(points, simulations, seed):
+        interval = refit(points, np.exp(outcome))
+        if interval is not None and interval[0] > 0:
+            intervals.append(interval)
+    if intervals:
+        ends = np.log(np.array(intervals))
+        width = float(np.exp(np.mean(ends[:, 1] - ends[:, 0])))
+        middle = tuple(float(v) for v in np.exp(np.median(ends, axis=0)))
+    else:
+        width, middle = math.inf, (math.nan, math.nan)
+    return Design(
+        name=name,
+        points=points,
+        screened_width=ensemble.screened_width(points, seed),
+        width=width,
+        interval=middle,
+        refits=len(intervals),
+    )
+
+
+def suggest_next_runs(
+    parametric: ParametricFit,
+    law: ComputeLaw,
+    target_flops: float,
+    interval_now: tuple[float, float],
+    budgets: list[float],
+    k: int,
+    point_at: PointAt,
+    refit: Refit,
+    *,
+    cap_flops: float | None = None,
+    size_step: float = 2.0,
+    simulations: int = 8,
+    seed: int = 0,
+) -> NextRuns:
+    """The `k` runs, together within `cap_flops` (default: what the regular grid's next budget
+    would cost), that leave the narrowest expected headline interval at `target_flops`: a few
+    designs proposed by the screen, decided by refits (module docstring)."""
+    if k < 1:
+        raise UserError(f"--runs must be at least 1, got {k}")
+    ensemble = Ensemble.of(parametric, law, target_flops)
+    regular = regular_next_budget(parametric, law, budgets, k, point_at, size_step)
+    if cap_flops is None:
+        if len(regular) < k:
+            raise UserError(
+                "the planner cannot make the regular grid's next budget: give --budget-cap"
+            )
+        cap_flops = float(sum(p.flops for p in regular))
+    if k * min(budgets) > cap_flops:
+        raise UserError(
+            f"--budget-cap {cap_flops:.3g} FLOPs cannot pay for {k} runs (the sweep's smallest "
+            f"budget is {min(budgets):.3g})"
+        )
+    space = _Space(tuple(budgets), point_at, size_step, cap_flops, k)
+    proposals = {"screened": space.greedy(ensemble, seed=seed)}
+    largest_block = next(
+        (
+            block
+            for budget in reversed(
+                space.new_budgets(cap_flops - (k - NEW_BUDGET_RUNS) * space.cheapest)
+            )
+            if k >= NEW_BUDGET_RUNS and (block := space.block(ensemble, budget, 0))
+        ),
+        None,
+    )
+    if largest_block:
+        proposals["furthest budget"] = space.greedy(ensemble, largest_block, seed)
+    if len(regular) == k and sum(p.flops for p in regular) <= cap_flops * (1 + 1e-9):
+        proposals["regular grid's next budget"] = regular
+    designs, seen = [], set()
+    for name, points in proposals.items():
+        key = frozenset((p.budget_flops, p.n_active) for p in points)
+        if len(points) == k and key not in seen:
+            seen.add(key)
+            designs.append(_decide(name, points, ensemble, refit, simulations, seed))
+    if not designs:
+        raise UserError(f"no {k} runs fit within --budget-cap {cap_flops:.3g} FLOPs")
+    return NextRuns(
+        # a design the pipeline could not refit on every outcome ranks after those it could
+        chosen=min(designs, key=lambda d: (d.refits < simulations, d.width)),
+        designs=tuple(designs),
+        target_flops=float(target_flops),
+        cap_flops=float(cap_flops),
+        interval_now=interval_now,
+        simulations=simulations,
+        draws=len(ensemble.samples),
+    )

@@ -1,0 +1,122 @@
+"""`moescale suggest`: the reweighted ensemble agrees with the bootstrap it starts from; on
+simulated sweeps whose truth is known the suggested runs narrow the headline more than the
+regular grid's next budget at the same FLOPs and still cover the truth; on the example it
+writes a sweep that plans every run already trained plus the new ones; bad input is one line."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cli_helpers import assert_one_line_error, moescale
+
+from benchmarks.next_runs_study import compare
+from benchmarks.synthetic import DESIGNS
+from moescale.errors import UserError
+from moescale.fitting.laws.parametric import ParametricFit
+from moescale.fitting.pipeline import load_fit
+from moescale.fitting.studies.next_runs import Ensemble, NextRuns, Point
+from moescale.results import SweepFolder, read_json
+from moescale.sweeps import load_sweep_spec, plan_sweep
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "results" / "example"
+SEEDS = range(8)  # 20 in `python -m benchmarks.next_runs_study`
+
+
+def test_the_reweighted_ensemble_narrows_only_as_far_as_the_runs_inform_it():
+    """With noise so large that new runs say nothing the screened interval is the bootstrap's
+    own; with runs that pin the law it narrows, and more runs narrow it further."""
+    fit = load_fit(EXAMPLE / "fit.json")
+    law, target = fit.law, fit.target_flops
+    ensemble = Ensemble.of(fit.parametric, law, target)
+    low, high = np.exp(np.percentile(ensemble.log_n_opt, [2.5, 97.5]))
+    budget = 6e12
+    n = ensemble.optimum(budget)
+    points = tuple(
+        Point(budget, n * f, float(law.tokens(budget, n * f)), budget) for f in (0.5, 1, 2)
+    )
+    silent = Ensemble(ensemble.samples, ensemble.log_n_opt, 10.0, law)
+    # the weighted quantiles of equal weights are the draws' own (to one draw's spacing)
+    assert silent.screened_width(points) == pytest.approx(high / low, rel=0.05)
+    one = ensemble.screened_width(points[1:2])
+    three = ensemble.screened_width(points)
+    assert three < one < high / low
+
+
+@pytest.fixture(scope="module")
+def study():
+    """`compare` on SEEDS seeds of the Hunyuan-style design with six budgets: grids around a
+    guess that is 0.6× the true optimum, Student-t noise and a positive mistuning penalty."""
+    return [
+        compare(DESIGNS["hunyuan-6"], seed, k=4, simulations=4, bootstrap=100) for seed in SEEDS
+    ]
+
+
+def test_suggested_runs_narrow_the_headline_more_than_the_regular_grids_next_budget(study):
+    suggested = np.array([o.width_suggested for o in study])
+    regular = np.array([o.width_regular for o in study])
+    now = np.array([o.width_now for o in study])
+    assert np.median(suggested) < np.median(regular) < np.median(now)
+    # and the narrower interval is still honest: it covers the true N_opt
+    assert np.mean([o.covered_suggested for o in study]) >= 0.8
+    # suggest's own prediction of the width after its runs is near what they gave
+    predicted = np.array([o.width_predicted for o in study])
+    assert np.median(np.abs(np.log(predicted / suggested))) < 0.25 * np.median(np.log(now))
+
+
+@pytest.fixture(scope="module")
+def suggested(tmp_path_factory):
+    """`moescale suggest` on a copy of the example: one run, two simulated outcomes each."""
+    folder = tmp_path_factory.mktemp("suggest") / "quick-wsd"
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("report"))
+    out = folder.parent / "more.yaml"
+    result = moescale(
+        "suggest", str(folder), "--runs", "1", "--simulations", "2", "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    return folder, out, result.stdout
+
+
+def test_the_suggested_sweep_plans_every_trained_run_and_the_new_one(suggested):
+    folder, out, stdout = suggested
+    record = NextRuns.from_dict(read_json(SweepFolder(folder).next_runs_path))
+    assert record.runs_hash == load_fit(folder / "fit.json").runs_hash
+    assert record.chosen in record.designs and len(record.chosen.points) == 1
+    assert record.chosen.flops <= record.cap_flops
+    before = load_sweep_spec(folder / "sweep.yaml")
+    after = load_sweep_spec(out)
+    assert after.name == before.name  # the runs join the same results folder
+    planned = {(r.budget_flops, r.n_active): r.run_id for r in plan_sweep(after).runs}
+    assert {r.run_id for r in plan_sweep(before).runs} <= set(planned.values())
+    (point,) = record.chosen.points
+    assert (point.budget_flops, point.n_active) in planned
+    assert len(planned) == len(plan_sweep(before).runs) + 1
+    assert "◀ chosen" in stdout and f"{point.n_active:,.0f}" in stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("--runs", "0"), "--runs must be at least 1"),
+        (("--runs", "2", "--budget-cap", "1e9"), "cannot pay for 2 runs"),
+        (("--runs", "2", "--simulations", "1"), "--simulations must be at least 2"),
+    ],
+)
+def test_bad_input_is_one_line(args, expected):
+    assert_one_line_error(moescale("suggest", str(EXAMPLE), *args), expected)
+
+
+def test_a_folder_without_a_fit_is_one_line(tmp_path):
+    folder = tmp_path / "quick-wsd"
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("report", "fit.json", "runs"))
+    assert_one_line_error(moescale("suggest", str(folder), "--runs", "2"), "no fit.json")
+
+
+def test_without_bootstrap_draws_there_is_nothing_to_simulate():
+    law = load_fit(EXAMPLE / "fit.json").law
+    fit = ParametricFit(E=1.0, A=1.0, B=1.0, alpha=0.3, beta=0.3, objective=0.0, n_points=0,
+                        huber_delta=0.0)  # fmt: skip
+    with pytest.raises(UserError, match="bootstrap draws"):
+        Ensemble.of(fit, law, 1e15)
