@@ -3,10 +3,13 @@
 For each seed: a sweep of a design (benchmarks.synthetic: grids not centred on the optimum,
 Student-t noise plus a positive mistuning penalty — not the Gaussian the screen assumes) is
 fitted; `suggest_next_runs` picks K runs within the FLOPs the regular grid's next budget
-would cost; both sets are then "trained" — their losses drawn from the true law with the
-design's noise, the same draw for a run both sets share — and the pipeline refitted. Reported:
-the headline interval's width (hi/lo of N_opt at the target, 95%) now, as `suggest` predicted
-it, and after each, and whether each covers the true N_opt.
+would cost. Against it: the grid continued by its own rule (K sizes a step apart around the
+design's drifting guess, at the next budget: what the researcher would have run) and the
+next budget's K runs centred on the fitted optimum instead (suggest's own default). Every
+set is "trained" — its losses drawn from the true law with the design's noise, the same draw
+for a run two sets share — and the pipeline refitted. Reported: the headline interval's width
+(hi/lo of N_opt at the target, 95%) now, as `suggest` predicted it, and after each, and
+whether each covers the true N_opt.
 
     python -m benchmarks.next_runs_study [--seeds 20] [--design hunyuan-6] [--runs 4]
 """
@@ -27,16 +30,20 @@ from moescale.fitting.pipeline import fit_all
 from moescale.fitting.studies.next_runs import Point, regular_next_budget, suggest_next_runs
 
 TARGET_FACTOR = 100.0  # the headline 100× past the largest budget, as `moescale fit` sets it
+DESIGNS_COMPARED = ("suggested", "continued", "centred")
 
 
 @dataclass(frozen=True)
 class Outcome:
     width_now: float
     width_predicted: float  # what suggest expected after its runs
+    predicted_range: tuple[float, float]  # its narrowest and widest simulated outcome
     width_suggested: float
-    width_regular: float
+    width_continued: float  # the grid continued by its own rule to its next budget
+    width_centred: float  # the next budget's runs centred on the fitted optimum instead
     covered_suggested: bool
-    covered_regular: bool
+    covered_continued: bool
+    covered_centred: bool
     chosen: str
 
 
@@ -80,19 +87,23 @@ def compare(design: Design, seed: int, k: int = 4, simulations: int = 4, bootstr
         fit.parametric, law, target, fit.prediction.n_opt_interval, budgets, k, point_at,
         refit, size_step=design.step, simulations=simulations, seed=seed,
     )  # fmt: skip
-    regular = regular_next_budget(fit.parametric, law, budgets, k, point_at, design.step)
+    nxt = design.next_budget()
+    designs = {
+        "suggested": chosen.chosen.points,
+        "continued": tuple(point_at(nxt, n) for n in design.grid(nxt, k)),
+        "centred": regular_next_budget(fit.parametric, law, budgets, k, point_at, design.step),
+    }
     truth = design.truth(target)
     after = {}
-    for name, points in (("suggested", chosen.chosen.points), ("regular", regular)):
+    for name, points in designs.items():
         low, high = headline(_trained(design, points, seed))
         after[name] = (high / low, low <= truth <= high)
     return Outcome(
         width_now=chosen.width_now,
         width_predicted=chosen.chosen.width,
-        width_suggested=after["suggested"][0],
-        width_regular=after["regular"][0],
-        covered_suggested=after["suggested"][1],
-        covered_regular=after["regular"][1],
+        predicted_range=chosen.chosen.width_range,
+        **{f"width_{name}": width for name, (width, _) in after.items()},
+        **{f"covered_{name}": covered for name, (_, covered) in after.items()},
         chosen=chosen.chosen.name,
     )
 
@@ -111,21 +122,28 @@ def main() -> None:
         rows.append(o)
         print(
             f"seed {seed:2d}: now ×{o.width_now:.3f}  predicted ×{o.width_predicted:.3f}  "
-            f"suggested ×{o.width_suggested:.3f} ({'covers' if o.covered_suggested else 'MISSES'})  "
-            f"regular ×{o.width_regular:.3f} ({'covers' if o.covered_regular else 'MISSES'})  "
-            f"[{o.chosen}]",
+            + "  ".join(
+                f"{name} ×{getattr(o, 'width_' + name):.3f}"
+                f" ({'covers' if getattr(o, 'covered_' + name) else 'MISSES'})"
+                for name in DESIGNS_COMPARED
+            )
+            + f"  [{o.chosen}]",
             flush=True,
         )
     table = pd.DataFrame([o.__dict__ for o in rows])
     print(f"\n{args.design}, {args.seeds} seeds, K = {args.runs}: median width (hi/lo of N_opt)")
-    for column in ("width_now", "width_predicted", "width_suggested", "width_regular"):
-        print(f"  {column:16s} ×{table[column].median():.3f}")
-    ratio = np.log(table["width_suggested"]) / np.log(table["width_regular"])
-    print(f"  log-width suggested / regular: median {ratio.median():.3f}")
-    print(
-        f"  coverage: suggested {table['covered_suggested'].mean():.0%}, "
-        f"regular {table['covered_regular'].mean():.0%}"
-    )
+    for column in ("now", "predicted", *DESIGNS_COMPARED):
+        print(f"  {column:10s} ×{table['width_' + column].median():.3f}")
+    for name in DESIGNS_COMPARED[1:]:
+        ratio = np.log(table["width_suggested"]) / np.log(table["width_" + name])
+        print(f"  log-width suggested / {name}: median {ratio.median():.3f}")
+    coverage = ", ".join(f"{n} {table['covered_' + n].mean():.0%}" for n in DESIGNS_COMPARED)
+    print(f"  coverage: {coverage}")
+    inside = [
+        low <= w <= high
+        for (low, high), w in zip(table["predicted_range"], table["width_suggested"], strict=True)
+    ]
+    print(f"  suggested width inside its predicted outcomes' range: {np.mean(inside):.0%}")
     print("  chosen designs:", table["chosen"].value_counts().to_dict())
 
 

@@ -303,15 +303,24 @@ class Design:
     def truth(self, flops: float) -> float:
         return float(self.law.optimal(flops, self.compute_law)["n_opt"])
 
-    def sweep(self, seed: int) -> pd.DataFrame:
-        rng = np.random.default_rng(seed)
+    def grid(self, budget: float, count: int | None = None) -> np.ndarray:
+        """The sizes the design's researcher puts at `budget`: `count` (default `sizes`) a
+        step apart around the guess, which drifts off the true optimum with C."""
         first, last = self.budgets[0], self.budgets[-1]
         exponent = np.log(self.truth(last) / self.truth(first)) / np.log(last / first)
         exponent += self.guess_drift
         coef = self.guess_offset * self.truth(first) / first**exponent
+        return guessed_sizes(budget, coef, exponent, count or self.sizes, self.step)
+
+    def next_budget(self) -> float:
+        """The budget after the last, at the grid's own ratio."""
+        return self.budgets[-1] * (self.budgets[-1] / self.budgets[-2])
+
+    def sweep(self, seed: int) -> pd.DataFrame:
+        rng = np.random.default_rng(seed)
         rows = []
         for budget in self.budgets:
-            grid = guessed_sizes(budget, coef, exponent, self.sizes, self.step)
+            grid = self.grid(budget)
             for i, n in enumerate(grid):
                 clean = float(self.law.loss(n, float(self.compute_law.tokens(budget, n))))
                 loss = observed(clean, rng, self.noise, self.mistuning)

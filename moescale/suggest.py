@@ -195,12 +195,14 @@ def describe(result: NextRuns, planner: Planner, spec: SweepSpec) -> list:
         f"headline now: N_opt {low:.3g}–{high:.3g} (95%, ×{result.width_now:.2f} wide) at "
         f"C = {result.target_flops:.3g} FLOPs; cap {result.cap_flops:.3g} FLOPs for the new runs"
     )
+    why = f"chosen: '{result.chosen.name}', {result.chosen_because}"
     designs = Table(
         title="designs decided between: the headline's interval expected after adding each",
         caption=f"screened: the parametric law's {result.draws} bootstrap draws reweighted by "
         f"simulated outcomes; refitted: the whole fit rerun on {result.simulations} simulated "
         "outcomes (truths drawn from those draws, the runs' noise added); widths are hi/lo of "
-        "the 95% interval of N_opt (n_active), geometric means over outcomes",
+        "the 95% interval of N_opt (n_active), geometric means over outcomes (in brackets: the "
+        "narrowest and widest outcome, what one real set of runs may give)",
     )
     for column in ("design", "runs (budget: n_active)", "FLOPs", "screened ×", "refitted ×",
                    "expected interval"):  # fmt: skip
@@ -211,9 +213,10 @@ def describe(result: NextRuns, planner: Planner, spec: SweepSpec) -> list:
         mark = " ◀ chosen" if design is result.chosen else ""
         runs = runs_text(design.points)
         lo, hi = design.interval
+        narrowest, widest = design.width_range
         designs.add_row(
             design.name + mark, runs, f"{design.flops:.3g}", f"{design.screened_width:.2f}",
-            f"{design.width:.2f}", f"{lo:.3g}–{hi:.3g}",
+            f"{design.width:.2f} ({narrowest:.2f}–{widest:.2f})", f"{lo:.3g}–{hi:.3g}",
         )  # fmt: skip
     chosen = Table(title=f"the {len(result.chosen.points)} suggested runs")
     for column in ("budget (FLOPs)", "asked N", "n_active", "tokens", "train FLOPs", "budget is"):
@@ -224,4 +227,14 @@ def describe(result: NextRuns, planner: Planner, spec: SweepSpec) -> list:
             f"{p.n_active:,.0f}", f"{p.tokens:.4g}", f"{p.flops:.4g}",
             "in the sweep" if p.budget_flops in spec.budgets else "new",
         )  # fmt: skip
-    return [head, designs, chosen]
+    notes = []
+    if spec.bracket.enabled and any(
+        p.budget_flops not in spec.budgets for p in result.chosen.points
+    ):
+        notes.append(
+            f"note: bracketing is on in this sweep: where a new budget's lowest loss lands at "
+            f"the edge of its sizes, `moescale sweep` adds up to {spec.bracket.max_extensions} "
+            "sizes beyond it, past the cap (and past max_epochs, where the small end repeats "
+            "its data)"
+        )
+    return [head, designs, why, chosen, *notes]

@@ -562,8 +562,10 @@ def _next_steps_section(
         f"{next_runs.target_flops:.3g} FLOPs (`moescale suggest`, {chosen.flops:.3g} FLOPs "
         f"of a {next_runs.cap_flops:.3g} cap): ×{next_runs.width_now:.2f} wide now (hi/lo), "
         f"×{chosen.width:.2f} expected after them ({chosen.interval[0]:.3g}–"
-        f"{chosen.interval[1]:.3g}). Each design below was refitted with the whole pipeline on "
-        f"{next_runs.simulations} outcomes simulated from the parametric law's bootstrap draws."
+        f"{chosen.interval[1]:.3g}); chosen: {next_runs.chosen_because}. Each design below was "
+        f"refitted with the whole pipeline on {next_runs.simulations} outcomes simulated from "
+        "the parametric law's bootstrap draws: the expectations assume the law holds at the "
+        "new runs."
     )
     section.table = pd.DataFrame(
         {
@@ -571,6 +573,9 @@ def _next_steps_section(
             "runs (budget: n_active)": [runs_text(d.points) for d in next_runs.designs],
             "FLOPs": [d.flops for d in next_runs.designs],
             "expected ×": [d.width for d in next_runs.designs],
+            "outcomes' range ×": [
+                "{:.2f} – {:.2f}".format(*d.width_range) for d in next_runs.designs
+            ],
             "expected interval": [
                 f"{d.interval[0]:.3g} – {d.interval[1]:.3g}" for d in next_runs.designs
             ],
