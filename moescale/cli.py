@@ -500,7 +500,8 @@ def suggest(
     ),
 ) -> None:
     """The K next runs that most narrow the headline's interval: proposed by reweighting the
-    fit's bootstrap draws on simulated outcomes, decided by refitting on them."""
+    fit's bootstrap draws on simulated outcomes, decided by refitting on them (the regular
+    grid's next budget unless another design is narrower beyond the simulation's noise)."""
     import yaml
     from rich.progress import Progress
 

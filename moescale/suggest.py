@@ -34,7 +34,9 @@ class Planner:
     YAML asks the same) and the run's row (for the refits)."""
 
     spec: SweepSpec
-    trained: set = field(default_factory=set)  # (budget, n_active) of the runs already there
+    # (budget, n_active) of the runs the folder already has (bracketing's included); with
+    # every run the spec plans, never offered again
+    known: set = field(default_factory=set)
     unique_tokens: float | None = None  # the training split's, from runs.parquet (None: unknown)
     asked: dict = field(default_factory=dict)  # (budget, n_active) -> the size asked
     rows: dict = field(default_factory=dict)  # (budget, n_active) -> the run's runs.parquet row
@@ -46,6 +48,8 @@ class Planner:
                 "suggest plans one run per point: a sweep of MoE variants, tuning grids or "
                 "several seeds would train each point several times (not supported yet)"
             )
+        planned = plan_sweep(self.spec).runs
+        self.known = self.known | {(r.budget_flops, float(r.n_active)) for r in planned}
 
     def spec_with(self, budgets: list[float]) -> SweepSpec:
         """The spec with `budgets` past its largest appended (each new budget at the largest
@@ -64,7 +68,7 @@ class Planner:
     def _offered(self, budget: float, run) -> bool:
         """Not a run the sweep already has, nor one past `max_epochs` passes over its data
         (there the sweep warns and the fit turns to the data-constrained law)."""
-        if (budget, float(run.n_active)) in self.trained:
+        if (budget, float(run.n_active)) in self.known:
             return False
         return self.unique_tokens is None or run.tokens <= self.spec.max_epochs * self.unique_tokens
 
@@ -129,10 +133,10 @@ def suggest(
         )
     runs = SweepFolder(results_dir).runs()
     unique = runs["unique_tokens"].dropna() if "unique_tokens" in runs else []
-    trained = set(
+    known = set(
         zip(runs["budget_flops"].astype(float), runs["n_active"].astype(float), strict=True)
     )
-    planner = Planner(spec, trained, float(unique.median()) if len(unique) else None)
+    planner = Planner(spec, known, float(unique.median()) if len(unique) else None)
     result = suggest_next_runs(
         fit.parametric,
         fit.law,

@@ -123,6 +123,33 @@ def test_the_suggested_sweep_plans_every_trained_run_and_the_new_one(suggested):
     assert "◀ chosen" in stdout and f"{point.n_active:,.0f}" in stdout
 
 
+def test_a_sweep_of_one_size_list_gains_a_budget_without_losing_a_run():
+    """Sizes given once for every budget become a list per budget when a budget is added (else
+    the new budget would train the whole list); each old budget keeps its grid, and a size
+    added at an old budget goes under sizes.added."""
+    from sweep_specs import TINY_SWEEP
+
+    from moescale.suggest import Planner, suggested_spec
+    from moescale.sweeps.spec import SweepSpec
+
+    spec = SweepSpec.model_validate(TINY_SWEEP)
+    planner = Planner(spec)
+    new_budget = 3.2e10
+    points = (planner(8.0e9, 5_600), *(planner(new_budget, n) for n in (6_000, 12_000, 24_000)))
+    assert all(p is not None for p in points)
+    assert planner(4.0e9, 4_000) is None  # already in the sweep: not offered
+    out = suggested_spec(spec, points, planner)
+    assert out.sizes.n_active is None and len(out.sizes.per_budget) == 4
+    assert out.sizes.per_budget[:3] == [[4000, 8000, 16000]] * 3
+    assert out.sizes.added[1] == [5_600] and out.sizes.added[3] == []
+    before = {r.run_id for r in plan_sweep(spec).runs}
+    after = plan_sweep(out).runs
+    assert before <= {r.run_id for r in after} and len(after) == len(before) + 4
+    assert {(r.budget_flops, r.n_active) for r in after} >= {
+        (p.budget_flops, p.n_active) for p in points
+    }
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
