@@ -30,8 +30,8 @@ from moescale.sweeps.spec import SweepSpec
 class Planner:
     """The sweep's planner asked for one run at any budget: a budget past the sweep's is
     planned as if appended to its budgets; a run already in the sweep, or one that would read
-    its data more than the sweep's `max_epochs` times, is not offered. Remembers the size asked for each point (so the
-    YAML asks the same) and the run's row (for the refits)."""
+    its data more than the sweep's `max_epochs` times, is not offered. Remembers the size
+    asked for each point (so the YAML asks the same) and the run's row (for the refits)."""
 
     spec: SweepSpec
     # (budget, n_active) of the runs the folder already has (bracketing's included); with
