@@ -17,9 +17,10 @@ in two stages:
    budget is the default; a proposed design replaces it only when it is narrower beyond the
    simulation's own noise (`_choose`), since the outcomes assume the law holds past the sweep.
 
-Candidates. At a budget already in the sweep: one run of any size near the ensemble's optimum
-there. At a new budget past the largest: three sizes a grid step apart at once — a budget
-enters the isoFLOP fit (Approach 2) and the hold-out check only with three sizes.
+Candidates. At a budget already in the sweep: one run within a grid step of the ensemble's
+optimum there. At a new budget past the largest: three sizes a grid step apart, centred on
+its optimum, at once — a budget enters the isoFLOP fit (Approach 2) and the hold-out check
+only with three sizes.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ import numpy as np
 from moescale.errors import UserError
 from moescale.fitting.laws.compute_law import ComputeLaw
 from moescale.fitting.laws.parametric import ParametricFit, optima_of
+from moescale.fitting.laws.powerlaw import INTERVAL
 
-INTERVAL = (2.5, 97.5)
 NEW_BUDGET_RUNS = 3  # a new budget's runs: what a per-budget (isoFLOP) fit needs
 NEW_BUDGET_STEP = math.sqrt(2.0)  # new budgets at C_max·√2^j: finer than a factor-2 grid
 # candidate sizes: the optimum × grid step^offset, no further. A run far from the optimum
@@ -429,7 +430,10 @@ def suggest_next_runs(
             f"budget is {min(budgets):.3g})"
         )
     space = _Space(tuple(budgets), point_at, size_step, cap_flops, k)
-    proposals = {"screened": space.greedy(ensemble, seed=seed)}
+    proposals = {}  # the regular grid first: a proposal with the same runs is that design
+    if len(regular) == k and sum(p.flops for p in regular) <= cap_flops * (1 + 1e-9):
+        proposals[REGULAR] = regular
+    proposals["screened"] = space.greedy(ensemble, seed=seed)
     largest_block = next(
         (
             block
@@ -442,8 +446,6 @@ def suggest_next_runs(
     )
     if largest_block:
         proposals["furthest budget"] = space.greedy(ensemble, largest_block, seed)
-    if len(regular) == k and sum(p.flops for p in regular) <= cap_flops * (1 + 1e-9):
-        proposals[REGULAR] = regular
     designs, seen = [], set()
     for name, points in proposals.items():
         key = frozenset((p.budget_flops, p.n_active) for p in points)
