@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -538,7 +539,7 @@ def _next_steps_section(
             f"{target.batch_source}; the law expects a loss of {target.loss:.4f} nats/token."
             + (
                 ""
-                if interval is None or target.regret_low != target.regret_low
+                if interval is None or math.isnan(target.regret_low)
                 else f" Training the interval's low end ({interval[0]:.3g}) gives up "
                 f"{target.regret_low:.4f} nats if the optimum is at its high end, the high end "
                 f"({interval[1]:.3g}) {target.regret_high:.4f} nats if it is at the low end."

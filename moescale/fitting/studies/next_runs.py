@@ -288,8 +288,8 @@ class _Space:
         where the planner cannot make all of them). Centred, never shifted: a block a step off
         holds the optimum at its edge, where Approach 2 drops the budget and the sweep's
         bracketing adds runs past the cap — on the quickstart the screen chose one a step above
-        the optimum, and the real runs widened the interval (×2.55) where the regular grid's
-        next budget narrowed it (×2.15)."""
+        the optimum, and the real runs left the interval at ×2.55 where the regular grid's
+        next budget narrowed it to ×2.15."""
         centre = ensemble.optimum(budget)
         half = (NEW_BUDGET_RUNS - 1) / 2
         block = tuple(
@@ -434,16 +434,10 @@ def suggest_next_runs(
     if len(regular) == k and sum(p.flops for p in regular) <= cap_flops * (1 + 1e-9):
         proposals[REGULAR] = regular
     proposals["screened"] = space.greedy(ensemble, seed=seed)
-    largest_block = next(
-        (
-            block
-            for budget in reversed(
-                space.new_budgets(cap_flops - (k - NEW_BUDGET_RUNS) * space.cheapest)
-            )
-            if k >= NEW_BUDGET_RUNS and (block := space.block(ensemble, budget))
-        ),
-        None,
-    )
+    # the furthest new budget whose block leaves room for the other runs, then the greedy rest
+    room = cap_flops - (k - NEW_BUDGET_RUNS) * space.cheapest
+    furthest = space.new_budgets(room)[-1:] if k >= NEW_BUDGET_RUNS else []
+    largest_block = space.block(ensemble, furthest[0]) if furthest else None
     if largest_block:
         proposals["furthest budget"] = space.greedy(ensemble, largest_block, seed)
     designs, seen = [], set()
