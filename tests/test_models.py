@@ -19,8 +19,9 @@ from moescale.models import (
     optimal_lr_at_batch,
     param_groups,
 )
-from moescale.models.experts import RoutedExperts
+from moescale.models.experts import RoutedExperts, expert_matmul
 from moescale.models.flop_counter import FLOP_FORMULAS
+from moescale.models.layers import apply_rope, rope_tables, swiglu_activation
 from moescale.models.routing import expert_capacity, route
 
 BASE = dict(vocab_size=256, d_model=64, n_layers=4, n_heads=4, expert_hidden=96, max_seq_len=64)
@@ -198,6 +199,55 @@ def test_grouped_and_loop_dispatch_agree(top_k):
     out_l.loss.backward()
     for (name, p_g), p_l in zip(grouped.named_parameters(), loop.parameters(), strict=True):
         torch.testing.assert_close(p_g.grad, p_l.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_expert_loop_gives_autograds_numbers_bit_for_bit():
+    # the reference: autograd through weight[e] and a concatenation; an expert with no rows
+    # must get a zero gradient, not stale memory
+    torch.manual_seed(0)
+    counts = torch.tensor([5, 0, 7, 3])
+    x = torch.randn(15, 6)
+    weight = torch.randn(4, 6, 10)
+    grad = torch.randn(15, 10)
+    x_loop, w_loop = x.clone().requires_grad_(), weight.clone().requires_grad_()
+    x_ref, w_ref = x.clone().requires_grad_(), weight.clone().requires_grad_()
+    out_loop = expert_matmul(x_loop, w_loop, counts, "loop")
+    pieces = torch.split(x_ref, counts.tolist())
+    out_ref = torch.cat([rows @ w_ref[e] for e, rows in enumerate(pieces)])
+    out_loop.backward(grad)
+    out_ref.backward(grad)
+    assert torch.equal(out_loop, out_ref)
+    assert torch.equal(x_loop.grad, x_ref.grad)
+    assert torch.equal(w_loop.grad, w_ref.grad)
+    assert not w_loop.grad[1].any()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rope_and_swiglu_give_the_plain_formulas_numbers_bit_for_bit(dtype):
+    # both are autograd Functions that skip torch.cat; their numbers must be the formula's
+    torch.manual_seed(0)
+    cos, sin = rope_tables(16, 32, 10_000.0)
+
+    def plain_rope(x):
+        x1, x2 = x.float().chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).to(x.dtype)
+
+    def plain_swiglu(gate_up):
+        gate, up = gate_up.chunk(2, dim=-1)
+        return torch.nn.functional.silu(gate) * up
+
+    for fused, plain, shape in (
+        (lambda x: apply_rope(x, cos, sin), plain_rope, (2, 3, 32, 16)),
+        (swiglu_activation, plain_swiglu, (40, 24)),
+    ):
+        x = torch.randn(shape, dtype=dtype)
+        a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+        out_a, out_b = fused(a), plain(b)
+        grad = torch.randn_like(out_b)
+        out_a.backward(grad)
+        out_b.backward(grad)
+        assert torch.equal(out_a, out_b)
+        assert torch.equal(a.grad, b.grad)
 
 
 def test_auto_dispatch_falls_back_to_the_loop_for_unaligned_widths():

@@ -28,11 +28,64 @@ def rope_tables(head_dim: int, max_seq_len: int, base: float) -> tuple[Tensor, T
     return angles.cos().float(), angles.sin().float()
 
 
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """(x1·cos − x2·sin, x1·sin + x2·cos) of x's two halves, written into one new tensor (no
+    torch.cat: on the CPU a concatenation is a whole extra pass over q and k)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    out = torch.empty_like(x)
+    o1, o2 = out.chunk(2, dim=-1)
+    torch.sub(torch.mul(x1, cos), x2 * sin, out=o1)
+    torch.add(torch.mul(x1, sin), x2 * cos, out=o2)
+    return out
+
+
+class _Rope(torch.autograd.Function):
+    """RoPE whose backward is the rotation by the opposite angle, the same products and sums
+    autograd forms from the formula, so a run's numbers are those of the plain formula."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        ctx.save_for_backward(cos, sin)
+        return _rotate(x, cos, sin)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        cos, sin = ctx.saved_tensors
+        return _rotate(grad, cos, -sin), None, None
+
+
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate the two halves of each head of x [B, H, S, hd] by the position's angles."""
-    x1, x2 = x.float().chunk(2, dim=-1)
+    """Rotate the two halves of each head of x [B, H, S, hd] by the position's angles (in
+    fp32 whatever x's precision)."""
     cos, sin = cos[: x.shape[-2]], sin[: x.shape[-2]]
-    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).to(x.dtype)
+    return _Rope.apply(x.float(), cos, sin).to(x.dtype)
+
+
+class _SwiGLUActivation(torch.autograd.Function):
+    """silu(gate) · up of gate_up = [gate | up], whose backward writes both halves of the
+    gradient in place: autograd's version concatenates them, one more pass over [T, 2h]."""
+
+    @staticmethod
+    def forward(ctx, gate_up: Tensor) -> Tensor:
+        gate, up = gate_up.chunk(2, dim=-1)
+        activated = F.silu(gate)
+        ctx.save_for_backward(gate_up, activated)
+        return activated * up
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        gate_up, activated = ctx.saved_tensors
+        gate, up = gate_up.chunk(2, dim=-1)
+        grad_gate_up = torch.empty_like(gate_up)
+        grad_gate, grad_up = grad_gate_up.chunk(2, dim=-1)
+        torch.mul(grad, activated, out=grad_up)
+        torch.ops.aten.silu_backward(grad * up, gate, grad_input=grad_gate)
+        return grad_gate_up
+
+
+def swiglu_activation(gate_up: Tensor) -> Tensor:
+    """[T, 2h] gate and up projections → [T, h]: silu(gate) · up (Shazeer 2020)."""
+    return _SwiGLUActivation.apply(gate_up)
 
 
 class Attention(nn.Module):
@@ -88,5 +141,4 @@ class SwiGLU(nn.Module):
         self.w_down = nn.Linear(hidden, d_model, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, up = self.w_gate_up(x).chunk(2, dim=-1)
-        return self.w_down(F.silu(gate) * up)
+        return self.w_down(swiglu_activation(self.w_gate_up(x)))

@@ -39,7 +39,10 @@ def activation_bytes(
         makes_kv = c.makes_kv(layer)
         per_token += 2 * 4 * (2 * d + 1)  # two RMSNorms: input, normalised input, 1/rms
         inputs = 2 if (makes_kv and a == 2) else 1  # bf16: wq and wkv cast x separately
-        attention = inputs * d + 3 * heads * hd + (3 * kv * hd if makes_kv else 0)
+        # q at SDPA, SDPA's output and wo's copy of it, and under qk_norm the projected q the
+        # norm reads; wkv's whole output (k and v, one storage) and SDPA's k and v
+        q_tensors = 3 if c.qk_norm else 2
+        attention = inputs * d + q_tensors * heads * hd + (3 * kv * hd if makes_kv else 0)
         if c.qk_norm:  # the norms keep fp32 input and output (under bf16, k's input too)
             k_terms = (2 if a == 2 else 1) * kv * hd if makes_kv else 0
             per_token += 4 * (2 * heads * hd + k_terms + heads + (kv if makes_kv else 0))

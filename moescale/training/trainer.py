@@ -46,7 +46,7 @@ from moescale.training.distributed import (
     shard,
     world,
 )
-from moescale.training.hardware import matmul_peak, pick_device
+from moescale.training.hardware import keep_freed_memory, matmul_peak, pick_device
 from moescale.training.mixture import mixture_held_out
 from moescale.training.noise_scale import NoiseScale
 from moescale.training.sources import load_tokens, train_batch
@@ -300,6 +300,7 @@ class Trainer:
         if spec.num_threads:
             torch.set_num_threads(spec.num_threads)
         self.device = pick_device(spec.device)
+        keep_freed_memory()
         self.data = load_tokens(spec.data)
         if self.data.vocab_size != config.vocab_size:
             raise UserError(
