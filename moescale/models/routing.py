@@ -28,6 +28,7 @@ class Assignment:
     z_loss: Tensor  # router z-loss (ST-MoE), differentiable
     selected: Tensor  # [E]: the T·k top-k choices each expert got, before any capacity
     seq_aux_loss: Tensor | None  # sequence-wise balance loss (DeepSeek-V3 eq. 17-20), with seq_len
+    complete: bool = False  # all T·k assignments, choice-major: token[j·T + t] = t (dropless)
 
 
 def expert_capacity(n_tokens: int, top_k: int, n_experts: int, capacity_factor: float) -> int:
@@ -162,6 +163,7 @@ def route(
         z_loss=z_loss,
         selected=selected,
         seq_aux_loss=seq_aux_loss,
+        complete=routing == "dropless",
     )
 
 

@@ -52,10 +52,13 @@ def activation_bytes(
         elif c.is_moe:
             per_token += 4 * (d + 2 * c.n_experts + 1)  # normalised input, logits, probs
             # routed: gathered rows, gate/up, activation, product, outputs (at the autocast
-            # precision), the gated output (fp32), and the sort and token indices
-            per_token += a * k * (4 * c.expert_hidden + 2 * d + 1) + 4 * k * d + 8 * 3 * k
-            if c.routing != "dropless":
-                per_token += 8 * k  # the kept assignments' copies
+            # precision), and the sort and token indices (dropless: and each token's slots);
+            # a scatter into the tokens (drop, recycle) keeps the gated output too (fp32)
+            per_token += a * k * (4 * c.expert_hidden + 2 * d + 1)
+            if c.routing == "dropless":
+                per_token += 8 * 4 * k
+            else:
+                per_token += 4 * k * d + 8 * 3 * k + 8 * k  # + the kept assignments' copies
             if hidden_shared:  # (under bf16 their input is a copy of its own)
                 per_token += a * (4 * hidden_shared + (d if a == 2 else 0))
         else:
