@@ -273,6 +273,25 @@ def test_rope_and_swiglu_give_the_plain_formulas_numbers_bit_for_bit(dtype):
         assert torch.equal(a.grad, b.grad)
 
 
+def test_a_compiled_fp32_model_trains_on_the_cpu():
+    # recipe.compile: torch.compile's shape propagation refused fp32 grouped_mm on the CPU (a
+    # crash before the first step); compiled, the experts take the loop and agree with eager
+    config = CONFIGS["moe_top2"]
+    torch.manual_seed(0)
+    eager = MoETransformer(config)
+    compiled = MoETransformer(config)
+    compiled.load_state_dict(eager.state_dict())
+    tokens = torch.randint(0, 256, (2, 32))
+    out_e = eager(tokens, tokens)
+    out_c = torch.compile(compiled, backend="aot_eager")(tokens, tokens)
+    out_e.loss.backward()
+    out_c.loss.backward()
+    torch.testing.assert_close(out_c.loss, out_e.loss, rtol=1e-5, atol=1e-6)
+    grads = zip(compiled.parameters(), eager.parameters(), strict=True)
+    for p_c, p_e in grads:
+        torch.testing.assert_close(p_c.grad, p_e.grad, rtol=1e-4, atol=1e-6)
+
+
 def test_auto_dispatch_falls_back_to_the_loop_for_unaligned_widths():
     # d_model 18 × 4 bytes is no multiple of 16: grouped_mm refuses it, the loop serves
     config = MoEConfig(d_model=18, n_heads=1, n_layers=1, n_experts=4, expert_hidden=22)

@@ -39,7 +39,10 @@ def grouped_mm_available(x: Tensor, weight: Tensor | None = None) -> bool:
     if any(w * x.element_size() % 16 for w in widths):
         return False
     if x.device.type == "cpu":
-        return x.dtype in (torch.float32, torch.bfloat16)
+        # torch.compile's shape propagation (its meta kernel) takes bf16 only, though the CPU
+        # kernel runs fp32 too: compiled fp32 runs take the loop
+        fp32_ok = not torch.compiler.is_compiling()
+        return x.dtype == torch.bfloat16 or (x.dtype == torch.float32 and fp32_ok)
     if x.device.type == "cuda":
         return x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 9
     return False
