@@ -101,7 +101,8 @@ class _Dispatch(torch.autograd.Function):
     """Tokens [T, d] → their assignments' rows in expert order (a gather), for routing that
     keeps all T·k assignments. The backward sums each token's k gradients by gathers in the
     order index_put's accumulation adds them (ascending sorted position), so the numbers are
-    those of autograd's serial scatter, without it (6% of an MoE layer's time on the CPU)."""
+    those of autograd's serial CPU scatter, without it (with `_Combine`, 2–5% of an MoE layer's
+    time on the CPU); on GPUs, where the scatter adds atomically, they are also deterministic."""
 
     @staticmethod
     def forward(ctx, x: Tensor, token: Tensor, slots: Tensor) -> Tensor:
@@ -116,7 +117,7 @@ class _Dispatch(torch.autograd.Function):
 
 class _Combine(torch.autograd.Function):
     """The mirror of `_Dispatch`: expert-ordered rows → each token's sum of its k rows (what
-    zeros().index_add_ gives, bit for bit), its backward a gather."""
+    zeros().index_add_ gives on the CPU, bit for bit), its backward a gather."""
 
     @staticmethod
     def forward(ctx, rows: Tensor, token: Tensor, slots: Tensor) -> Tensor:

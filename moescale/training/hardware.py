@@ -107,7 +107,7 @@ def keep_freed_memory() -> None:
     returning it to the OS (glibc only; elsewhere nothing). A CPU step allocates and frees
     the same activations each micro-batch; glibc serves large ones by fresh mmaps (always
     those over 32 MB), and every page of those faults again: a dense FFN at d_model 512 ran
-    at 62% of the matmul peak that way, 83% without. Values are untouched; the process keeps
+    at 62% of the matmul peak that way, 81% without. Values are untouched; the process keeps
     its peak memory."""
     import ctypes
     import ctypes.util
