@@ -489,8 +489,8 @@ def suggest(
     runs: int = typer.Option(..., help="How many runs to add (K)."),
     budget_cap: float | None = typer.Option(
         None,
-        help="FLOPs the K runs may spend together (default: what K runs at the regular grid's "
-        "next budget would).",
+        help="FLOPs the K runs may spend together (default: what the sweep's grid continued "
+        "to its next budget would spend on K runs).",
     ),
     simulations: int = typer.Option(
         8, help="Simulated outcomes each proposed design is refitted on (more: slower, steadier)."

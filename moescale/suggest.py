@@ -19,10 +19,24 @@ import pandas as pd
 
 from moescale.errors import UserError
 from moescale.fitting.pipeline import FitReport, fit_all
-from moescale.fitting.studies.next_runs import NextRuns, Point, runs_text, suggest_next_runs
+from moescale.fitting.studies.next_runs import (
+    NextRuns,
+    Point,
+    next_budget,
+    runs_text,
+    sizes_around,
+    suggest_next_runs,
+)
 from moescale.recommend import load_inputs
 from moescale.results import RunStatus, SweepFolder, atomic_write_json
-from moescale.sweeps.plan import Dropped, plan_run, plan_sweep, size_grid, size_step
+from moescale.sweeps.plan import (
+    Dropped,
+    grid_centre,
+    plan_run,
+    plan_sweep,
+    size_grid,
+    size_step,
+)
 from moescale.sweeps.spec import SweepSpec
 
 
@@ -137,6 +151,9 @@ def suggest(
         zip(runs["budget_flops"].astype(float), runs["n_active"].astype(float), strict=True)
     )
     planner = Planner(spec, known, float(unique.median()) if len(unique) else None)
+    step = size_step(size_grid(spec, len(spec.budgets) - 1))
+    budget = next_budget(list(spec.budgets))
+    grid = [planner(budget, n) for n in sizes_around(grid_centre(spec, budget), k, step)]
     result = suggest_next_runs(
         fit.parametric,
         fit.law,
@@ -147,8 +164,9 @@ def suggest(
         planner,
         refitter(runs, fit, planner, on_refit),
         cap_flops=cap_flops,
-        size_step=size_step(size_grid(spec, len(spec.budgets) - 1)),
+        size_step=step,
         simulations=simulations,
+        grid=tuple(p for p in grid if p is not None),
     )
     result = replace(result, runs_hash=fit.runs_hash)
     atomic_write_json(SweepFolder(results_dir).next_runs_path, result.to_dict())

@@ -65,7 +65,7 @@ def _suggested() -> NextRuns:
     points = (Point(4.75e12, 46_470, 1.466e7, 4.75e12), Point(4.75e12, 101_596, 7.03e6, 4.75e12))
     designs = tuple(
         Design(name, points[:k], 2.1, width, (3.2e5, 6.9e5), 2, (np.log(2.0), np.log(2.5)))
-        for name, k, width in (("screened", 1, 2.4), ("regular grid's next budget", 2, 2.2))
+        for name, k, width in (("screened", 1, 2.4), ("the sweep's grid continued", 2, 2.2))
     )
     return NextRuns(
         chosen=designs[1],
@@ -130,7 +130,7 @@ def test_report_fits_first_and_writes_a_self_contained_page(first_report):
     assert target.budget_flops == 1e15
     assert f"n_active {target.n_active:,}" in steps and f"{target.tokens:.4g} tokens" in steps
     assert "×3.00 wide now" in steps and "×2.20 expected" in steps
-    assert "regular grid's next budget (chosen)" in steps and "4.75e+12: 46,470, 101,596" in steps
+    assert "the sweep's grid continued (chosen)" in steps and "4.75e+12: 46,470, 101,596" in steps
     assert "2.00 – 2.50" in steps  # what one real set of runs may give
 
 

@@ -181,6 +181,20 @@ def size_grid(spec: SweepSpec, budget_index: int) -> list[float]:
     return list(guess * np.exp(np.linspace(-half, half, sizes.count)))
 
 
+def grid_centre(spec: SweepSpec, budget: float) -> float:
+    """Where the sweep's grid would centre its sizes at any budget: the guess rule's N_guess,
+    else the trend of each budget's centre (geometric mean of its grid) against the budget, a
+    line in log-log (a fixed list: its own centre). What the sweep continued would train."""
+    if spec.sizes.guess_coef is not None:
+        return float(spec.sizes.guess_coef * budget**spec.sizes.guess_exponent)
+    log_budget = np.log(spec.budgets)
+    log_centre = [np.mean(np.log(size_grid(spec, i))) for i in range(len(spec.budgets))]
+    if len(spec.budgets) < 2:
+        return float(np.exp(log_centre[0]))
+    slope, intercept = np.polyfit(log_budget, log_centre, 1)
+    return float(np.exp(intercept + slope * np.log(budget)))
+
+
 def planned_sizes(spec: SweepSpec, budget_index: int) -> list[float]:
     """Every size one budget trains: its grid, then the sizes added after it."""
     added = spec.sizes.added[budget_index] if spec.sizes.added is not None else []

@@ -9,13 +9,15 @@ in two stages:
    posterior given the new runs). The 95% interval of N_opt at the target under those weights
    is the interval the runs would leave; its expected width scores the set. A greedy search
    on that score proposes a few designs.
-2. Deciding (the real thing, a few designs). Each proposed design and the regular grid's next
-   budget are scored by refitting the whole pipeline on simulated outcomes (the same simulated
-   truths and noise for every design) and taking the headline's own interval: the screen sees
-   only the parametric law, while the headline may be Approach 2 or the two combined, and a
-   run far from the optimum can cost the headline its lead method. The regular grid's next
-   budget is the default; a proposed design replaces it only when it is narrower beyond the
-   simulation's own noise (`_choose`), since the outcomes assume the law holds past the sweep.
+2. Deciding (the real thing, a few designs). Each proposed design, the sweep's own grid
+   continued to its next budget and that budget's runs centred on the fitted optimum are
+   scored by refitting the whole pipeline on simulated outcomes (the same simulated truths and
+   noise for every design) and taking the headline's own interval: the screen sees only the
+   parametric law, while the headline may be Approach 2 or the two combined, and a run far
+   from the optimum can cost the headline its lead method. The sweep's grid continued is the
+   default (what its researcher would run without us); another design replaces it only when
+   it is narrower beyond the simulation's own noise (`_choose`), since the outcomes assume the
+   law holds past the sweep.
 
 Candidates. At a budget already in the sweep: one run within a grid step of the ensemble's
 optimum there. At a new budget past the largest: three sizes a grid step apart, centred on
@@ -44,11 +46,12 @@ NEW_BUDGET_STEP = math.sqrt(2.0)  # new budgets at C_max·√2^j: finer than a f
 # but its residual is shrunk by its own leverage, so the bootstrap reads it as surer than it
 # is, and a mistuned run there (worse than its law, as real runs are) bends the fit: on the
 # simulated designs (benchmarks/next_runs_study.py) sizes two steps off the optima narrowed
-# the interval and missed the truth in 2 of 3 seeds, where the regular grid covered it.
+# the interval and missed the truth in 2 of 3 seeds, where the grid continued covered it.
 SIZE_OFFSETS = (-1, 0, 1)
 MIN_NOISE_LOG_SD = 0.002  # a floor on the likelihood's scale (a fit that happens to be exact)
 SCREEN_TRUTHS = 200  # simulated truths per screened set
-REGULAR = "regular grid's next budget"  # the design every suggestion is held against
+GRID = "the sweep's grid continued"  # the design every suggestion is held against
+CENTRED = "next budget centred on the fit"
 MIN_DRAWS = 20
 
 
@@ -288,14 +291,10 @@ class _Space:
         where the planner cannot make all of them). Centred, never shifted: a block a step off
         holds the optimum at its edge, where Approach 2 drops the budget and the sweep's
         bracketing adds runs past the cap — on the quickstart the screen chose one a step above
-        the optimum, and the real runs left the interval at ×2.55 where the regular grid's
+        the optimum, and the real runs left the interval at ×2.55 where the grid's
         next budget narrowed it to ×2.15."""
-        centre = ensemble.optimum(budget)
-        half = (NEW_BUDGET_RUNS - 1) / 2
-        block = tuple(
-            self.point_at(budget, centre * self.size_step ** (i - half))
-            for i in range(NEW_BUDGET_RUNS)
-        )
+        sizes = sizes_around(ensemble.optimum(budget), NEW_BUDGET_RUNS, self.size_step)
+        block = tuple(self.point_at(budget, n) for n in sizes)
         if any(p is None for p in block) or len({p.n_active for p in block}) < NEW_BUDGET_RUNS:
             return None
         return block
@@ -313,7 +312,19 @@ class _Space:
         return chosen
 
 
-def regular_next_budget(
+def next_budget(budgets: list[float]) -> float:
+    """The sweep's next budget: the largest × the grid's geometric budget ratio."""
+    ordered = sorted(budgets)
+    ratio = float(np.exp(np.mean(np.diff(np.log(ordered))))) if len(ordered) > 1 else 2.0
+    return round_budget(ordered[-1] * ratio)
+
+
+def sizes_around(centre: float, k: int, size_step: float) -> list[float]:
+    """`k` sizes a grid step apart, centred (geometrically) on `centre`."""
+    return [centre * size_step ** (i - (k - 1) / 2) for i in range(k)]
+
+
+def centred_next_budget(
     parametric: ParametricFit,
     law: ComputeLaw,
     budgets: list[float],
@@ -321,15 +332,11 @@ def regular_next_budget(
     point_at: PointAt,
     size_step: float = 2.0,
 ) -> tuple[Point, ...]:
-    """What extending a regular grid adds instead: `k` sizes a grid step apart at the sweep's
-    next budget (the largest × the grid's geometric budget ratio), centred on the fitted
-    optimum there."""
-    ordered = sorted(budgets)
-    ratio = float(np.exp(np.mean(np.diff(np.log(ordered))))) if len(ordered) > 1 else 2.0
-    budget = round_budget(ordered[-1] * ratio)
+    """`k` sizes a grid step apart at the sweep's next budget, centred on the fitted optimum
+    there (not on the sweep's own guess)."""
+    budget = next_budget(budgets)
     centre = float(parametric.optimal(budget, law)["n_opt"])
-    offsets = np.arange(k) - (k - 1) / 2
-    points = [point_at(budget, centre * size_step**o) for o in offsets]
+    points = [point_at(budget, n) for n in sizes_around(centre, k, size_step)]
     return tuple(p for p in points if p is not None)
 
 
@@ -367,32 +374,30 @@ def _decide(
 
 
 def _choose(designs: list[Design], simulations: int) -> tuple[Design, str]:
-    """The regular grid's next budget unless another design is narrower beyond the noise of
-    the simulation: its mean log width, paired outcome by outcome (the same truths and noise
-    for both), below the regular grid's by more than two standard errors. The outcomes assume
-    the law holds past the sweep, which real runs need not grant (on the quickstart the
-    ranking of two designs reversed), so the conventional design keeps the benefit of doubt.
-    A design the pipeline could not refit on every outcome ranks after those it could."""
+    """The default (the sweep's grid continued, else the next budget centred on the fit)
+    unless another design is narrower beyond the noise of the simulation: its mean log width,
+    paired outcome by outcome (the same truths and noise for both), below the default's by
+    more than two standard errors. The outcomes assume the law holds past the sweep, which
+    real runs need not grant (on the quickstart the ranking of two designs reversed), so the
+    conventional design keeps the benefit of doubt. A design the pipeline could not refit on
+    every outcome ranks after those it could."""
     complete = [d for d in designs if d.refits == simulations] or designs
     best = min(complete, key=lambda d: d.width)
-    regular = next((d for d in complete if d.name == REGULAR), None)
-    if regular is None:
-        return (
-            best,
-            "the narrowest expected interval (the regular grid's next budget is not a candidate)",
-        )
-    if best is regular:
+    default = next((d for name in (GRID, CENTRED) for d in complete if d.name == name), None)
+    if default is None:
+        return best, "the narrowest expected interval (no next budget of the grid is a candidate)"
+    if best is default:
         return best, "the narrowest expected interval"
-    gain = np.array(best.log_widths) - np.array(regular.log_widths)
+    gain = np.array(best.log_widths) - np.array(default.log_widths)
     error = float(np.std(gain, ddof=1) / math.sqrt(len(gain)))
     if gain.mean() < -2 * error:
         return best, (
-            f"narrower than the regular grid's next budget by {-gain.mean():.3f} in log width, "
-            f"more than twice the paired standard error ({error:.3f})"
+            f"narrower than '{default.name}' by {-gain.mean():.3f} in log width, more than "
+            f"twice the paired standard error ({error:.3f})"
         )
-    return regular, (
+    return default, (
         f"'{best.name}' was narrower by {-gain.mean():.3f} in log width, within twice the "
-        f"paired standard error ({error:.3f}): not enough to leave the regular grid"
+        f"paired standard error ({error:.3f}): not enough to leave '{default.name}'"
     )
 
 
@@ -410,29 +415,31 @@ def suggest_next_runs(
     size_step: float = 2.0,
     simulations: int = 8,
     seed: int = 0,
+    grid: tuple[Point, ...] = (),
 ) -> NextRuns:
-    """The `k` runs, together within `cap_flops` (default: what the regular grid's next budget
-    would cost), that leave the narrowest expected headline interval at `target_flops`: a few
-    designs proposed by the screen, decided by refits (module docstring)."""
+    """The `k` runs, together within `cap_flops` (default: what the next budget's runs would
+    cost), that leave the narrowest expected headline interval at `target_flops`: a few
+    designs proposed by the screen, decided by refits against `grid`, the sweep's own grid
+    continued to its next budget (module docstring)."""
     if k < 1:
         raise UserError(f"--runs must be at least 1, got {k}")
     ensemble = Ensemble.of(parametric, law, target_flops)
-    regular = regular_next_budget(parametric, law, budgets, k, point_at, size_step)
+    centred = centred_next_budget(parametric, law, budgets, k, point_at, size_step)
     if cap_flops is None:
-        if len(regular) < k:
-            raise UserError(
-                "the planner cannot make the regular grid's next budget: give --budget-cap"
-            )
-        cap_flops = float(sum(p.flops for p in regular))
+        default = grid if len(grid) == k else centred
+        if len(default) < k:
+            raise UserError("the planner cannot make the sweep's next budget: give --budget-cap")
+        cap_flops = float(sum(p.flops for p in default))
     if k * min(budgets) > cap_flops:
         raise UserError(
             f"--budget-cap {cap_flops:.3g} FLOPs cannot pay for {k} runs (the sweep's smallest "
             f"budget is {min(budgets):.3g})"
         )
     space = _Space(tuple(budgets), point_at, size_step, cap_flops, k)
-    proposals = {}  # the regular grid first: a proposal with the same runs is that design
-    if len(regular) == k and sum(p.flops for p in regular) <= cap_flops * (1 + 1e-9):
-        proposals[REGULAR] = regular
+    proposals = {}  # the defaults first: a proposal with the same runs is that design
+    for name, points in ((GRID, grid), (CENTRED, centred)):
+        if len(points) == k and sum(p.flops for p in points) <= cap_flops * (1 + 1e-9):
+            proposals[name] = points
     proposals["screened"] = space.greedy(ensemble, seed=seed)
     # the furthest new budget whose block leaves room for the other runs, then the greedy rest
     room = cap_flops - (k - NEW_BUDGET_RUNS) * space.cheapest
