@@ -19,6 +19,10 @@ from moescale.models.layers import SwiGLU
 from moescale.models.transformer import MoEFeedForward
 from moescale.training.hardware import keep_freed_memory, measure_matmul_peak
 
+# steps before timing: the heap grows over the first few steps, while the allocator finds
+# room for each step's mix of sizes (page faults at steps 2-6 measured at d 256, E 64), and
+# holds still after; a training run spends all but its first steps there
+WARMUP_STEPS = 8
 SHAPES = [  # (d_model, n_experts, top_k)
     (128, 8, 1),
     (128, 16, 2),
@@ -102,7 +106,8 @@ def main() -> None:
         dense_flops = 3 * 2 * 3 * d_model * (1 + top_k) * hidden
         moe_t, dense_t = [], []
         for layer in (moe, dense):
-            step_seconds(layer, x)  # warm-up
+            for _ in range(WARMUP_STEPS):
+                step_seconds(layer, x)
         for _ in range(args.repeats):  # A B A B: the pair sees the same machine state
             moe_t.append(step_seconds(moe, x))
             dense_t.append(step_seconds(dense, x))
