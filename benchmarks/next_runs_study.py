@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,12 @@ from benchmarks.synthetic import DESIGNS, Design, _row, observed
 from moescale.errors import UserError
 from moescale.fitting.options import FitOptions
 from moescale.fitting.pipeline import fit_all
-from moescale.fitting.studies.next_runs import Point, centred_next_budget, suggest_next_runs
+from moescale.fitting.studies.next_runs import (
+    Misfit,
+    Point,
+    centred_next_budget,
+    suggest_next_runs,
+)
 
 TARGET_FACTOR = 100.0  # the headline 100× past the largest budget, as `moescale fit` sets it
 DESIGNS_COMPARED = ("suggested", "continued", "centred")
@@ -71,12 +76,15 @@ def compare(
     simulations: int = 4,
     bootstrap: int = 100,
     draws: int = 4,
+    misfit: bool = True,
 ) -> Outcome:
-    """One seed: the suggested runs against the grid continued (module docstring)."""
+    """One seed: the suggested runs against the grid continued (module docstring). With
+    `misfit`, as `moescale suggest` does, the fit's hold-out check sizes the law's own error
+    in the simulated outcomes (here the law is exact: what the check measures is noise)."""
     runs = design.sweep(seed)
     target = TARGET_FACTOR * design.budgets[-1]
     options = FitOptions(bootstrap=bootstrap, holdout_check=False, target_flops=target)
-    fit = fit_all(runs, None, "simulated", options)
+    fit = fit_all(runs, None, "simulated", replace(options, holdout_check=misfit))
     law = fit.law
 
     def point_at(budget: float, n: float) -> Point:
@@ -100,6 +108,7 @@ def compare(
     chosen = suggest_next_runs(
         fit.parametric, law, target, fit.prediction.n_opt_interval, budgets, k, point_at,
         refit, size_step=design.step, simulations=simulations, seed=seed, grid=continued,
+        misfit=Misfit.of(fit.extrapolation) if misfit else None,
     )  # fmt: skip
     designs = {
         "suggested": chosen.chosen.points,
@@ -143,12 +152,16 @@ def main() -> None:
     parser.add_argument("--simulations", type=int, default=8)
     parser.add_argument("--bootstrap", type=int, default=200)
     parser.add_argument("--draws", type=int, default=4, help="trainings of each set per seed")
+    parser.add_argument(
+        "--exact-law", action="store_true", help="simulate outcomes without the law's misfit"
+    )
     args = parser.parse_args()
     rows = []
     for seed in range(args.seeds):
         o = compare(
-            DESIGNS[args.design], seed, args.runs, args.simulations, args.bootstrap, args.draws
-        )
+            DESIGNS[args.design], seed, args.runs, args.simulations, args.bootstrap, args.draws,
+            misfit=not args.exact_law,
+        )  # fmt: skip
         rows.append(o)
         print(
             f"seed {seed:2d}: now ×{o.width_now:.3f}  predicted ×{o.width_predicted:.3f}  "

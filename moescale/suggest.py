@@ -20,6 +20,7 @@ import pandas as pd
 from moescale.errors import UserError
 from moescale.fitting.pipeline import FitReport, fit_all
 from moescale.fitting.studies.next_runs import (
+    Misfit,
     NextRuns,
     Point,
     next_budget,
@@ -167,6 +168,7 @@ def suggest(
         size_step=step,
         simulations=simulations,
         grid=tuple(p for p in grid if p is not None),
+        misfit=Misfit.of(fit.extrapolation),
     )
     result = replace(result, runs_hash=fit.runs_hash)
     atomic_write_json(SweepFolder(results_dir).next_runs_path, result.to_dict())
@@ -218,13 +220,26 @@ def describe(result: NextRuns, planner: Planner, spec: SweepSpec) -> list:
         f"C = {result.target_flops:.3g} FLOPs; cap {result.cap_flops:.3g} FLOPs for the new runs"
     )
     why = f"chosen: '{result.chosen.name}', {result.chosen_because}"
+    if result.misfit is None:
+        law_error = (
+            "the refitted outcomes take the law as exact past the sweep (the fit has no "
+            "hold-out check to size its error: refit with it for outcomes that carry it)"
+        )
+    else:
+        m = result.misfit
+        law_error = (
+            f"the refitted outcomes at new budgets carry the law's own error past the sweep, as "
+            f"its hold-out check measured it on {m.rows} predictions: optimum N "
+            f"×{np.exp(m.n_opt_log_sd):.2f}, optimal loss ±{100 * m.loss_log_sd:.1f}% (1 sd)"
+        )
     designs = Table(
         title="designs decided between: the headline's interval expected after adding each",
         caption=f"screened: the parametric law's {result.draws} bootstrap draws reweighted by "
         f"simulated outcomes; refitted: the whole fit rerun on {result.simulations} simulated "
-        "outcomes (truths drawn from those draws, the runs' noise added); widths are hi/lo of "
-        "the 95% interval of N_opt (n_active), geometric means over outcomes (in brackets: the "
-        "narrowest and widest outcome, what one real set of runs may give)",
+        "outcomes (truths drawn from those draws, the runs' noise added, and the law's error "
+        "below); widths are hi/lo of the 95% interval of N_opt (n_active), geometric means over "
+        "outcomes (in brackets: the narrowest and widest outcome, what one real set of runs "
+        "may give)",
     )
     for column in ("design", "runs (budget: n_active)", "FLOPs", "screened ×", "refitted ×",
                    "expected interval"):  # fmt: skip
@@ -259,4 +274,4 @@ def describe(result: NextRuns, planner: Planner, spec: SweepSpec) -> list:
             "sizes beyond it, past the cap (and past max_epochs, where the small end repeats "
             "its data)"
         )
-    return [head, designs, why, chosen, *notes]
+    return [head, designs, law_error, why, chosen, *notes]

@@ -16,8 +16,10 @@ in two stages:
    parametric law, while the headline may be Approach 2 or the two combined, and a run far
    from the optimum can cost the headline its lead method. The sweep's grid continued is the
    default (what its researcher would run without us); another design replaces it only when
-   it is narrower beyond the simulation's own noise (`_choose`), since the outcomes assume the
-   law holds past the sweep.
+   it is narrower beyond the simulation's own noise (`_choose`). The refits' outcomes at
+   budgets past the sweep carry the law's own error there, as the fit's hold-out check
+   measured it (`Misfit`): taken as exact, the law promised ×1.97–×2.65 on the example where
+   the real runs left ×9.6.
 
 Candidates. At a budget already in the sweep: one run within a grid step of the ensemble's
 optimum there. At a new budget past the largest: three sizes a grid step apart, centred on
@@ -38,6 +40,7 @@ from moescale.errors import UserError
 from moescale.fitting.laws.compute_law import ComputeLaw
 from moescale.fitting.laws.parametric import ParametricFit, optima_of
 from moescale.fitting.laws.powerlaw import INTERVAL
+from moescale.fitting.studies.extrapolation import ExtrapolationCheck
 
 NEW_BUDGET_RUNS = 3  # a new budget's runs: what a per-budget (isoFLOP) fit needs
 NEW_BUDGET_STEP = math.sqrt(2.0)  # new budgets at C_max·√2^j: finer than a factor-2 grid
@@ -118,6 +121,7 @@ class NextRuns:
     draws: int  # the parametric bootstrap draws the truths were taken from
 
     runs_hash: str = ""  # of the runs the fit was made from (pipeline.runs_hash)
+    misfit: Misfit | None = None  # the law's own error the refitted outcomes carried
 
     @property
     def width_now(self) -> float:
@@ -133,7 +137,10 @@ class NextRuns:
     def from_dict(cls, data: dict) -> NextRuns:
         designs = tuple(Design.from_dict(d) for d in data["designs"])
         chosen, now = designs[data["chosen"]], tuple(data["interval_now"])
-        return cls(**data | {"designs": designs, "chosen": chosen, "interval_now": now})
+        misfit = Misfit(**data["misfit"]) if data.get("misfit") else None
+        return cls(
+            **data | {"designs": designs, "chosen": chosen, "interval_now": now, "misfit": misfit}
+        )
 
 
 @dataclass(frozen=True)
@@ -178,18 +185,63 @@ def _weighted_interval(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndar
 
 
 @dataclass(frozen=True)
+class Misfit:
+    """How far the parametric law has missed past the runs it was fitted on, as the sweep's own
+    hold-out check measured it (the largest budgets left out, refitted, predicted): the RMS log
+    error of the held-out budgets' optimum N and of their optimal loss. The law's bootstrap
+    knows only the runs' scatter about it; real runs past the sweep also differ from the law
+    itself (on the example, 4 runs at the next budget turned a ×2.96 interval into ×9.6, where
+    outcomes without this term ranged ×1.97–×2.65). Each held-out optimum is also a noisy
+    per-budget fit, so the term errs wide."""
+
+    n_opt_log_sd: float
+    loss_log_sd: float
+    rows: int  # held-out predictions it was measured on
+
+    @classmethod
+    def of(cls, check: ExtrapolationCheck | None) -> Misfit | None:
+        """From the hold-out check's Approach 3 rows (None where it made none)."""
+        rows = [r for r in check.rows if r.method == "parametric"] if check is not None else []
+        if not rows:
+            return None
+        n_err = np.log([r.n_opt_fitted / r.n_opt_predicted for r in rows])
+        loss_err = np.log([r.loss_fitted / r.loss_predicted for r in rows])
+        rms = lambda x: float(np.sqrt(np.mean(np.square(x))))  # noqa: E731
+        return cls(rms(n_err), rms(loss_err), len(rows))
+
+
+def _log_loss(samples: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> np.ndarray:
+    """Log loss of each row of `samples` [S, 5] (log A, log B, log E, alpha, beta) at sizes and
+    tokens [S or 1, P] (inf where a draw overflows)."""
+    log_a, log_b, log_e, alpha, beta = (samples[:, i : i + 1] for i in range(5))
+    with np.errstate(over="ignore"):
+        value = np.exp(log_e) + np.exp(log_a - alpha * log_n) + np.exp(log_b - beta * log_d)
+    return np.log(value)
+
+
+@dataclass(frozen=True)
 class Ensemble:
     """The parametric law's bootstrap draws as possible truths: each draw's log N_opt at the
-    target and its log loss at any run; `noise` the runs' log-loss scatter about the law."""
+    target and its log loss at any run; `noise` the runs' log-loss scatter about the law;
+    `misfit` the law's own error past `largest_budget` (None: the law taken as exact there)."""
 
     samples: np.ndarray  # [B, 5] (log A, log B, log E, alpha, beta)
     log_n_opt: np.ndarray  # [B]
     noise: float
     compute_law: ComputeLaw
+    misfit: Misfit | None = None
+    largest_budget: float = math.inf
     _optima: dict = field(default_factory=dict, repr=False, compare=False)  # budget -> median
 
     @classmethod
-    def of(cls, parametric: ParametricFit, law: ComputeLaw, target_flops: float) -> Ensemble:
+    def of(
+        cls,
+        parametric: ParametricFit,
+        law: ComputeLaw,
+        target_flops: float,
+        misfit: Misfit | None = None,
+        largest_budget: float = math.inf,
+    ) -> Ensemble:
         if parametric.samples is None or len(parametric.samples) < MIN_DRAWS:
             raise UserError(
                 f"suggest needs the parametric law's bootstrap draws (a fit with --bootstrap "
@@ -198,16 +250,13 @@ class Ensemble:
         log_n_opt = np.log(optima_of(parametric.samples, target_flops, law)["n_opt"])
         keep = np.isfinite(log_n_opt)
         noise = max(parametric.noise_log_sd, MIN_NOISE_LOG_SD)
-        return cls(parametric.samples[keep], log_n_opt[keep], noise, law)
+        return cls(parametric.samples[keep], log_n_opt[keep], noise, law, misfit, largest_budget)
 
     def log_loss(self, points: tuple[Point, ...]) -> np.ndarray:
         """[B, P]: each draw's log loss at each point (inf where a draw overflows)."""
         log_n = np.log([p.n_active for p in points])[None, :]
         log_d = np.log([p.tokens for p in points])[None, :]
-        log_a, log_b, log_e, alpha, beta = (self.samples[:, i : i + 1] for i in range(5))
-        with np.errstate(over="ignore"):
-            value = np.exp(log_e) + np.exp(log_a - alpha * log_n) + np.exp(log_b - beta * log_d)
-        return np.log(value)
+        return _log_loss(self.samples, log_n, log_d)
 
     def optimum(self, budget: float) -> float:
         """The ensemble's median N_opt at `budget`."""
@@ -216,19 +265,48 @@ class Ensemble:
             self._optima[budget] = float(np.median(optima))
         return self._optima[budget]
 
-    def outcomes(self, points: tuple[Point, ...], count: int, seed: int) -> np.ndarray:
+    def outcomes(
+        self, points: tuple[Point, ...], count: int, seed: int, misfit: bool = True
+    ) -> np.ndarray:
         """[count, P] simulated log losses: truths drawn from the ensemble (the same ones for
-        every set of points of one seed), each run's noise added."""
+        every set of points of one seed), each run's noise added, and with `misfit` the law's
+        own error at budgets past the sweep (`_misfit`)."""
         rng = np.random.default_rng(seed)
         truths = rng.choice(len(self.samples), size=min(count, len(self.samples)), replace=False)
         noise = rng.standard_normal((len(truths), len(points)))
-        return self.log_loss(points)[truths] + self.noise * noise
+        if misfit and self.misfit is not None:
+            clean = self._misfit(points, truths, seed)
+        else:
+            clean = self.log_loss(points)[truths]
+        return clean + self.noise * noise
+
+    def _misfit(self, points: tuple[Point, ...], truths: np.ndarray, seed: int) -> np.ndarray:
+        """[S, P]: each truth's log loss where, at every budget past the sweep, the truth's
+        isoFLOP curve is moved in log N by ε ~ N(0, n_opt_log_sd²) (its optimum with it) and in
+        level by N(0, loss_log_sd²): one draw per budget and truth, from a generator seeded by
+        the seed and the budget, so that two designs at one budget meet the same errors."""
+        misfit, law = self.misfit, self.compute_law
+        log_n = np.log([p.n_active for p in points])[None, :].repeat(len(truths), 0)
+        log_d = np.log([p.tokens for p in points])[None, :].repeat(len(truths), 0)
+        level = np.zeros_like(log_n)
+        for budget in {p.budget_flops for p in points if p.budget_flops > self.largest_budget}:
+            rng = np.random.default_rng([seed, int(round(math.log(budget) * 1000))])
+            shift, offset = rng.standard_normal((2, len(truths), 1))
+            column = np.array([p.budget_flops == budget for p in points])
+            n = np.exp(log_n[:, column])
+            moved = n * np.exp(-misfit.n_opt_log_sd * shift)
+            # the moved size's tokens at the same budget, relative to the run's own (exact) ones
+            log_d[:, column] += np.log(law.flops_per_token(n) / law.flops_per_token(moved))
+            log_n[:, column] = np.log(moved)
+            level[:, column] = misfit.loss_log_sd * offset
+        return _log_loss(self.samples[truths], log_n, log_d) + level
 
     def screened_width(self, points: tuple[Point, ...], seed: int = 0) -> float:
         """The expected 95% width (hi/lo, geometric mean over simulated truths) of N_opt at the
         target once `points` are added, by reweighting the draws (module docstring, 1)."""
         predicted = self.log_loss(points)
-        outcome = self.outcomes(points, SCREEN_TRUTHS, seed)
+        # the screen proposes designs under the law as fitted; the refits meet its misfit
+        outcome = self.outcomes(points, SCREEN_TRUTHS, seed, misfit=False)
         misfit = ((outcome[:, None, :] - predicted[None, :, :]) ** 2).sum(axis=2)
         log_weight = np.where(np.isfinite(misfit), -misfit / (2 * self.noise**2), -np.inf)
         weights = np.exp(log_weight - log_weight.max(axis=1, keepdims=True))
@@ -416,14 +494,16 @@ def suggest_next_runs(
     simulations: int = 8,
     seed: int = 0,
     grid: tuple[Point, ...] = (),
+    misfit: Misfit | None = None,
 ) -> NextRuns:
     """The `k` runs, together within `cap_flops` (default: what the next budget's runs would
     cost), that leave the narrowest expected headline interval at `target_flops`: a few
     designs proposed by the screen, decided by refits against `grid`, the sweep's own grid
-    continued to its next budget (module docstring)."""
+    continued to its next budget (module docstring). With `misfit`, the refits' outcomes at
+    budgets past the sweep carry the law's own error (`Misfit`), not the runs' noise alone."""
     if k < 1:
         raise UserError(f"--runs must be at least 1, got {k}")
-    ensemble = Ensemble.of(parametric, law, target_flops)
+    ensemble = Ensemble.of(parametric, law, target_flops, misfit, max(budgets))
     centred = centred_next_budget(parametric, law, budgets, k, point_at, size_step)
     if cap_flops is None:
         default = grid if len(grid) == k else centred
@@ -465,4 +545,5 @@ def suggest_next_runs(
         interval_now=interval_now,
         simulations=simulations,
         draws=len(ensemble.samples),
+        misfit=misfit,
     )
