@@ -220,18 +220,6 @@ def describe(result: NextRuns, planner: Planner, spec: SweepSpec) -> list:
         f"C = {result.target_flops:.3g} FLOPs; cap {result.cap_flops:.3g} FLOPs for the new runs"
     )
     why = f"chosen: '{result.chosen.name}', {result.chosen_because}"
-    if result.misfit is None:
-        law_error = (
-            "the refitted outcomes take the law as exact past the sweep (the fit has no "
-            "hold-out check to size its error: refit with it for outcomes that carry it)"
-        )
-    else:
-        m = result.misfit
-        law_error = (
-            f"the refitted outcomes at new budgets carry the law's own error past the sweep, as "
-            f"its hold-out check measured it on {m.rows} predictions: optimum N "
-            f"×{np.exp(m.n_opt_log_sd):.2f}, optimal loss ±{100 * m.loss_log_sd:.1f}% (1 sd)"
-        )
     designs = Table(
         title="designs decided between: the headline's interval expected after adding each",
         caption=f"screened: the parametric law's {result.draws} bootstrap draws reweighted by "
@@ -274,4 +262,4 @@ def describe(result: NextRuns, planner: Planner, spec: SweepSpec) -> list:
             "sizes beyond it, past the cap (and past max_epochs, where the small end repeats "
             "its data)"
         )
-    return [head, designs, law_error, why, chosen, *notes]
+    return [head, designs, result.law_error, why, chosen, *notes]

@@ -132,6 +132,7 @@ def test_report_fits_first_and_writes_a_self_contained_page(first_report):
     assert "×3.00 wide now" in steps and "×2.20 expected" in steps
     assert "the sweep's grid continued (chosen)" in steps and "4.75e+12: 46,470, 101,596" in steps
     assert "2.00 – 2.50" in steps  # what one real set of runs may give
+    assert "take the law as exact past the sweep" in steps  # what the outcomes assumed
 
 
 def test_report_on_a_partly_finished_sweep_says_what_is_missing(example):

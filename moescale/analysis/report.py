@@ -565,8 +565,7 @@ def _next_steps_section(
         f"×{chosen.width:.2f} expected after them ({chosen.interval[0]:.3g}–"
         f"{chosen.interval[1]:.3g}); chosen: {next_runs.chosen_because}. Each design below was "
         f"refitted with the whole pipeline on {next_runs.simulations} outcomes simulated from "
-        "the parametric law's bootstrap draws: the expectations assume the law holds at the "
-        "new runs."
+        f"the parametric law's bootstrap draws; {next_runs.law_error}."
     )
     section.table = pd.DataFrame(
         {

@@ -127,6 +127,21 @@ class NextRuns:
     def width_now(self) -> float:
         return self.interval_now[1] / self.interval_now[0]
 
+    @property
+    def law_error(self) -> str:
+        """What the refitted outcomes assumed of the law past the sweep, in words."""
+        m = self.misfit
+        if m is None:
+            return (
+                "the refitted outcomes take the law as exact past the sweep (the fit has no "
+                "hold-out check to size its error: refit with it for outcomes that carry it)"
+            )
+        return (
+            f"the refitted outcomes at new budgets carry the law's own error past the sweep, "
+            f"as its hold-out check measured it on {m.rows} predictions: optimum N "
+            f"×{math.exp(m.n_opt_log_sd):.2f}, optimal loss ±{100 * m.loss_log_sd:.1f}% (1 sd)"
+        )
+
     def to_dict(self) -> dict:
         """next_runs.json's form: the chosen design by its index among `designs`."""
         data = asdict(self)
