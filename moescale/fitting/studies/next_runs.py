@@ -221,8 +221,11 @@ class Misfit:
             return None
         n_err = np.log([r.n_opt_fitted / r.n_opt_predicted for r in rows])
         loss_err = np.log([r.loss_fitted / r.loss_predicted for r in rows])
-        rms = lambda x: float(np.sqrt(np.mean(np.square(x))))  # noqa: E731
-        return cls(rms(n_err), rms(loss_err), len(rows))
+        return cls(_rms(n_err), _rms(loss_err), len(rows))
+
+
+def _rms(values: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(values))))
 
 
 def _log_loss(samples: np.ndarray, log_n: np.ndarray, log_d: np.ndarray) -> np.ndarray:
