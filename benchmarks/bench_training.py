@@ -3,6 +3,9 @@ time) as a share of this machine's measured fp32 matmul peak, for three model si
 overhead of logging and evaluation, from the same runs with them and without them (A B A B);
 and the cost of measuring the gradient noise scale (recipe.noise_scale: a step of one
 micro-batch trained as two halves, and one more gradient norm), on against off, interleaved.
+Then where a step's time goes: the step's own GEMMs and attention kernels replayed alone at
+their shapes, the optimizer alone, and the rest (elementwise passes, norms, loss, routing) —
+and the share of peak a step would reach if that rest cost nothing.
 
     python -m benchmarks.bench_training [--steps 40] [--repeats 2]
 """
@@ -10,12 +13,16 @@ micro-batch trained as two halves, and one more gradient norm), on against off, 
 from __future__ import annotations
 
 import argparse
+import collections
 import statistics
 import tempfile
+import time
+from functools import partial
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from moescale.models import count, family
+from moescale.models import AdamW, MoETransformer, count, family, param_groups
 from moescale.training import RunSpec, train_run
 from moescale.training.hardware import measure_matmul_peak
 
@@ -49,6 +56,93 @@ def run(
     with tempfile.TemporaryDirectory() as folder:
         result = train_run(spec, folder)
     return result.tokens / result.train_s, result.wall_s
+
+
+def median_seconds(fn, repeats: int = 7) -> float:
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+aten = torch.ops.aten
+# the kernels that do a step's counted FLOPs: matmuls (routed experts' grouped ones included)
+# and the CPU's fused attention, forward and backward
+GEMMS = {aten.mm.default, aten._grouped_mm.default}
+ATTENTION = {
+    aten._scaled_dot_product_flash_attention_for_cpu.default,
+    aten._scaled_dot_product_flash_attention_for_cpu_backward.default,
+}
+
+
+class KernelCalls(TorchDispatchMode):
+    """Records each call of the GEMM and attention kernels by its signature — sizes, strides
+    and dtypes of its tensors, the values of its integer ones (grouped_mm's offsets) — so
+    that each can be replayed alone on fresh tensors of the same layout."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: collections.Counter = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in GEMMS or func in ATTENTION:
+            self.calls[func, _signature(args), _signature(tuple(kwargs.items()))] += 1
+        return func(*args, **kwargs)
+
+
+def _signature(value):
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point():
+            return ("tensor", tuple(value.shape), value.stride(), value.dtype)
+        return ("values", value.cpu().clone())
+    if isinstance(value, (tuple, list)):
+        return tuple(_signature(v) for v in value)
+    return value
+
+
+def _fresh(signature):
+    """Arguments like those a signature recorded: new random tensors of the same layout."""
+    if isinstance(signature, tuple) and signature and signature[0] == "tensor":
+        _, shape, stride, dtype = signature
+        return torch.empty_strided(shape, stride, dtype=dtype).normal_()
+    if isinstance(signature, tuple) and signature and signature[0] == "values":
+        return signature[1]
+    if isinstance(signature, tuple):
+        return tuple(_fresh(s) for s in signature)
+    return signature
+
+
+def step_breakdown(config, batch_tokens: int, seq_len: int) -> dict[str, float]:
+    """Seconds of one training step (one micro-batch forward + backward, then AdamW as the
+    trainer runs it) and of its parts replayed alone: its GEMMs and its attention kernels,
+    each at its recorded layout, and the optimizer step."""
+    torch.manual_seed(0)
+    model = MoETransformer(config)
+    tokens = torch.randint(0, config.vocab_size, (batch_tokens // seq_len, seq_len))
+    optimizer = AdamW(param_groups(model, 1e-3), foreach=True)
+
+    def forward_backward() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        model(tokens, tokens).loss.backward()
+
+    def step() -> None:
+        forward_backward()
+        optimizer.step()
+
+    seconds = {"step": median_seconds(step), "optimizer": median_seconds(optimizer.step)}
+    recorder = KernelCalls()
+    with recorder:
+        forward_backward()
+    seconds["matmuls"] = seconds["attention"] = 0.0
+    for (func, args, kwargs), calls in recorder.calls.items():
+        replay = partial(func, *_fresh(args), **dict(_fresh(kwargs)))
+        seconds["matmuls" if func in GEMMS else "attention"] += calls * median_seconds(replay)
+    return seconds
 
 
 def main() -> None:
@@ -87,6 +181,26 @@ def main() -> None:
         n_active = count(config, args.seq_len).n_active
         print(
             f"{n_active:>9,} {config.d_model:>7} {config.n_layers:>6} {tps:>9,.0f} {achieved / 1e9:>8.1f} {achieved / peak:>7.1%} {overhead:>17.1%} {noise_cost:>16.1%}"
+        )
+    print(
+        "\nwhere a step goes (one micro-batch of the whole batch + AdamW; parts replayed alone at"
+        " the step's shapes): ms"
+    )
+    print(
+        f"{'n_active':>9} {'step':>7} {'GEMMs':>7} {'attention':>9} {'optimizer':>9} {'the rest':>8}"
+        f" {'% peak':>7} {'% peak if the rest were free':>29}"
+    )
+    for target in SIZES:
+        config = family(target, **FAMILY)
+        counted = count(config, args.seq_len)
+        parts = step_breakdown(config, args.batch_tokens, args.seq_len)
+        rest = parts["step"] - parts["matmuls"] - parts["attention"] - parts["optimizer"]
+        flops = counted.flops_per_token * args.batch_tokens
+        kernels = parts["matmuls"] + parts["attention"]
+        print(
+            f"{counted.n_active:>9,} {parts['step'] * 1e3:>7.1f} {parts['matmuls'] * 1e3:>7.1f}"
+            f" {parts['attention'] * 1e3:>9.1f} {parts['optimizer'] * 1e3:>9.1f} {rest * 1e3:>8.1f}"
+            f" {flops / parts['step'] / peak:>7.1%} {flops / kernels / peak:>29.1%}"
         )
 
 
