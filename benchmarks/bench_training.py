@@ -99,7 +99,7 @@ def _signature(value):
     if isinstance(value, torch.Tensor):
         if value.is_floating_point():
             return ("tensor", tuple(value.shape), value.stride(), value.dtype)
-        return ("values", value.cpu().clone())
+        return ("values", tuple(value.tolist()), value.dtype)  # hashable, compared by value
     if isinstance(value, (tuple, list)):
         return tuple(_signature(v) for v in value)
     return value
@@ -111,7 +111,7 @@ def _fresh(signature):
         _, shape, stride, dtype = signature
         return torch.empty_strided(shape, stride, dtype=dtype).normal_()
     if isinstance(signature, tuple) and signature and signature[0] == "values":
-        return signature[1]
+        return torch.tensor(signature[1], dtype=signature[2])
     if isinstance(signature, tuple):
         return tuple(_fresh(s) for s in signature)
     return signature
