@@ -17,6 +17,7 @@ import collections
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -59,6 +60,7 @@ def run(
 
 
 def median_seconds(fn, repeats: int = 7) -> float:
+    """Median wall seconds of `fn` over `repeats` calls, after two warm-up calls."""
     for _ in range(2):
         fn()
     times = []
@@ -95,11 +97,29 @@ class KernelCalls(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
+@dataclass(frozen=True)
+class Layout:
+    """A floating-point argument as a replay needs it: sizes, strides and dtype, not values."""
+
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: torch.dtype
+
+
+@dataclass(frozen=True)
+class Values:
+    """An integer argument (grouped_mm's offsets), kept by value: it decides the work."""
+
+    values: tuple[int, ...]
+    dtype: torch.dtype
+
+
 def _signature(value):
+    """A hashable stand-in for a kernel's argument (tensors by layout or by value)."""
     if isinstance(value, torch.Tensor):
         if value.is_floating_point():
-            return ("tensor", tuple(value.shape), value.stride(), value.dtype)
-        return ("values", tuple(value.tolist()), value.dtype)  # hashable, compared by value
+            return Layout(tuple(value.shape), value.stride(), value.dtype)
+        return Values(tuple(value.tolist()), value.dtype)
     if isinstance(value, (tuple, list)):
         return tuple(_signature(v) for v in value)
     return value
@@ -107,11 +127,11 @@ def _signature(value):
 
 def _fresh(signature):
     """Arguments like those a signature recorded: new random tensors of the same layout."""
-    if isinstance(signature, tuple) and signature and signature[0] == "tensor":
-        _, shape, stride, dtype = signature
+    if isinstance(signature, Layout):
+        shape, stride, dtype = signature.shape, signature.stride, signature.dtype
         return torch.empty_strided(shape, stride, dtype=dtype).normal_()
-    if isinstance(signature, tuple) and signature and signature[0] == "values":
-        return torch.tensor(signature[1], dtype=signature[2])
+    if isinstance(signature, Values):
+        return torch.tensor(signature.values, dtype=signature.dtype)
     if isinstance(signature, tuple):
         return tuple(_fresh(s) for s in signature)
     return signature
